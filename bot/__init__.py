@@ -1,0 +1,1 @@
+"""The aiogram bot: routers per feature, middlewares, keyboards, streaming, entry points."""

@@ -1,0 +1,103 @@
+"""Building the Bot and the Dispatcher with everything handlers need in workflow_data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import BotCommand
+from celery import Celery
+
+from bot.feedback_sink import FeedbackSink
+from bot.handlers import get_routers
+from bot.middlewares import DedupMiddleware, UserContextMiddleware
+from bot.responding import Responder
+from loopgram.answering import AnswerService
+from loopgram.db import Database
+from loopgram.errors import LoopgramError
+from loopgram.i18n import t
+from loopgram.llm import LLMClient
+from loopgram.settings import Settings, TelegramSettings
+from loopgram.spool import Spool
+
+
+def create_bot(settings: TelegramSettings) -> Bot:
+    if settings.telegram_bot_token is None:
+        raise LoopgramError("TELEGRAM_BOT_TOKEN is not set", key="error-no-token")
+    session = (
+        AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
+        if settings.telegram_api_url
+        else AiohttpSession()
+    )
+    return Bot(
+        settings.telegram_bot_token.get_secret_value(),
+        session=session,
+        default=DefaultBotProperties(link_preview_is_disabled=True),
+    )
+
+
+def create_storage(settings: Settings) -> BaseStorage:
+    """Dialogue state lives in Redis whenever Redis is configured (stateless replicas)."""
+    if settings.redis.redis_url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(settings.redis.redis_url)
+    return MemoryStorage()
+
+
+@dataclass
+class BotRuntime:
+    """Everything one bot process holds, so that tests and the demo can reach into it."""
+
+    settings: Settings
+    db: Database
+    llm: LLMClient
+    answers: AnswerService
+    responder: Responder
+    feedback_sink: FeedbackSink
+    dispatcher: Dispatcher
+
+
+def create_runtime(
+    settings: Settings,
+    *,
+    db: Database,
+    celery_app: Celery,
+    llm: LLMClient | None = None,
+    storage: BaseStorage | None = None,
+) -> BotRuntime:
+    llm = llm or LLMClient(settings.llm)
+    answers = AnswerService(db=db, llm=llm, settings=settings.bot)
+    responder = Responder(answers=answers, stream_interval=settings.bot.stream_edit_interval)
+    sink = FeedbackSink(
+        celery_app=celery_app,
+        db=db,
+        spool=Spool(Path(settings.app.data_dir) / "spool" / "feedback.jsonl"),
+    )
+    dp = Dispatcher(
+        storage=storage or create_storage(settings),
+        settings=settings,
+        db=db,
+        answers=answers,
+        responder=responder,
+        feedback_sink=sink,
+    )
+    dp.update.outer_middleware(DedupMiddleware(db))
+    dp.update.outer_middleware(UserContextMiddleware(db, settings))
+    dp.include_routers(*get_routers())
+    return BotRuntime(settings, db, llm, answers, responder, sink, dp)
+
+
+async def set_commands(bot: Bot) -> None:
+    for lang in ("en", "ru"):
+        commands = [
+            BotCommand(command=name, description=t(lang, f"command-{name}"))
+            for name in ("start", "help", "assistant", "reset")
+        ]
+        await bot.set_my_commands(commands, language_code=None if lang == "en" else lang)

@@ -1,0 +1,28 @@
+"""Typed callback data. All of it is untrusted: handlers re-check ownership and role."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from aiogram.filters.callback_data import CallbackData
+
+
+class RateAction(StrEnum):
+    up = "u"
+    down = "d"
+    regenerate = "g"
+    retry = "t"
+
+
+class RateCb(CallbackData, prefix="r"):
+    action: RateAction
+    iid: int
+
+
+class ReasonCb(CallbackData, prefix="rr"):
+    iid: int
+    reason: str
+
+
+class AssistantCb(CallbackData, prefix="as"):
+    name: str

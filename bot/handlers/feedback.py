@@ -1,0 +1,242 @@
+"""👍 👎 🔄 presses, the reason for a 👎, an optional comment, retries, and native reactions.
+
+Callback data is untrusted: every press re-reads the interaction and checks that the
+person pressing asked the question, in this chat.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import suppress
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardMarkup,
+    Message,
+    MessageReactionUpdated,
+    Update,
+)
+from sqlmodel import Session, select
+
+from bot.callbacks import RateAction, RateCb, ReasonCb
+from bot.keyboards import rating_keyboard, reason_keyboard
+from bot.responding import Responder
+from bot.feedback_sink import FeedbackSink
+from loopgram.answering import AnswerService
+from loopgram.db import Database
+from loopgram.feedback import REASONS, Feedback
+from loopgram.i18n import t
+from loopgram.models import Interaction, InteractionStatus
+from loopgram.settings import Settings
+
+log = logging.getLogger(__name__)
+router = Router(name=__name__)
+
+THUMBS_UP = {"👍", "❤", "❤️", "🔥", "👏"}
+THUMBS_DOWN = {"👎", "💩", "🤮"}
+
+
+class CommentForm(StatesGroup):
+    waiting = State()
+
+
+async def _owned_interaction(
+    query: CallbackQuery, iid: int, lang: str, db: Database
+) -> Interaction | None:
+    """The interaction behind a button, or None after telling the presser why not."""
+    from loopgram import crud
+
+    interaction = await db.run(crud.get_interaction, interaction_id=iid)
+    if interaction is None:
+        await query.answer(t(lang, "feedback-unknown"), show_alert=True)
+        return None
+    if (
+        interaction.user_id != query.from_user.id
+        or query.message is None
+        or query.message.chat.id != interaction.chat_id
+    ):
+        log.warning(
+            "feedback.foreign_press interaction_id=%s user_id=%s", iid, query.from_user.id
+        )
+        await query.answer(t(lang, "feedback-not-yours"), show_alert=True)
+        return None
+    return interaction
+
+
+async def _set_markup(bot: Bot, query: CallbackQuery, markup: InlineKeyboardMarkup) -> None:
+    if query.message is None:
+        return
+    with suppress(TelegramBadRequest):  # "not modified" or too old: the rating is stored anyway
+        await bot.edit_message_reply_markup(
+            chat_id=query.message.chat.id, message_id=query.message.message_id, reply_markup=markup
+        )
+
+
+@router.callback_query(RateCb.filter())
+async def on_rate(
+    query: CallbackQuery,
+    callback_data: RateCb,
+    bot: Bot,
+    lang: str,
+    db: Database,
+    feedback_sink: FeedbackSink,
+    responder: Responder,
+    answers: AnswerService,
+    event_update: Update,
+) -> None:
+    interaction = await _owned_interaction(query, callback_data.iid, lang, db)
+    if interaction is None or interaction.id is None:
+        return
+    action = callback_data.action
+    if action in (RateAction.regenerate, RateAction.retry):
+        await query.answer(t(lang, "regenerating"))
+        if action == RateAction.retry and query.message is not None:
+            with suppress(TelegramBadRequest):
+                await bot.edit_message_reply_markup(
+                    chat_id=query.message.chat.id, message_id=query.message.message_id
+                )
+        question = await answers.question_for_regenerate(
+            interaction_id=interaction.id,
+            user_id=query.from_user.id,
+            lang=lang,
+            chat_type=query.message.chat.type if query.message else "private",
+        )
+        await responder.respond(bot, question)
+        return
+    if interaction.status != InteractionStatus.ok:
+        await query.answer(t(lang, "feedback-unknown"), show_alert=True)
+        return
+    value = 1 if action == RateAction.up else -1
+    await query.answer(t(lang, "feedback-thanks" if value > 0 else "feedback-why"))
+    await feedback_sink.submit(
+        Feedback(
+            interaction_id=interaction.id,
+            user_id=query.from_user.id,
+            value=value,
+            update_id=event_update.update_id,
+        )
+    )
+    if value > 0:
+        await _set_markup(bot, query, rating_keyboard(interaction.id, selected=1))
+    else:
+        await _set_markup(bot, query, reason_keyboard(interaction.id, lang))
+
+
+@router.callback_query(ReasonCb.filter())
+async def on_reason(
+    query: CallbackQuery,
+    callback_data: ReasonCb,
+    bot: Bot,
+    lang: str,
+    db: Database,
+    feedback_sink: FeedbackSink,
+    state: FSMContext,
+    event_update: Update,
+) -> None:
+    if callback_data.reason not in REASONS:
+        await query.answer(t(lang, "callback-invalid"), show_alert=True)
+        return
+    interaction = await _owned_interaction(query, callback_data.iid, lang, db)
+    if interaction is None or interaction.id is None:
+        return
+    await query.answer(t(lang, "feedback-reason-saved"))
+    await feedback_sink.submit(
+        Feedback(
+            interaction_id=interaction.id,
+            user_id=query.from_user.id,
+            value=-1,
+            reason=callback_data.reason,
+            update_id=event_update.update_id,
+        )
+    )
+    await _set_markup(bot, query, rating_keyboard(interaction.id, selected=-1))
+    await state.set_state(CommentForm.waiting)
+    await state.update_data(iid=interaction.id)
+    if query.message is not None:
+        await bot.send_message(
+            query.message.chat.id,
+            t(lang, "feedback-ask-comment"),
+            message_thread_id=getattr(query.message, "message_thread_id", None),
+        )
+
+
+@router.message(StateFilter(CommentForm.waiting), Command("skip"))
+async def on_skip_comment(message: Message, lang: str, state: FSMContext) -> None:
+    await state.clear()
+    await message.answer(t(lang, "feedback-comment-skipped"))
+
+
+@router.message(StateFilter(CommentForm.waiting), F.text, ~F.text.startswith("/"))
+async def on_comment(
+    message: Message,
+    lang: str,
+    state: FSMContext,
+    settings: Settings,
+    feedback_sink: FeedbackSink,
+    event_update: Update,
+) -> None:
+    text = (message.text or "").strip()
+    limit = settings.bot.max_comment_chars
+    if len(text) > limit:
+        await message.reply(t(lang, "feedback-comment-too-long", limit=limit))
+        return
+    data = await state.get_data()
+    await state.clear()
+    iid = data.get("iid")
+    if not isinstance(iid, int) or message.from_user is None:
+        return
+    await feedback_sink.submit(
+        Feedback(
+            interaction_id=iid,
+            user_id=message.from_user.id,
+            value=-1,
+            comment=text,
+            update_id=event_update.update_id,
+        )
+    )
+    await message.reply(t(lang, "feedback-comment-saved"))
+
+
+def _interaction_by_message(*, session: Session, chat_id: int, message_id: int) -> Interaction | None:
+    query = select(Interaction).where(
+        Interaction.chat_id == chat_id, Interaction.telegram_message_id == message_id
+    )
+    return session.exec(query).first()
+
+
+@router.message_reaction()
+async def on_reaction(
+    reaction: MessageReactionUpdated,
+    db: Database,
+    feedback_sink: FeedbackSink,
+    event_update: Update,
+) -> None:
+    """Telegram's own 👍/👎 reactions on an answer count as ratings."""
+    if reaction.user is None:
+        return
+    emojis = {getattr(r, "emoji", None) for r in reaction.new_reaction}
+    if emojis & THUMBS_UP:
+        value = 1
+    elif emojis & THUMBS_DOWN:
+        value = -1
+    else:
+        return
+    interaction = await db.run(
+        _interaction_by_message, chat_id=reaction.chat.id, message_id=reaction.message_id
+    )
+    if interaction is None or interaction.id is None or interaction.user_id != reaction.user.id:
+        return
+    await feedback_sink.submit(
+        Feedback(
+            interaction_id=interaction.id,
+            user_id=reaction.user.id,
+            value=value,
+            source="reaction",
+            update_id=event_update.update_id,
+        )
+    )

@@ -1,0 +1,77 @@
+"""Outer middlewares: drop re-delivered updates, then load who is talking and in which language."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.enums import ChatType
+from aiogram.types import Chat, TelegramObject, Update, User
+
+from loopgram import crud
+from loopgram.db import Database
+from loopgram.i18n import pick_language
+from loopgram.models import Role
+from loopgram.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+class DedupMiddleware(BaseMiddleware):
+    """Telegram re-delivers webhook updates after a restart; each update id runs once."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        assert isinstance(event, Update)
+        if not await self.db.run(crud.mark_update_processed, update_id=event.update_id):
+            log.info("update.duplicate update_id=%s", event.update_id)
+            return None
+        return await handler(event, data)
+
+
+class UserContextMiddleware(BaseMiddleware):
+    """Upsert the user, pick the language, enforce bans and the group allowlist."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        tg_user: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
+        if chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP):
+            if not self.settings.access.group_allowed(chat.id):
+                log.info("update.chat_not_allowed chat_id=%s", chat.id)
+                return None
+        if tg_user is None or tg_user.is_bot:
+            data["lang"] = pick_language(None, self.settings.bot.default_language)
+            data["user_record"] = None
+            return await handler(event, data)
+        lang = pick_language(tg_user.language_code, self.settings.bot.default_language)
+        user = await self.db.run(
+            crud.upsert_user,
+            user_id=tg_user.id,
+            language=lang,
+            first_name=tg_user.first_name,
+            username=tg_user.username,
+            initial_role=self._role_from_env(tg_user.id),
+        )
+        if user.banned:
+            log.info("update.banned_user user_id=%s", tg_user.id)
+            return None
+        data["lang"] = lang
+        data["user_record"] = user
+        return await handler(event, data)
+
+    def _role_from_env(self, user_id: int) -> Role:
+        if user_id in self.settings.access.admin_ids:
+            return Role.admin
+        if user_id in self.settings.access.moderator_ids:
+            return Role.moderator
+        return Role.user

@@ -1,0 +1,96 @@
+"""Answer a question in a chat: typing, stream, final message with buttons, store it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass, field
+
+from aiogram import Bot
+from aiogram.enums import ChatAction
+from aiogram.utils.chat_action import ChatActionSender
+
+from bot.keyboards import rating_keyboard, retry_keyboard
+from bot.streaming import AnswerStreamer, DraftSupport
+from loopgram.answering import AnswerService, Question
+from loopgram.errors import ModelUnavailableError
+from loopgram.i18n import t
+from loopgram.models import InteractionStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChatLocks:
+    """One answer at a time per chat, so answers arrive in the order questions were asked."""
+
+    _locks: weakref.WeakValueDictionary[int, asyncio.Lock] = field(
+        default_factory=weakref.WeakValueDictionary
+    )
+
+    def get(self, chat_id: int) -> asyncio.Lock:
+        lock = self._locks.get(chat_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[chat_id] = lock
+        return lock
+
+
+@dataclass
+class Responder:
+    answers: AnswerService
+    stream_interval: float
+    drafts: DraftSupport = field(default_factory=DraftSupport)
+    locks: ChatLocks = field(default_factory=ChatLocks)
+    _draft_seq: int = 0
+
+    async def respond(self, bot: Bot, question: Question) -> int | None:
+        """Answer and return the stored interaction id (None when the model failed)."""
+        prepared = await self.answers.prepare(question)
+        self._draft_seq += 1
+        streamer = AnswerStreamer(
+            bot,
+            chat_id=question.chat_id,
+            chat_type=question.chat_type,
+            message_thread_id=question.message_thread_id,
+            reply_to=question.request_message_id,
+            interval=self.stream_interval,
+            drafts=self.drafts,
+            draft_id=self._draft_seq,
+        )
+        lang = question.lang
+        async with self.locks.get(question.chat_id):
+            text = ""
+            try:
+                async with ChatActionSender(
+                    bot=bot,
+                    chat_id=question.chat_id,
+                    message_thread_id=question.message_thread_id,
+                    action=ChatAction.TYPING,
+                ):
+                    async for delta in self.answers.stream(prepared):
+                        text += delta
+                        await streamer.push(text)
+                if not text.strip():
+                    raise ModelUnavailableError("empty answer", key="error-model-empty")
+            except ModelUnavailableError as exc:
+                failed = await self.answers.store(
+                    prepared, answer=text, status=InteractionStatus.failed, error=str(exc)
+                )
+                message_id = await streamer.send_plain(
+                    t(lang, exc.key), retry_keyboard(failed.id or 0, lang)
+                )
+                await self.answers.attach_messages(failed, [message_id])
+                return None
+            interaction = await self.answers.store(prepared, answer=text)
+            ids = await streamer.finish(text, rating_keyboard(interaction.id or 0))
+            await self.answers.attach_messages(interaction, ids)
+            log.info(
+                "answer.sent interaction_id=%s chat_id=%s parts=%s stream_updates=%s",
+                interaction.id,
+                question.chat_id,
+                len(ids),
+                streamer.updates,
+            )
+            return interaction.id

@@ -1,0 +1,83 @@
+"""Entry points of the bot process: long polling or webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+from aiogram import Bot
+from aiohttp import web
+
+from bot.app import BotRuntime, set_commands
+from bot.webhook import WebhookHandler, create_webhook_app
+
+log = logging.getLogger(__name__)
+
+
+async def serve(runtime: BotRuntime, bot: Bot, *, stop: asyncio.Event | None = None) -> None:
+    """Run until cancelled (or until `stop` is set), in the mode the settings ask for."""
+    runtime.feedback_sink.start_replayer()
+    try:
+        await set_commands(bot)
+    except Exception as exc:  # commands are cosmetic; never block start-up on them
+        log.warning("bot.set_commands_failed error=%s", exc)
+    try:
+        if runtime.settings.telegram.bot_mode == "webhook":
+            await _serve_webhook(runtime, bot, stop)
+        else:
+            await _serve_polling(runtime, bot, stop)
+    finally:
+        await runtime.feedback_sink.stop()
+
+
+async def _serve_polling(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | None) -> None:
+    dp = runtime.dispatcher
+    await bot.delete_webhook(drop_pending_updates=False)
+    me = await bot.me()
+    log.info("bot.polling username=%s", me.username)
+    polling = asyncio.create_task(
+        dp.start_polling(
+            bot,
+            allowed_updates=dp.resolve_used_update_types(),
+            handle_signals=False,
+            close_bot_session=False,
+            polling_timeout=10,
+        )
+    )
+    if stop is None:
+        await polling
+        return
+    await stop.wait()
+    await dp.stop_polling()
+    await polling
+
+
+async def _serve_webhook(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | None) -> None:
+    tg = runtime.settings.telegram
+    if not tg.webhook_url:
+        from loopgram.errors import LoopgramError
+
+        raise LoopgramError("WEBHOOK_URL is required in webhook mode", key="error-no-webhook-url")
+    secret = tg.webhook_secret.get_secret_value() if tg.webhook_secret else secrets.token_urlsafe(32)
+    handler = WebhookHandler(runtime.dispatcher, bot, secret=secret)
+    app = create_webhook_app(handler, path=tg.webhook_path, max_body_bytes=tg.webhook_max_body_bytes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, tg.webhook_host, tg.webhook_port)
+    await site.start()
+    dp = runtime.dispatcher
+    await bot.set_webhook(
+        tg.webhook_url, secret_token=secret, allowed_updates=dp.resolve_used_update_types()
+    )
+    log.info("bot.webhook url=%s listen=%s:%s", tg.webhook_url, tg.webhook_host, tg.webhook_port)
+    await dp.emit_startup(bot=bot)
+    try:
+        if stop is None:
+            await asyncio.Event().wait()
+        else:
+            await stop.wait()
+    finally:
+        await handler.drain()
+        await dp.emit_shutdown(bot=bot)
+        await runner.cleanup()

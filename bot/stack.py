@@ -1,0 +1,75 @@
+"""The embedded stack of `loopgram run` and `loopgram demo`: model server, worker, bot."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+
+from aiogram import Bot
+from aiohttp import web
+
+from bot.app import BotRuntime, create_bot, create_runtime
+from loopgram import migrate
+from loopgram.db import Database
+from loopgram.settings import LLMSettings, Settings
+from workers import context
+from workers.celery_app import create_celery
+from workers.embedded import EmbeddedWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    db: Database
+    runtime: BotRuntime
+    bot: Bot
+
+
+async def start_builtin_model(settings: LLMSettings) -> tuple[web.AppRunner, str]:
+    from training.model_server.app import create_app, start_server
+    from training.model_server.ngram import NGramBackend
+
+    app = create_app(NGramBackend(model_id=settings.llm_model))
+    return await start_server(app, settings.builtin_model_host, settings.builtin_model_port)
+
+
+@contextlib.asynccontextmanager
+async def embedded_stack(
+    settings: Settings, *, with_worker: bool = True, with_model: bool = True
+) -> AsyncIterator[Stack]:
+    """Migrate, start what has no server of its own, and build the bot; tear down in reverse."""
+    migrate.upgrade(settings.db)
+    db = Database.from_settings(settings.db)
+    model_runner: web.AppRunner | None = None
+    worker: EmbeddedWorker | None = None
+    bot: Bot | None = None
+    try:
+        if with_model and settings.llm.uses_builtin_server:
+            model_runner, url = await start_builtin_model(settings.llm)
+            # Port 0 means "any free port": point the client at the port actually bound.
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            settings = replace(
+                settings, llm=settings.llm.model_copy(update={"builtin_model_port": port})
+            )
+            log.info("stack.model_server url=%s", url)
+        celery_app = create_celery(settings)
+        context.use_database(db)
+        if with_worker and not settings.redis.redis_url:
+            worker = EmbeddedWorker(celery_app, data_dir=settings.app.data_dir)
+            worker.start()
+        runtime = create_runtime(settings, db=db, celery_app=celery_app)
+        bot = create_bot(settings.telegram)
+        yield Stack(settings, db, runtime, bot)
+    finally:
+        if bot is not None:
+            await bot.session.close()
+        if worker is not None:
+            worker.stop()
+        if model_runner is not None:
+            await model_runner.cleanup()
+        context.use_database(None)
+        db.dispose()

@@ -1,0 +1,244 @@
+"""The `loopgram` command line.
+
+This module is the composition root: commands import the bot, the workers and the training
+code lazily, inside the command, so the core stays free of aiogram and celery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from loopgram.errors import LoopgramError
+from loopgram.settings import Settings
+
+app = typer.Typer(
+    name="loopgram",
+    help="Telegram bot platform whose answers get better from the people who use it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
+feedback_app = typer.Typer(help="Ratings and the reward buffer.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(feedback_app, name="feedback")
+
+TOKEN_HELP = (
+    "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather in Telegram "
+    "(https://t.me/BotFather), then `export TELEGRAM_BOT_TOKEN=<token>` "
+    "(or try `loopgram demo`, which needs no token)."
+)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    from loopgram.logging_setup import setup_logging
+
+    try:
+        settings = Settings.load()
+    except Exception as exc:
+        fail(f"invalid configuration: {str(exc).splitlines()[0]}")
+    token = settings.telegram.telegram_bot_token
+    setup_logging(
+        settings.app.log_level,
+        settings.app.log_format,
+        secrets=[token.get_secret_value()] if token else [],
+    )
+    return settings
+
+
+def _require_token(settings: Settings) -> None:
+    if settings.telegram.telegram_bot_token is None:
+        fail(TOKEN_HELP)
+
+
+@app.command()
+def run() -> None:
+    """Everything in one process on embedded defaults: bot, worker, beat, model server."""
+    settings = _settings()
+    _require_token(settings)
+
+    async def main() -> None:
+        from bot.runner import serve
+        from bot.stack import embedded_stack
+
+        async with embedded_stack(settings) as stack:
+            await serve(stack.runtime, stack.bot)
+
+    _run_async(main())
+
+
+@app.command()
+def bot() -> None:
+    """The bot alone (polling or webhook); workers run as `loopgram worker`."""
+    settings = _settings()
+    _require_token(settings)
+
+    async def main() -> None:
+        from bot.runner import serve
+        from bot.stack import embedded_stack
+
+        async with embedded_stack(settings, with_worker=False, with_model=False) as stack:
+            await serve(stack.runtime, stack.bot)
+
+    _run_async(main())
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(
+    ctx: typer.Context,
+    queues: Annotated[str, typer.Option("-Q", "--queues")] = "feedback,rag,training",
+    concurrency: Annotated[int, typer.Option("-c", "--concurrency")] = 2,
+    ping: Annotated[bool, typer.Option("--ping", help="exit 0 if a worker answers")] = False,
+) -> None:
+    """A Celery worker (Redis broker); extra arguments go to Celery."""
+    settings = _settings()
+    from workers.celery_app import celery_app
+
+    if ping:
+        replies = celery_app.control.ping(timeout=3.0)
+        raise typer.Exit(0 if replies else 1)
+    if not settings.redis.redis_url:
+        fail("REDIS_URL is not set: separate workers need Redis; `loopgram run` embeds one")
+    celery_app.worker_main(
+        ["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", settings.app.log_level]
+        + list(ctx.args)
+    )
+
+
+@app.command()
+def beat() -> None:
+    """Celery beat: the schedule of periodic jobs."""
+    settings = _settings()
+    if not settings.redis.redis_url:
+        fail("REDIS_URL is not set: a separate beat needs Redis; `loopgram run` embeds one")
+    from workers.celery_app import celery_app
+
+    schedule = Path(settings.app.data_dir) / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    celery_app.start(["beat", "--loglevel", settings.app.log_level, "-s", str(schedule)])
+
+
+@app.command("serve-model")
+def serve_model(
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    base_model: Annotated[str | None, typer.Option("--base-model")] = None,
+) -> None:
+    """The built-in OpenAI-compatible model server."""
+    settings = _settings()
+    from training.model_server.app import serve
+
+    serve(host=host, port=port, base_model=base_model or None, model_id=settings.llm.llm_model)
+
+
+@app.command()
+def healthcheck() -> None:
+    """Exit 0 when the database answers (used by compose healthchecks)."""
+    settings = _settings()
+    from sqlalchemy import text
+
+    from loopgram.db import Database
+
+    db = Database.from_settings(settings.db)
+    try:
+        with db.session() as session:
+            session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+    except Exception as exc:
+        fail(f"database unreachable: {exc}", code=1)
+    finally:
+        db.dispose()
+    typer.echo("ok")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply Alembic migrations."""
+    settings = _settings()
+    from loopgram import migrate
+
+    try:
+        migrate.upgrade(settings.db, revision)
+    except Exception as exc:
+        fail(f"migration failed: {exc}")
+    typer.echo(f"database at {revision}", err=True)
+
+
+@feedback_app.command("export")
+def feedback_export(
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    since: Annotated[str | None, typer.Option(help="ISO date or datetime")] = None,
+    assistant: Annotated[str | None, typer.Option()] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="file (default stdout)")] = None,
+) -> None:
+    """Ratings with their answers (fields: see DESIGN.md)."""
+    settings = _settings()
+    if fmt not in ("jsonl", "csv"):
+        fail(f"unknown format {fmt!r}: use jsonl or csv")
+    since_dt = None
+    if since:
+        try:
+            since_dt = datetime.fromisoformat(since)
+        except ValueError:
+            fail(f"--since {since!r} is not an ISO date (e.g. 2026-11-01)")
+    from loopgram.db import Database
+    from loopgram.export import iter_feedback, write_export
+
+    db = Database.from_settings(settings.db)
+    try:
+        with db.session() as session:
+            rows = iter_feedback(session=session, since=since_dt, assistant=assistant)
+            if out is None:
+                count = write_export(rows, sys.stdout, fmt=fmt)  # type: ignore[arg-type]
+            else:
+                with out.open("w", encoding="utf-8", newline="") as handle:
+                    count = write_export(rows, handle, fmt=fmt)  # type: ignore[arg-type]
+    except Exception as exc:
+        fail(f"export failed: {exc}")
+    finally:
+        db.dispose()
+    typer.echo(f"exported {count} ratings", err=True)
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+    data_dir: Annotated[Path, typer.Option(help="where the demo keeps its files")] = Path(
+        "./data/demo"
+    ),
+) -> None:
+    """A scripted conversation through the real bot and a local Bot API emulator (no token)."""
+    settings = _settings()
+    from bot.demo import run_demo
+
+    result = _run_async(run_demo(settings, data_dir=data_dir, quiet=as_json))
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False, default=str))
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        return None
+    except LoopgramError as exc:
+        fail(str(exc))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

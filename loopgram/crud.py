@@ -1,0 +1,172 @@
+"""Plain, keyword-only CRUD functions over the core records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, delete, select
+
+from loopgram.models import (
+    AuditLog,
+    Chat,
+    Interaction,
+    InteractionStatus,
+    ProcessedUpdate,
+    Role,
+    User,
+    utcnow,
+)
+
+
+def upsert_user(
+    *,
+    session: Session,
+    user_id: int,
+    language: str,
+    first_name: str | None = None,
+    username: str | None = None,
+    initial_role: Role = Role.user,
+) -> User:
+    """Create the user on first contact; keep name and language fresh afterwards."""
+    user = session.get(User, user_id)
+    if user is None:
+        user = User(
+            id=user_id,
+            language=language,
+            first_name=first_name,
+            username=username,
+            role=initial_role,
+        )
+        session.add(user)
+        if initial_role != Role.user:
+            session.add(
+                AuditLog(
+                    actor_id=None,
+                    action="role.bootstrap",
+                    target_type="user",
+                    target_id=str(user_id),
+                    details={"role": initial_role.value, "source": "environment"},
+                )
+            )
+    else:
+        user.language = language
+        user.first_name = first_name
+        user.username = username
+        if _rank(initial_role) > _rank(user.role):
+            session.add(
+                AuditLog(
+                    actor_id=None,
+                    action="role.bootstrap",
+                    target_type="user",
+                    target_id=str(user_id),
+                    details={"from": user.role.value, "role": initial_role.value},
+                )
+            )
+            user.role = initial_role
+    session.flush()
+    return user
+
+
+def _rank(role: Role) -> int:
+    return {Role.user: 0, Role.moderator: 1, Role.admin: 2}[role]
+
+
+def get_or_create_chat(
+    *, session: Session, chat_id: int, chat_type: str, title: str | None = None
+) -> Chat:
+    chat = session.get(Chat, chat_id)
+    if chat is None:
+        chat = Chat(id=chat_id, type=chat_type, title=title)
+        session.add(chat)
+        session.flush()
+    return chat
+
+
+def set_chat_assistant(*, session: Session, chat_id: int, chat_type: str, assistant: str) -> Chat:
+    chat = get_or_create_chat(session=session, chat_id=chat_id, chat_type=chat_type)
+    chat.assistant = assistant
+    session.add(chat)
+    return chat
+
+
+def reset_history(*, session: Session, chat_id: int, chat_type: str) -> Chat:
+    chat = get_or_create_chat(session=session, chat_id=chat_id, chat_type=chat_type)
+    chat.history_reset_at = utcnow()
+    session.add(chat)
+    return chat
+
+
+def recent_turns(
+    *,
+    session: Session,
+    chat_id: int,
+    message_thread_id: int | None,
+    since: datetime | None,
+    limit: int,
+    before_id: int | None = None,
+) -> list[tuple[str, str]]:
+    """The last `limit` answered (prompt, answer) turns of a chat, oldest first.
+
+    Regenerated answers are left out: the conversation continues from the original turn.
+    """
+    if limit <= 0:
+        return []
+    query = (
+        select(Interaction)
+        .where(Interaction.chat_id == chat_id)
+        .where(Interaction.status == InteractionStatus.ok)
+        .where(col(Interaction.parent_interaction_id).is_(None))
+    )
+    if message_thread_id is not None:
+        query = query.where(Interaction.message_thread_id == message_thread_id)
+    if since is not None:
+        query = query.where(Interaction.created_at > since)
+    if before_id is not None:
+        query = query.where(col(Interaction.id) < before_id)
+    rows = session.exec(query.order_by(col(Interaction.id).desc()).limit(limit)).all()
+    return [(row.prompt, row.answer) for row in reversed(rows)]
+
+
+def add_interaction(*, session: Session, interaction: Interaction) -> Interaction:
+    session.add(interaction)
+    session.flush()
+    session.refresh(interaction)
+    return interaction
+
+
+def get_interaction(*, session: Session, interaction_id: int) -> Interaction | None:
+    return session.get(Interaction, interaction_id)
+
+
+def update_interaction(*, session: Session, interaction: Interaction) -> Interaction:
+    merged = session.merge(interaction)
+    session.flush()
+    return merged
+
+
+def siblings(*, session: Session, interaction: Interaction) -> Sequence[Interaction]:
+    """All answers to the same prompt: the original and its regenerations (🔄)."""
+    root_id = interaction.parent_interaction_id or interaction.id
+    query = select(Interaction).where(
+        (Interaction.id == root_id) | (Interaction.parent_interaction_id == root_id)
+    )
+    return session.exec(query.order_by(col(Interaction.id))).all()
+
+
+def mark_update_processed(*, session: Session, update_id: int) -> bool:
+    """Record an update id; False when it was already there (a re-delivery)."""
+    try:
+        with session.begin_nested():
+            session.add(ProcessedUpdate(update_id=update_id))
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+def prune_processed_updates(*, session: Session, older_than: timedelta) -> int:
+    cutoff = utcnow() - older_than
+    result = session.exec(delete(ProcessedUpdate).where(col(ProcessedUpdate.created_at) < cutoff))
+    return int(result.rowcount or 0)

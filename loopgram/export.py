@@ -1,0 +1,74 @@
+"""`loopgram feedback export`: ratings joined with their answers, as JSONL or CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import IO, Any, Literal
+
+from sqlmodel import Session, col, select
+
+from loopgram.models import Interaction, Rating
+
+EXPORT_FIELDS = (
+    "interaction_id",
+    "user_id",
+    "chat_id",
+    "assistant",
+    "prompt",
+    "answer",
+    "rating",
+    "reason",
+    "comment",
+    "created_at",
+    "adapter",
+    "model",
+    "parent_interaction_id",
+)
+
+
+def iter_feedback(
+    *, session: Session, since: datetime | None = None, assistant: str | None = None
+) -> Iterator[dict[str, Any]]:
+    query = select(Rating, Interaction).join(
+        Interaction, col(Interaction.id) == col(Rating.interaction_id)
+    )
+    if since is not None:
+        query = query.where(Rating.updated_at >= since)
+    if assistant is not None:
+        query = query.where(Interaction.assistant == assistant)
+    for rating, interaction in session.exec(query.order_by(col(Rating.id))):
+        yield {
+            "interaction_id": interaction.id,
+            "user_id": rating.user_id,
+            "chat_id": interaction.chat_id,
+            "assistant": interaction.assistant,
+            "prompt": interaction.prompt,
+            "answer": interaction.answer,
+            "rating": rating.value,
+            "reason": rating.reason,
+            "comment": rating.comment,
+            "created_at": rating.created_at.isoformat(),
+            "adapter": interaction.adapter,
+            "model": interaction.model,
+            "parent_interaction_id": interaction.parent_interaction_id,
+        }
+
+
+def write_export(
+    rows: Iterator[dict[str, Any]], out: IO[str], *, fmt: Literal["jsonl", "csv"]
+) -> int:
+    count = 0
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+        return count
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    return count

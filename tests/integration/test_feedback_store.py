@@ -1,0 +1,161 @@
+"""The reward-buffer writes, on SQLite and on Postgres."""
+
+from __future__ import annotations
+
+import io
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlmodel import Session, select
+
+from loopgram import crud
+from loopgram.db import Database
+from loopgram.export import iter_feedback, write_export
+from loopgram.feedback import Feedback, apply_feedback, reward_buffer_size
+from loopgram.models import (
+    Interaction,
+    InteractionStatus,
+    PreferencePair,
+    Rating,
+    ReviewItem,
+    ReviewStatus,
+)
+
+
+def _interaction(db: Database, *, user_id: int = 7, parent: int | None = None, answer: str = "a") -> int:
+    def make(*, session: Session) -> int:
+        row = crud.add_interaction(
+            session=session,
+            interaction=Interaction(
+                chat_id=user_id,
+                user_id=user_id,
+                assistant="chat",
+                prompt="question",
+                answer=answer,
+                parent_interaction_id=parent,
+            ),
+        )
+        assert row.id is not None
+        return row.id
+
+    return db.call(make)
+
+
+def _ratings(db: Database) -> list[Rating]:
+    return db.call(lambda *, session: list(session.exec(select(Rating)).all()))
+
+
+def test_rating_is_stored_once_and_replaced(db: Database) -> None:
+    iid = _interaction(db)
+    for _ in range(3):  # a redelivered task must not duplicate
+        result = db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
+        assert result.stored
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="wrong"))
+    ratings = _ratings(db)
+    assert [(r.value, r.reason) for r in ratings] == [(-1, "wrong")]
+
+
+def test_thumbs_down_flags_for_review_and_thumbs_up_withdraws(db: Database) -> None:
+    iid = _interaction(db)
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1))
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, comment="x"))
+    items = db.call(lambda *, session: list(session.exec(select(ReviewItem)).all()))
+    assert [(i.reason, i.status) for i in items] == [("thumbs_down", ReviewStatus.pending)]
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
+    items = db.call(lambda *, session: list(session.exec(select(ReviewItem)).all()))
+    assert items[0].status == ReviewStatus.withdrawn
+
+
+def test_comment_keeps_reason_and_a_new_value_clears_both(db: Database) -> None:
+    iid = _interaction(db)
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="style"))
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, comment="shorter"))
+    (rating,) = _ratings(db)
+    assert (rating.reason, rating.comment) == ("style", "shorter")
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
+    (rating,) = _ratings(db)
+    assert (rating.value, rating.reason, rating.comment) == (1, None, None)
+
+
+def test_foreign_user_and_unknown_interaction_store_nothing(db: Database) -> None:
+    iid = _interaction(db, user_id=7)
+    assert not db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=8, value=1)).stored
+    assert not db.call(apply_feedback, feedback=Feedback(interaction_id=99999, user_id=7, value=1)).stored
+    assert _ratings(db) == []
+
+
+def test_rating_one_of_two_versions_records_a_preference_pair(db: Database) -> None:
+    first = _interaction(db, answer="first answer")
+    second = _interaction(db, parent=first, answer="second answer")
+    result = db.call(apply_feedback, feedback=Feedback(interaction_id=second, user_id=7, value=1))
+    assert result.pairs == 1
+    pairs = db.call(lambda *, session: list(session.exec(select(PreferencePair)).all()))
+    assert [(p.chosen, p.rejected, p.source) for p in pairs] == [
+        ("second answer", "first answer", "regenerate")
+    ]
+    # Changing one's mind flips the pair instead of adding another.
+    db.call(apply_feedback, feedback=Feedback(interaction_id=second, user_id=7, value=-1))
+    pairs = db.call(lambda *, session: list(session.exec(select(PreferencePair)).all()))
+    assert [(p.chosen, p.rejected) for p in pairs] == [("first answer", "second answer")]
+    # The same verdict on both: no preference left.
+    db.call(apply_feedback, feedback=Feedback(interaction_id=first, user_id=7, value=-1))
+    pairs = db.call(lambda *, session: list(session.exec(select(PreferencePair)).all()))
+    assert pairs == []
+    assert db.call(reward_buffer_size) == {"pairs": 0, "ratings": 2}
+
+
+def test_failed_regeneration_is_not_paired(db: Database) -> None:
+    first = _interaction(db)
+
+    def failed(*, session: Session) -> None:
+        crud.add_interaction(
+            session=session,
+            interaction=Interaction(
+                chat_id=7, user_id=7, assistant="chat", prompt="question",
+                status=InteractionStatus.failed, parent_interaction_id=first,
+            ),
+        )
+
+    db.call(failed)
+    assert db.call(apply_feedback, feedback=Feedback(interaction_id=first, user_id=7, value=1)).pairs == 0
+
+
+def test_concurrent_presses_leave_one_rating(db: Database) -> None:
+    iid = _interaction(db)
+
+    def press(value: int) -> None:
+        db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=value))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(press, [1, -1] * 6))
+    assert len(_ratings(db)) == 1
+
+
+def test_export_has_the_design_fields(db: Database) -> None:
+    iid = _interaction(db, answer="ответ")
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="wrong", comment="c"))
+    out = io.StringIO()
+    with db.session() as session:
+        assert write_export(iter_feedback(session=session), out, fmt="jsonl") == 1
+    row = json.loads(out.getvalue())
+    for field in ("interaction_id", "user_id", "chat_id", "assistant", "prompt", "answer",
+                  "rating", "reason", "comment", "created_at", "adapter"):
+        assert field in row
+    assert (row["rating"], row["answer"], row["reason"]) == (-1, "ответ", "wrong")
+    csv_out = io.StringIO()
+    with db.session() as session:
+        write_export(iter_feedback(session=session, assistant="other"), csv_out, fmt="csv")
+    assert csv_out.getvalue().splitlines() == [",".join(row.keys())]
+
+
+@pytest.mark.parametrize("value", [0, 2, -5])
+def test_invalid_values_are_refused(value: int) -> None:
+    with pytest.raises(ValueError):
+        Feedback(interaction_id=1, user_id=1, value=value)
+
+
+def test_dedup_of_updates(db: Database) -> None:
+    assert db.call(crud.mark_update_processed, update_id=5)
+    assert not db.call(crud.mark_update_processed, update_id=5)
+    assert db.call(crud.mark_update_processed, update_id=6)

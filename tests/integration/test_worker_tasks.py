@@ -1,0 +1,85 @@
+"""Feedback tasks through a real Celery worker on the real Redis, into Postgres."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from sqlmodel import Session, func, select
+
+from loopgram import crud
+from loopgram.db import Database
+from loopgram.models import Interaction, Rating
+from loopgram.settings import Settings
+from workers import context
+from workers.celery_app import create_celery
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def worker_db(pg_url: str, redis_url: str, settings_factory) -> Iterator[tuple[Settings, Database]]:  # type: ignore[no-untyped-def]
+    settings = settings_factory(DATABASE_URL=pg_url, REDIS_URL=redis_url)
+    db = Database.from_settings(settings.db)
+    context.use_database(db)
+    yield settings, db
+    context.use_database(None)
+    db.dispose()
+
+
+def _interaction(db: Database) -> int:
+    def make(*, session: Session) -> int:
+        row = crud.add_interaction(
+            session=session,
+            interaction=Interaction(chat_id=1, user_id=1, assistant="chat", prompt="p", answer="a"),
+        )
+        assert row.id is not None
+        return row.id
+
+    return db.call(make)
+
+
+def _count(db: Database) -> int:
+    return db.call(lambda *, session: session.exec(select(func.count()).select_from(Rating)).one())
+
+
+def test_ratings_go_through_the_worker_exactly_once(worker_db: tuple[Settings, Database]) -> None:
+    settings, db = worker_db
+    app = create_celery(settings)
+    ids = [_interaction(db) for _ in range(20)]
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        for iid in ids:
+            payload = {"interaction_id": iid, "user_id": 1, "value": 1, "update_id": iid}
+            # Each twice: a redelivery must not create a second row.
+            app.send_task("loopgram.record_feedback", args=[payload], queue="feedback")
+            app.send_task("loopgram.record_feedback", args=[payload], queue="feedback")
+        wait_until(lambda: _count(db) == 20)
+        time.sleep(0.3)
+    assert _count(db) == 20
+
+
+def test_messages_wait_in_redis_until_a_worker_comes(worker_db: tuple[Settings, Database]) -> None:
+    """Enqueued while no worker runs (a worker restart): processed once one starts."""
+    settings, db = worker_db
+    app = create_celery(settings)
+    iid = _interaction(db)
+    app.send_task(
+        "loopgram.record_feedback",
+        args=[{"interaction_id": iid, "user_id": 1, "value": -1, "reason": "wrong"}],
+        queue="feedback",
+    )
+    time.sleep(0.2)
+    assert _count(db) == 0
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        wait_until(lambda: _count(db) == 1)

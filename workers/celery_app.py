@@ -1,0 +1,84 @@
+"""The Celery application: Redis in production, a file-system broker for the embedded default.
+
+Queues are split by kind (`feedback`, `rag`, `training`) so each scales on its own workers.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from loopgram.settings import Settings
+from workers import context
+
+QUEUES = ("feedback", "rag", "training")
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    if settings.redis.redis_url:
+        return {
+            "broker_url": settings.redis.redis_url,
+            "broker_transport_options": {"visibility_timeout": 3600},
+        }
+    # Embedded default: messages are files under data/broker, so a press survives a restart.
+    folder = Path(settings.app.data_dir) / "broker"
+    for sub in ("queue", "processed"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.1,
+        },
+        "worker_enable_remote_control": False,
+    }
+
+
+def create_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.load()
+    app = Celery("loopgram", include=["workers.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=4,
+        task_time_limit=120,
+        task_soft_time_limit=100,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        task_default_queue="feedback",
+        task_queues=[Queue(name) for name in QUEUES],
+        task_routes={
+            "loopgram.record_feedback": {"queue": "feedback"},
+            "loopgram.prune_processed_updates": {"queue": "feedback"},
+        },
+        beat_schedule={
+            "prune-processed-updates": {
+                "task": "loopgram.prune_processed_updates",
+                "schedule": timedelta(hours=1),
+            },
+        },
+        timezone="UTC",
+        **broker_options(settings),
+    )
+    return app
+
+
+@worker_process_init.connect
+def _fresh_engine_after_fork(**_: Any) -> None:
+    # A pooled connection must never be shared between forked worker processes.
+    context.reset_after_fork()
+
+
+celery_app = create_celery()

@@ -1,0 +1,57 @@
+"""Run a Celery worker and beat inside the current process (the embedded default).
+
+`loopgram run` has no broker server to talk to: the worker consumes the file-system broker
+in a thread with the solo pool, and beat runs as a thread beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from celery import Celery
+from celery.beat import Service
+from celery.worker import WorkController
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedWorker:
+    def __init__(self, app: Celery, *, data_dir: Path, beat: bool = True) -> None:
+        self.app = app
+        self._ready = threading.Event()
+        self._worker = WorkController(
+            app=app,
+            pool_cls="solo",
+            concurrency=1,
+            queues=["feedback", "rag", "training"],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            ready_callback=lambda _consumer: self._ready.set(),
+            hostname="embedded@loopgram",
+        )
+        self._beat = (
+            Service(app, schedule_filename=str(data_dir / "celerybeat-schedule")) if beat else None
+        )
+        self._threads: list[threading.Thread] = []
+
+    def start(self, timeout: float = 30.0) -> None:
+        worker_thread = threading.Thread(target=self._worker.start, name="celery-worker", daemon=True)
+        worker_thread.start()
+        self._threads.append(worker_thread)
+        if self._beat is not None:
+            beat_thread = threading.Thread(target=self._beat.start, name="celery-beat", daemon=True)
+            beat_thread.start()
+            self._threads.append(beat_thread)
+        if not self._ready.wait(timeout):
+            raise RuntimeError("embedded Celery worker did not start")
+        log.info("embedded.worker_started beat=%s", self._beat is not None)
+
+    def stop(self) -> None:
+        if self._beat is not None:
+            self._beat.stop()
+        self._worker.stop(in_sighandler=False)
+        for thread in self._threads:
+            thread.join(timeout=10)

@@ -1,0 +1,47 @@
+"""Thin tasks: take plain data, open a session, call a function in loopgram."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery import shared_task
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from loopgram import crud
+from loopgram.feedback import Feedback, apply_feedback
+from workers.context import get_db
+
+log = logging.getLogger(__name__)
+
+_DB_ERRORS = (OperationalError, DBAPIError, ConnectionError)
+
+
+@shared_task(
+    name="loopgram.record_feedback",
+    acks_late=True,
+    autoretry_for=_DB_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=30,
+)
+def record_feedback(payload: dict[str, Any]) -> dict[str, Any]:
+    """Store a rating (idempotent: an (interaction, user) pair has one rating)."""
+    feedback = Feedback.from_payload(payload)
+    result = get_db().call(apply_feedback, feedback=feedback)
+    log.info(
+        "feedback.recorded interaction_id=%s user_id=%s value=%s stored=%s pairs=%s",
+        feedback.interaction_id,
+        feedback.user_id,
+        feedback.value,
+        result.stored,
+        result.pairs,
+    )
+    return {"stored": result.stored, "pairs": result.pairs, "note": result.note}
+
+
+@shared_task(name="loopgram.prune_processed_updates", acks_late=True)
+def prune_processed_updates(hours: int = 48) -> int:
+    return get_db().call(crud.prune_processed_updates, older_than=timedelta(hours=hours))
