@@ -1,0 +1,51 @@
+# syntax=docker/dockerfile:1
+#
+# One image for every loopgram process; the command picks the role:
+#   docker run loopgram              -> `loopgram run` (everything in one process)
+#   docker run loopgram bot|worker|beat|db upgrade|serve-model --host 0.0.0.0
+# compose.yaml runs the roles as separate services.
+#
+# Healthchecks: the image has no HEALTHCHECK of its own because the right probe depends on
+# the role; compose.yaml sets one per service (`loopgram healthcheck`,
+# `loopgram worker --ping`).  `loopgram` is on PATH, so exec-form probes work for any
+# `docker run --health-cmd` too.
+
+FROM python:3.11-slim AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+# Only what the package needs (no .venv, data/ or .git from the build context).
+COPY pyproject.toml README.md ./
+COPY loopgram ./loopgram
+COPY bot ./bot
+COPY workers ./workers
+COPY training ./training
+COPY migrations ./migrations
+RUN pip install .
+
+
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH
+
+RUN groupadd --system --gid 10001 loopgram \
+    && useradd --system --uid 10001 --gid loopgram --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin loopgram \
+    && mkdir -p /app/data \
+    && chown -R loopgram:loopgram /app
+
+COPY --from=build /opt/venv /opt/venv
+
+WORKDIR /app
+USER loopgram
+
+# Exec form: signals (SIGTERM from `docker stop`) reach loopgram directly.
+ENTRYPOINT ["loopgram"]
+CMD ["run"]

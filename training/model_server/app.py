@@ -1,0 +1,623 @@
+"""An OpenAI-compatible HTTP server (Chat Completions + Models) over a GenerationBackend.
+
+The wire format follows the OpenAI API as served by vLLM, so the bot's
+``openai.AsyncOpenAI(base_url=...)`` client works unchanged against this server and
+against vLLM in production:
+
+* ``GET  /v1/models``            -> ``{"object": "list", "data": [{"id", "object": "model", ...}]}``
+* ``POST /v1/chat/completions``  -> ``chat.completion`` or an SSE stream of
+  ``chat.completion.chunk`` objects ending with ``data: [DONE]``
+* ``GET  /health``               -> ``{"status": "ok"}``
+
+Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import signal
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .protocol import GenerationBackend, GenerationRequest, TokenCounter, UnknownModelError
+
+__all__ = [
+    "BACKEND_KEY",
+    "DEFAULT_MAX_TOKENS",
+    "create_app",
+    "make_backend",
+    "serve",
+    "start_server",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 512
+"""``max_tokens`` when the request sets neither ``max_tokens`` nor ``max_completion_tokens``."""
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+BACKEND_KEY: web.AppKey[GenerationBackend] = web.AppKey("loopgram_model_backend")
+_CREATED_KEY = web.AppKey("loopgram_model_created", int)
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_WORD_RE = re.compile(r"\w+|[^\w\s]")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class APIError(Exception):
+    """An error answered with OpenAI's error body."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # OpenAI's field name
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body(), status=self.status, dumps=_dumps)
+
+
+def _bad_request(message: str, param: str | None = None) -> APIError:
+    return APIError(400, message, param=param)
+
+
+def _model_not_found(model: str) -> APIError:
+    return APIError(
+        404, f"The model `{model}` does not exist.", param="model", code="model_not_found"
+    )
+
+
+def _backend_failed(exc: BaseException) -> APIError:
+    detail = str(exc) or type(exc).__name__
+    return APIError(500, f"The model backend failed: {detail}", type="server_error")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+@web.middleware
+async def _error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = "invalid_request_error" if exc.status < 500 else "server_error"
+        response = APIError(exc.status, exc.reason, type=kind).response()
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        logger.exception("Unhandled error in %s %s", request.method, request.path)
+        return APIError(500, "Internal server error.", type="server_error").response()
+
+
+# ----------------------------------------------------------------------- validation
+
+
+class _ChatRequest:
+    """A validated ``POST /v1/chat/completions`` body."""
+
+    def __init__(self, generation: GenerationRequest, *, stream: bool, include_usage: bool) -> None:
+        self.generation = generation
+        self.stream = stream
+        self.include_usage = include_usage
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _optional_int(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not _is_int(value):
+        raise _bad_request(f"'{name}' must be an integer, got {_dumps(value)}.", name)
+    if minimum is not None and value < minimum:
+        raise _bad_request(f"'{name}' must be at least {minimum}, got {value}.", name)
+    return int(value)
+
+
+def _optional_number(
+    body: dict[str, Any], name: str, default: float, low: float, high: float
+) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not _is_number(value):
+        raise _bad_request(f"'{name}' must be a number, got {_dumps(value)}.", name)
+    if not low <= value <= high:
+        raise _bad_request(f"'{name}' must be between {low:g} and {high:g}, got {value}.", name)
+    return float(value)
+
+
+def _optional_bool(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _bad_request(f"'{name}' must be a boolean, got {_dumps(value)}.", name)
+    return value
+
+
+def _text_content(content: object, param: str, role: str) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None and role in ("assistant", "tool", "function"):
+        return ""
+    if isinstance(content, list):
+        texts: list[str] = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise _bad_request("Each content part must be an object with a 'type'.", param)
+            if part["type"] not in ("text", "input_text"):
+                raise _bad_request(
+                    f"Content part type '{part['type']}' is not supported; only text is.",
+                    f"{param}.[{j}].type",
+                )
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _bad_request("A text content part needs a string 'text'.", param)
+            texts.append(text)
+        return "\n".join(texts)
+    raise _bad_request(
+        f"'content' must be a string or a list of text parts, got {_dumps(content)}.", param
+    )
+
+
+def _parse_messages(value: object) -> list[dict[str, str]]:
+    if value is None:
+        raise _bad_request("'messages' is a required property.", "messages")
+    if not isinstance(value, list):
+        raise _bad_request("'messages' must be an array of message objects.", "messages")
+    if not value:
+        raise _bad_request("'messages' must contain at least one message.", "messages")
+    messages: list[dict[str, str]] = []
+    for i, message in enumerate(value):
+        param = f"messages.[{i}]"
+        if not isinstance(message, dict):
+            raise _bad_request("Each message must be an object.", param)
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _ROLES:
+            raise _bad_request(
+                f"'role' must be one of {sorted(_ROLES)}, got {_dumps(role)}.", f"{param}.role"
+            )
+        content = _text_content(message.get("content"), f"{param}.content", role)
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def _parse_stop(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [item for item in value if item]
+    raise _bad_request("'stop' must be a string or an array of strings.", "stop")
+
+
+def parse_chat_request(body: object, model_ids: list[str]) -> _ChatRequest:
+    """Validate a Chat Completions body; raise :class:`APIError` (400/404) if invalid."""
+    if not isinstance(body, dict):
+        raise _bad_request("The request body must be a JSON object.")
+
+    model = body.get("model")
+    if model is None:
+        if not model_ids:
+            raise APIError(503, "No model is loaded.", type="server_error")
+        model = model_ids[0]  # vLLM's behaviour; the openai client always sends one
+    if not isinstance(model, str):
+        raise _bad_request(f"'model' must be a string, got {_dumps(model)}.", "model")
+
+    messages = _parse_messages(body.get("messages"))
+
+    max_tokens = _optional_int(body, "max_completion_tokens", minimum=1)
+    legacy_max_tokens = _optional_int(body, "max_tokens", minimum=1)
+    if max_tokens is None:
+        max_tokens = legacy_max_tokens if legacy_max_tokens is not None else DEFAULT_MAX_TOKENS
+
+    n = _optional_int(body, "n", minimum=1)
+    if n is not None and n != 1:
+        raise _bad_request("Only n=1 is supported.", "n")
+
+    stream = _optional_bool(body, "stream")
+    include_usage = False
+    stream_options = body.get("stream_options")
+    if stream_options is not None:
+        if not stream:
+            raise _bad_request(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "stream_options",
+            )
+        if not isinstance(stream_options, dict):
+            raise _bad_request("'stream_options' must be an object.", "stream_options")
+        include_usage = _optional_bool(stream_options, "include_usage")
+
+    generation = GenerationRequest(
+        messages=messages,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=_optional_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_optional_number(body, "top_p", 1.0, 0.0, 1.0),
+        seed=_optional_int(body, "seed"),
+        stop=_parse_stop(body.get("stop")),
+    )
+    if model not in model_ids:
+        raise _model_not_found(model)
+    return _ChatRequest(generation, stream=stream, include_usage=include_usage)
+
+
+# ----------------------------------------------------------------------- generation
+
+
+class _StopMatcher:
+    """Cuts streamed text at the first stop string, holding back possible prefixes."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self._stops = [stop for stop in stops if stop]
+        self._held = ""
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        """Return (text safe to emit, whether a stop string was found)."""
+        if not self._stops:
+            return delta, False
+        text = self._held + delta
+        found = [index for stop in self._stops if (index := text.find(stop)) != -1]
+        if found:
+            self._held = ""
+            return text[: min(found)], True
+        hold = 0
+        for stop in self._stops:
+            for size in range(min(len(stop) - 1, len(text)), hold, -1):
+                if text.endswith(stop[:size]):
+                    hold = size
+                    break
+        self._held = text[len(text) - hold :]
+        return text[: len(text) - hold], False
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        return held
+
+
+def _count_tokens(backend: GenerationBackend, text: str) -> int:
+    if isinstance(backend, TokenCounter):
+        return backend.count_tokens(text)
+    return len(_WORD_RE.findall(text))
+
+
+class _Generation:
+    """Runs one backend generation: max_tokens cap, stop strings, accounting."""
+
+    def __init__(self, backend: GenerationBackend, request: GenerationRequest) -> None:
+        self.backend = backend
+        self.request = request
+        self.finish_reason = "stop"
+        self.deltas_received = 0
+        self.text_parts: list[str] = []
+
+    async def deltas(self) -> AsyncGenerator[str, None]:
+        source = self.backend.generate(self.request)
+        matcher = _StopMatcher(self.request.stop)
+        try:
+            async for delta in source:
+                if not delta:
+                    continue
+                self.deltas_received += 1
+                text, stopped = matcher.feed(delta)
+                if text:
+                    self.text_parts.append(text)
+                    yield text
+                if stopped:
+                    self.finish_reason = "stop"
+                    return
+                if self.deltas_received >= self.request.max_tokens:
+                    self.finish_reason = "length"
+                    break
+            tail = matcher.flush()
+            if tail:
+                self.text_parts.append(tail)
+                yield tail
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    def usage(self) -> dict[str, int]:
+        prompt = "\n".join(message["content"] for message in self.request.messages)
+        prompt_tokens = _count_tokens(self.backend, prompt)
+        if isinstance(self.backend, TokenCounter):
+            completion_tokens = self.backend.count_tokens(self.text)
+        else:
+            completion_tokens = self.deltas_received
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+
+def _as_api_error(exc: Exception) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, UnknownModelError):
+        return _model_not_found(exc.model)
+    logger.error("Model backend failed: %r", exc, exc_info=exc)
+    return _backend_failed(exc)
+
+
+# ------------------------------------------------------------------------- handlers
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _list_models(request: web.Request) -> web.Response:
+    created = request.app[_CREATED_KEY]
+    data = [
+        {
+            "id": model_id,
+            "object": "model",
+            "created": created,
+            "owned_by": "loopgram",
+            "root": model_id,
+            "parent": None,
+        }
+        for model_id in request.app[BACKEND_KEY].model_ids()
+    ]
+    return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+
+
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    backend = request.app[BACKEND_KEY]
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _bad_request(f"We could not parse the JSON body of your request: {exc}.") from exc
+    chat = parse_chat_request(body, backend.model_ids())
+    generation = _Generation(backend, chat.generation)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    if chat.stream:
+        return await _stream_completion(request, chat, generation, completion_id, created)
+
+    deltas = generation.deltas()
+    try:
+        async for _ in deltas:
+            pass
+    except Exception as exc:
+        raise _as_api_error(exc) from exc
+    finally:
+        await deltas.aclose()
+    return web.json_response(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": chat.generation.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": generation.text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": generation.finish_reason,
+                }
+            ],
+            "usage": generation.usage(),
+        },
+        dumps=_dumps,
+    )
+
+
+async def _stream_completion(
+    request: web.Request,
+    chat: _ChatRequest,
+    generation: _Generation,
+    completion_id: str,
+    created: int,
+) -> web.StreamResponse:
+    model = chat.generation.model
+
+    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if chat.include_usage:
+            payload["usage"] = None
+        return payload
+
+    deltas = generation.deltas()
+    try:
+        # Wait for the first piece of text before sending headers, so that a backend
+        # failing at start is a proper HTTP error (404/500) rather than a broken stream.
+        try:
+            first: str | None = await anext(deltas)
+        except StopAsyncIteration:
+            first = None
+        except Exception as exc:
+            raise _as_api_error(exc) from exc
+
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+
+        async def send(payload: object) -> None:
+            await response.write(f"data: {_dumps(payload)}\n\n".encode())
+
+        try:
+            await send(chunk({"role": "assistant", "content": ""}))
+            if first is not None:
+                await send(chunk({"content": first}))
+                try:
+                    async for text in deltas:
+                        await send(chunk({"content": text}))
+                except ConnectionError:
+                    raise
+                except Exception as exc:
+                    await send(_as_api_error(exc).body())
+                    await response.write(b"data: [DONE]\n\n")
+                    return response
+            await send(chunk({}, generation.finish_reason))
+            if chat.include_usage:
+                await send(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": generation.usage(),
+                    }
+                )
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionError:
+            logger.info("Client disconnected from %s; generation stopped", completion_id)
+        return response
+    finally:
+        await deltas.aclose()
+
+
+# ---------------------------------------------------------------------- app & serve
+
+
+def create_app(backend: GenerationBackend) -> web.Application:
+    """Build the aiohttp application serving ``backend``."""
+    app = web.Application(middlewares=[_error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[BACKEND_KEY] = backend
+    app[_CREATED_KEY] = int(time.time())
+    app.router.add_get("/health", _health)
+    app.router.add_get("/v1/models", _list_models)
+    app.router.add_post("/v1/chat/completions", _chat_completions)
+    return app
+
+
+async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+    """Start ``app`` on ``host:port`` (port 0 picks a free port).
+
+    Returns the runner (call ``await runner.cleanup()`` to stop) and the base URL for
+    an OpenAI client, e.g. ``"http://127.0.0.1:8001/v1"``.  Handlers are cancelled
+    when their client disconnects, which stops the generation.
+    """
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound_port = runner.addresses[0][1]
+    url_host = f"[{host}]" if ":" in host else host
+    return runner, f"http://{url_host}:{bound_port}/v1"
+
+
+def make_backend(
+    base_model: str | None = None, model_id: str = "loopgram-base"
+) -> GenerationBackend:
+    """The backend ``serve`` uses, serving ``model_id``.
+
+    Without ``base_model`` it is the placeholder n-gram model.  Loading a real base
+    model (a Hugging Face id or local path) needs the transformers backend, which is
+    not part of this version: it raises ``NotImplementedError``.
+    """
+    if base_model is None:
+        from .ngram import NGramBackend
+
+        return NGramBackend(model_id=model_id)
+    raise NotImplementedError(
+        f"Serving base model {base_model!r} needs the transformers backend, which is not "
+        "available yet; run without a base model to serve the built-in n-gram model."
+    )
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8001,
+    base_model: str | None = None,
+    model_id: str = "loopgram-base",
+) -> None:
+    """Run the model server until SIGINT/SIGTERM (blocking; used by ``loopgram serve-model``).
+
+    ``model_id`` is the name clients pass as ``model`` (the bot's ``LLM_MODEL``).
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    backend = make_backend(base_model, model_id)
+    app = create_app(backend)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+        runner, base_url = await start_server(app, host, port)
+        logger.info(
+            "Model server listening on %s (models: %s)", base_url, ", ".join(backend.model_ids())
+        )
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
