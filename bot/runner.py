@@ -50,7 +50,12 @@ async def _serve_polling(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | No
         return
     await stop.wait()
     await dp.stop_polling()
-    await polling
+    # A long poll in flight would hold shutdown for up to its timeout; nothing is lost by
+    # cutting it: unconfirmed updates are delivered again on the next start.
+    try:
+        await asyncio.wait_for(polling, timeout=2)
+    except TimeoutError:
+        log.info("bot.polling_cancelled")
 
 
 async def _serve_webhook(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | None) -> None:

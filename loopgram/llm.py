@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import httpx
 import openai
 from openai import AsyncOpenAI
 
@@ -31,7 +30,7 @@ class LLMClient:
         self._client = client or AsyncOpenAI(
             base_url=settings.base_url,
             api_key=api_key,
-            timeout=httpx.Timeout(settings.llm_timeout, connect=5.0),
+            timeout=openai.Timeout(settings.llm_timeout, connect=5.0),
             max_retries=1,
         )
 
@@ -79,7 +78,7 @@ class LLMClient:
         except TimeoutError as exc:
             log.warning("llm.timeout base_url=%s", self.settings.base_url)
             raise ModelUnavailableError("model timed out", key="error-model-slow") from exc
-        except (openai.APIConnectionError, openai.APIStatusError, httpx.HTTPError) as exc:
+        except openai.APIError as exc:
             log.warning("llm.unavailable base_url=%s error=%s", self.settings.base_url, exc)
             raise ModelUnavailableError(str(exc)) from exc
 

@@ -33,7 +33,10 @@ class EmbeddedWorker:
             hostname="embedded@loopgram",
         )
         self._beat = (
-            Service(app, schedule_filename=str(data_dir / "celerybeat-schedule")) if beat else None
+            # A short max_interval lets the beat thread notice a stop within a second.
+            Service(app, schedule_filename=str(data_dir / "celerybeat-schedule"), max_interval=1.0)
+            if beat
+            else None
         )
         self._threads: list[threading.Thread] = []
 

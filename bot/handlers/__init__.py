@@ -8,12 +8,15 @@ from bot.handlers import assistant, chat, commands, errors, fallback, feedback
 
 
 def get_routers() -> list[Router]:
+    """Fresh routers for one dispatcher (a router can belong to one parent only, and tests,
+    the demo and the playground build several dispatchers in one process)."""
     # feedback before chat: a comment awaited after 👎 must not be answered as a question.
-    return [
-        errors.router,
-        commands.router,
-        assistant.router,
-        feedback.router,
-        chat.router,
-        fallback.router,
-    ]
+    modules = (errors, commands, assistant, feedback, chat, fallback)
+    return [_fresh(module.router) for module in modules]
+
+
+def _fresh(router: Router) -> Router:
+    copy = Router(name=router.name)
+    for name, observer in router.observers.items():
+        copy.observers[name].handlers.extend(observer.handlers)
+    return copy
