@@ -33,7 +33,7 @@ async def emulated_bot(
     with_worker: bool = True,
     with_model: bool = True,
 ) -> AsyncIterator[EmulatedBot]:
-    emu = emulator or BotApiEmulator(token="424242:EMULATED-loopgram-demo-token")
+    emu = emulator or BotApiEmulator(token="424242:EMULATED-loopgram-demo-token")  # noqa: S106
     owns_emulator = emulator is None
     if owns_emulator:
         await emu.start()

@@ -24,9 +24,8 @@ class AddressedToBot(BaseFilter):
         text = message.text or message.caption or ""
         mention = f"@{me.username}".lower() if me.username else None
         for entity in message.entities or message.caption_entities or []:
-            if entity.type == "mention" and mention:
-                if entity.extract_from(text).lower() == mention:
-                    return True
+            if entity.type == "mention" and entity.extract_from(text).lower() == mention:
+                return True
             if entity.type == "text_mention" and entity.user and entity.user.id == me.id:
                 return True
         return False

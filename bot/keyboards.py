@@ -16,7 +16,9 @@ def rating_keyboard(iid: int, *, selected: int | None = None) -> InlineKeyboardM
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
-                InlineKeyboardButton(text=up, callback_data=RateCb(action=RateAction.up, iid=iid).pack()),
+                InlineKeyboardButton(
+                    text=up, callback_data=RateCb(action=RateAction.up, iid=iid).pack()
+                ),
                 InlineKeyboardButton(
                     text=down, callback_data=RateCb(action=RateAction.down, iid=iid).pack()
                 ),

@@ -45,10 +45,10 @@ class UserContextMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         tg_user: User | None = data.get("event_from_user")
         chat: Chat | None = data.get("event_chat")
-        if chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP):
-            if not self.settings.access.group_allowed(chat.id):
-                log.info("update.chat_not_allowed chat_id=%s", chat.id)
-                return None
+        in_group = chat is not None and chat.type in (ChatType.GROUP, ChatType.SUPERGROUP)
+        if in_group and chat is not None and not self.settings.access.group_allowed(chat.id):
+            log.info("update.chat_not_allowed chat_id=%s", chat.id)
+            return None
         if tg_user is None or tg_user.is_bot:
             data["lang"] = pick_language(None, self.settings.bot.default_language)
             data["user_record"] = None

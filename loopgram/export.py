@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 from sqlmodel import Session, col, select
@@ -50,11 +50,16 @@ def iter_feedback(
             "rating": rating.value,
             "reason": rating.reason,
             "comment": rating.comment,
-            "created_at": rating.created_at.isoformat(),
+            "created_at": _iso_utc(rating.created_at),
             "adapter": interaction.adapter,
             "model": interaction.model,
             "parent_interaction_id": interaction.parent_interaction_id,
         }
+
+
+def _iso_utc(moment: datetime) -> str:
+    # SQLite hands datetimes back without their zone; every stored time is UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
 def write_export(

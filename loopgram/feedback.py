@@ -55,7 +55,7 @@ class Feedback:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Feedback:
-        fields = {k: payload.get(k) for k in cls.__dataclass_fields__ if k in payload}
+        fields: dict[str, Any] = {k: payload[k] for k in cls.__dataclass_fields__ if k in payload}
         return cls(**fields)
 
 
@@ -158,7 +158,8 @@ def _sync_review_flag(session: Session, interaction: Interaction, rating: Rating
 def _sync_regenerate_pairs(session: Session, interaction: Interaction, rating: Rating) -> int:
     """A rating on one of several answers to the same prompt orders it against the others."""
     group = [
-        s for s in crud.siblings(session=session, interaction=interaction)
+        s
+        for s in crud.siblings(session=session, interaction=interaction)
         if s.status == InteractionStatus.ok
     ]
     if len(group) < 2:
@@ -178,7 +179,9 @@ def _sync_regenerate_pairs(session: Session, interaction: Interaction, rating: R
             continue
         other_value = their_ratings.get(other.id or 0)
         key = _pair_key(interaction.id or 0, other.id or 0)
-        existing = session.exec(select(PreferencePair).where(PreferencePair.pair_key == key)).first()
+        existing = session.exec(
+            select(PreferencePair).where(PreferencePair.pair_key == key)
+        ).first()
         if other_value == rating.value:
             # Same verdict on both: no preference between them any more.
             if existing is not None and existing.consumed_by_run is None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionChunk
 
 from loopgram.errors import ModelUnavailableError
 from loopgram.settings import LLMSettings
@@ -49,12 +50,14 @@ class LLMClient:
         """Yield text deltas. Raises ModelUnavailableError on any transport or server failure."""
         deadline = time.monotonic() + self.settings.llm_timeout
         try:
-            stream = await asyncio.wait_for(
+            stream: openai.AsyncStream[ChatCompletionChunk] = await asyncio.wait_for(
                 self._client.chat.completions.create(
                     model=model or self.default_model,
                     messages=list(messages),  # type: ignore[arg-type]
                     stream=True,
-                    temperature=self.settings.llm_temperature if temperature is None else temperature,
+                    temperature=self.settings.llm_temperature
+                    if temperature is None
+                    else temperature,
                     max_tokens=max_tokens or self.settings.llm_max_tokens,
                 ),
                 timeout=self.settings.llm_first_token_timeout,

@@ -53,7 +53,7 @@ class PairSource(StrEnum):
 
 class UserBase(SQLModel):
     language: str = Field(default="en", max_length=8)
-    role: Role = Field(default=Role.user, sa_type=String(16))  # type: ignore[call-overload]
+    role: Role = Field(default=Role.user, sa_type=String(16))
     banned: bool = False
     first_name: str | None = Field(default=None, max_length=256)
     username: str | None = Field(default=None, max_length=64)
@@ -92,7 +92,7 @@ class InteractionBase(SQLModel):
     model: str = Field(default="", max_length=128)
     adapter: str | None = Field(default=None, max_length=128)
     latency_ms: int | None = None
-    status: InteractionStatus = Field(default=InteractionStatus.ok, sa_type=String(16))  # type: ignore[call-overload]
+    status: InteractionStatus = Field(default=InteractionStatus.ok, sa_type=String(16))
     error: str | None = Field(default=None, max_length=512)
     telegram_message_id: int | None = Field(default=None, description="message carrying buttons")
     telegram_message_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON))
@@ -134,9 +134,7 @@ class ReviewItem(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     interaction_id: int = Field(foreign_key="interaction.id", index=True, ondelete="CASCADE")
     reason: str = Field(max_length=32, description="why flagged: thumbs_down, report, ...")
-    status: ReviewStatus = Field(  # type: ignore[call-overload]
-        default=ReviewStatus.pending, sa_type=String(16), index=True
-    )
+    status: ReviewStatus = Field(default=ReviewStatus.pending, sa_type=String(16), index=True)
     reviewer_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     correction: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     note: str | None = Field(default=None, max_length=512)
@@ -163,7 +161,7 @@ class PreferencePair(SQLModel, table=True):
     rejected_interaction_id: int | None = Field(
         default=None, foreign_key="interaction.id", ondelete="CASCADE"
     )
-    source: PairSource = Field(sa_type=String(16))  # type: ignore[call-overload]
+    source: PairSource = Field(sa_type=String(16))
     weight: float = 1.0
     user_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     consumed_by_run: int | None = Field(default=None, index=True)

@@ -42,7 +42,12 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No developer .env or environment leaks into a test."""
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
-        if name in ("DATABASE_URL", "REDIS_URL", "TELEGRAM_BOT_TOKEN", "LLM_BASE_URL") or name.startswith(
+        if name in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "TELEGRAM_BOT_TOKEN",
+            "LLM_BASE_URL",
+        ) or name.startswith(
             ("ADMIN_", "MODERATOR_", "WEBHOOK_", "BOT_MODE", "ALLOWED_", "DEFAULT_LANGUAGE")
         ):
             monkeypatch.delenv(name, raising=False)

@@ -34,14 +34,16 @@ class EmbeddedWorker:
         )
         self._beat = (
             # A short max_interval lets the beat thread notice a stop within a second.
-            Service(app, schedule_filename=str(data_dir / "celerybeat-schedule"), max_interval=1.0)
+            Service(app, schedule_filename=str(data_dir / "celerybeat-schedule"), max_interval=1)
             if beat
             else None
         )
         self._threads: list[threading.Thread] = []
 
     def start(self, timeout: float = 30.0) -> None:
-        worker_thread = threading.Thread(target=self._worker.start, name="celery-worker", daemon=True)
+        worker_thread = threading.Thread(
+            target=self._worker.start, name="celery-worker", daemon=True
+        )
         worker_thread.start()
         self._threads.append(worker_thread)
         if self._beat is not None:

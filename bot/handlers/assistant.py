@@ -36,7 +36,10 @@ async def on_assistant_command(
 ) -> None:
     name = command.command.lower()
     await db.run(
-        crud.set_chat_assistant, chat_id=message.chat.id, chat_type=message.chat.type, assistant=name
+        crud.set_chat_assistant,
+        chat_id=message.chat.id,
+        chat_type=message.chat.type,
+        assistant=name,
     )
     assistant = ASSISTANTS[name]
     await message.answer(
@@ -55,7 +58,9 @@ async def on_assistant_pick(
         await query.answer(t(lang, "callback-invalid"), show_alert=True)
         return
     chat = query.message.chat
-    await db.run(crud.set_chat_assistant, chat_id=chat.id, chat_type=chat.type, assistant=assistant.name)
+    await db.run(
+        crud.set_chat_assistant, chat_id=chat.id, chat_type=chat.type, assistant=assistant.name
+    )
     title = assistant.title(lang)
     await query.answer(t(lang, "assistant-switched", title=title))
     with suppress(TelegramBadRequest):  # the menu may be too old to edit; the switch holds

@@ -28,7 +28,5 @@ async def on_help(message: Message, lang: str) -> None:
 
 @router.message(Command("reset"), AddressedToBot())
 async def on_reset(message: Message, lang: str, db: Database) -> None:
-    await db.run(
-        crud.reset_history, chat_id=message.chat.id, chat_type=message.chat.type
-    )
+    await db.run(crud.reset_history, chat_id=message.chat.id, chat_type=message.chat.type)
     await message.answer(t(lang, "reset-done"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiogram import Bot, F, Router
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message
 
 from bot.filters import AddressedToBot
 from bot.responding import Responder
@@ -66,5 +66,14 @@ async def on_document(message: Message, bot: Bot, lang: str, responder: Responde
 
 @router.message(AddressedToBot())
 async def on_other_content(message: Message, lang: str) -> None:
-    log.info("message.unsupported content_type=%s chat_id=%s", message.content_type, message.chat.id)
+    log.info(
+        "message.unsupported content_type=%s chat_id=%s", message.content_type, message.chat.id
+    )
     await message.reply(t(lang, "only-text"))
+
+
+@router.callback_query()
+async def on_unknown_button(query: CallbackQuery, lang: str) -> None:
+    """Forged, stale or garbage callback data: tell the presser, change nothing."""
+    log.info("callback.unknown data=%r user_id=%s", (query.data or "")[:64], query.from_user.id)
+    await query.answer(t(lang, "callback-invalid"), show_alert=True)

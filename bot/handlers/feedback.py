@@ -24,9 +24,9 @@ from aiogram.types import (
 from sqlmodel import Session, select
 
 from bot.callbacks import RateAction, RateCb, ReasonCb
+from bot.feedback_sink import FeedbackSink
 from bot.keyboards import rating_keyboard, reason_keyboard
 from bot.responding import Responder
-from bot.feedback_sink import FeedbackSink
 from loopgram.answering import AnswerService
 from loopgram.db import Database
 from loopgram.feedback import REASONS, Feedback
@@ -60,9 +60,7 @@ async def _owned_interaction(
         or query.message is None
         or query.message.chat.id != interaction.chat_id
     ):
-        log.warning(
-            "feedback.foreign_press interaction_id=%s user_id=%s", iid, query.from_user.id
-        )
+        log.warning("feedback.foreign_press interaction_id=%s user_id=%s", iid, query.from_user.id)
         await query.answer(t(lang, "feedback-not-yours"), show_alert=True)
         return None
     return interaction
@@ -202,7 +200,9 @@ async def on_comment(
     await message.reply(t(lang, "feedback-comment-saved"))
 
 
-def _interaction_by_message(*, session: Session, chat_id: int, message_id: int) -> Interaction | None:
+def _interaction_by_message(
+    *, session: Session, chat_id: int, message_id: int
+) -> Interaction | None:
     query = select(Interaction).where(
         Interaction.chat_id == chat_id, Interaction.telegram_message_id == message_id
     )

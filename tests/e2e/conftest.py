@@ -49,9 +49,9 @@ async def running(bot_settings) -> AsyncIterator[EmulatedBot]:  # type: ignore[n
         yield env
 
 
-async def wait_db(db: Database, query: Callable[..., Any], timeout: float = 10.0) -> Any:
+async def wait_db(db: Database, query: Callable[..., Any], within: float = 10.0) -> Any:
     """Poll the database until `query(session=...)` returns something truthy."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = await db.run(query)
         if result:

@@ -35,7 +35,8 @@ async def test_message_streamed_answer_rating_export(
     assert request.messages[-1] == {"role": "user", "content": "Как спланировать рабочую неделю?"}
 
     (interaction,) = await wait_db(
-        db, lambda *, session: [i for i in rows(Interaction)(session=session) if i.telegram_message_id]
+        db,
+        lambda *, session: [i for i in rows(Interaction)(session=session) if i.telegram_message_id],
     )
     assert interaction.answer == REPLY and interaction.telegram_message_id == answer["message_id"]
 

@@ -23,7 +23,9 @@ from loopgram.models import (
 )
 
 
-def _interaction(db: Database, *, user_id: int = 7, parent: int | None = None, answer: str = "a") -> int:
+def _interaction(
+    db: Database, *, user_id: int = 7, parent: int | None = None, answer: str = "a"
+) -> int:
     def make(*, session: Session) -> int:
         row = crud.add_interaction(
             session=session,
@@ -51,7 +53,9 @@ def test_rating_is_stored_once_and_replaced(db: Database) -> None:
     for _ in range(3):  # a redelivered task must not duplicate
         result = db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
         assert result.stored
-    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="wrong"))
+    db.call(
+        apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="wrong")
+    )
     ratings = _ratings(db)
     assert [(r.value, r.reason) for r in ratings] == [(-1, "wrong")]
 
@@ -69,8 +73,13 @@ def test_thumbs_down_flags_for_review_and_thumbs_up_withdraws(db: Database) -> N
 
 def test_comment_keeps_reason_and_a_new_value_clears_both(db: Database) -> None:
     iid = _interaction(db)
-    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="style"))
-    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, comment="shorter"))
+    db.call(
+        apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="style")
+    )
+    db.call(
+        apply_feedback,
+        feedback=Feedback(interaction_id=iid, user_id=7, value=-1, comment="shorter"),
+    )
     (rating,) = _ratings(db)
     assert (rating.reason, rating.comment) == ("style", "shorter")
     db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
@@ -80,8 +89,12 @@ def test_comment_keeps_reason_and_a_new_value_clears_both(db: Database) -> None:
 
 def test_foreign_user_and_unknown_interaction_store_nothing(db: Database) -> None:
     iid = _interaction(db, user_id=7)
-    assert not db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=8, value=1)).stored
-    assert not db.call(apply_feedback, feedback=Feedback(interaction_id=99999, user_id=7, value=1)).stored
+    assert not db.call(
+        apply_feedback, feedback=Feedback(interaction_id=iid, user_id=8, value=1)
+    ).stored
+    assert not db.call(
+        apply_feedback, feedback=Feedback(interaction_id=99999, user_id=7, value=1)
+    ).stored
     assert _ratings(db) == []
 
 
@@ -112,13 +125,20 @@ def test_failed_regeneration_is_not_paired(db: Database) -> None:
         crud.add_interaction(
             session=session,
             interaction=Interaction(
-                chat_id=7, user_id=7, assistant="chat", prompt="question",
-                status=InteractionStatus.failed, parent_interaction_id=first,
+                chat_id=7,
+                user_id=7,
+                assistant="chat",
+                prompt="question",
+                status=InteractionStatus.failed,
+                parent_interaction_id=first,
             ),
         )
 
     db.call(failed)
-    assert db.call(apply_feedback, feedback=Feedback(interaction_id=first, user_id=7, value=1)).pairs == 0
+    assert (
+        db.call(apply_feedback, feedback=Feedback(interaction_id=first, user_id=7, value=1)).pairs
+        == 0
+    )
 
 
 def test_concurrent_presses_leave_one_rating(db: Database) -> None:
@@ -134,13 +154,27 @@ def test_concurrent_presses_leave_one_rating(db: Database) -> None:
 
 def test_export_has_the_design_fields(db: Database) -> None:
     iid = _interaction(db, answer="ответ")
-    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="wrong", comment="c"))
+    db.call(
+        apply_feedback,
+        feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="wrong", comment="c"),
+    )
     out = io.StringIO()
     with db.session() as session:
         assert write_export(iter_feedback(session=session), out, fmt="jsonl") == 1
     row = json.loads(out.getvalue())
-    for field in ("interaction_id", "user_id", "chat_id", "assistant", "prompt", "answer",
-                  "rating", "reason", "comment", "created_at", "adapter"):
+    for field in (
+        "interaction_id",
+        "user_id",
+        "chat_id",
+        "assistant",
+        "prompt",
+        "answer",
+        "rating",
+        "reason",
+        "comment",
+        "created_at",
+        "adapter",
+    ):
         assert field in row
     assert (row["rating"], row["answer"], row["reason"]) == (-1, "ответ", "wrong")
     csv_out = io.StringIO()

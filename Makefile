@@ -1,0 +1,41 @@
+# loopgram — the two commands: `make demo` (set up + run the main job on embedded defaults)
+# and `make test` (set up + lint + type-check + the whole test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint typecheck services run clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/loopgram demo
+
+run: setup
+	$(BIN)/loopgram run
+
+services:
+	bash scripts/ensure-services.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy loopgram bot workers training
+
+test: setup services lint typecheck
+	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
+
+test-fast: setup
+	$(BIN)/pytest -q -m "not slow and not integration"
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache .coverage
