@@ -47,7 +47,13 @@ def create_storage(settings: Settings) -> BaseStorage:
     if settings.redis.redis_url:
         from aiogram.fsm.storage.redis import RedisStorage
 
-        return RedisStorage.from_url(settings.redis.redis_url)
+        from bot.storage import FallbackStorage
+
+        redis_storage = RedisStorage.from_url(
+            settings.redis.redis_url,
+            connection_kwargs={"socket_connect_timeout": 2, "socket_timeout": 5},
+        )
+        return FallbackStorage(redis_storage)
     return MemoryStorage()
 
 

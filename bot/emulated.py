@@ -51,14 +51,10 @@ async def emulated_bot(
             settings, with_worker=with_worker, with_model=with_model
         ) as stack:
             stop = asyncio.Event()
-            task = asyncio.create_task(serve(stack.runtime, stack.bot, stop=stop))
+            ready = asyncio.Event()
+            task = asyncio.create_task(serve(stack.runtime, stack.bot, stop=stop, ready=ready))
             try:
-                # Ready once polling has begun (getMe precedes it); updates sent earlier
-                # simply wait in the emulator's queue, as they would at Telegram.
-                await emu.wait_for(
-                    lambda: any(c.method == "getMe" for c in emu.calls) or task.done(),
-                    timeout=30,
-                )
+                await emu.wait_for(lambda: ready.is_set() or task.done(), timeout=30)
                 if task.done():
                     task.result()
                 yield EmulatedBot(emu, stack)

@@ -15,8 +15,18 @@ from bot.webhook import WebhookHandler, create_webhook_app
 log = logging.getLogger(__name__)
 
 
-async def serve(runtime: BotRuntime, bot: Bot, *, stop: asyncio.Event | None = None) -> None:
-    """Run until cancelled (or until `stop` is set), in the mode the settings ask for."""
+async def serve(
+    runtime: BotRuntime,
+    bot: Bot,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run until cancelled (or until `stop` is set), in the mode the settings ask for.
+
+    `ready` is set once updates are being received (polling started or webhook registered).
+    """
+    ready = ready or asyncio.Event()
     runtime.feedback_sink.start_replayer()
     try:
         await set_commands(bot)
@@ -24,14 +34,16 @@ async def serve(runtime: BotRuntime, bot: Bot, *, stop: asyncio.Event | None = N
         log.warning("bot.set_commands_failed error=%s", exc)
     try:
         if runtime.settings.telegram.bot_mode == "webhook":
-            await _serve_webhook(runtime, bot, stop)
+            await _serve_webhook(runtime, bot, stop, ready)
         else:
-            await _serve_polling(runtime, bot, stop)
+            await _serve_polling(runtime, bot, stop, ready)
     finally:
         await runtime.feedback_sink.stop()
 
 
-async def _serve_polling(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | None) -> None:
+async def _serve_polling(
+    runtime: BotRuntime, bot: Bot, stop: asyncio.Event | None, ready: asyncio.Event
+) -> None:
     dp = runtime.dispatcher
     await bot.delete_webhook(drop_pending_updates=False)
     me = await bot.me()
@@ -45,6 +57,7 @@ async def _serve_polling(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | No
             polling_timeout=10,
         )
     )
+    ready.set()
     if stop is None:
         await polling
         return
@@ -58,7 +71,9 @@ async def _serve_polling(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | No
         log.info("bot.polling_cancelled")
 
 
-async def _serve_webhook(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | None) -> None:
+async def _serve_webhook(
+    runtime: BotRuntime, bot: Bot, stop: asyncio.Event | None, ready: asyncio.Event
+) -> None:
     tg = runtime.settings.telegram
     if not tg.webhook_url:
         from loopgram.errors import LoopgramError
@@ -81,6 +96,7 @@ async def _serve_webhook(runtime: BotRuntime, bot: Bot, stop: asyncio.Event | No
     )
     log.info("bot.webhook url=%s listen=%s:%s", tg.webhook_url, tg.webhook_host, tg.webhook_port)
     await dp.emit_startup(bot=bot)
+    ready.set()
     try:
         if stop is None:
             await asyncio.Event().wait()

@@ -18,6 +18,8 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
 
+from bot.update_guard import update_body_problem
+
 log = logging.getLogger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
@@ -38,6 +40,8 @@ class WebhookHandler:
         if not hmac.compare_digest(given.encode(), self.secret):
             log.warning("webhook.bad_secret remote=%s", request.remote)
             return _error(403, "wrong secret token")
+        if request.content_type != "application/json":
+            return _error(415, "Content-Type must be application/json")
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -46,8 +50,10 @@ class WebhookHandler:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             return _error(400, "body is not JSON")
-        if not isinstance(data, dict):
-            return _error(400, "body is not an Update object")
+        problem = update_body_problem(data)
+        if problem is not None:
+            log.info("webhook.rejected reason=%s", problem)
+            return _error(400, problem)
         try:
             update = Update.model_validate(data, context={"bot": self.bot})
         except (ValidationError, RecursionError) as exc:

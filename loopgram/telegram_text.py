@@ -29,7 +29,30 @@ _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.MULTILINE)
 
 
 def markdown_to_html(text: str) -> str:
-    """Render the Markdown subset small models write into Telegram-safe HTML."""
+    """Render the Markdown subset small models write into Telegram-safe HTML.
+
+    Markdown written by a model can overlap (`**a *b** c*`); when the regex rendering is
+    not properly nested, the part is sent as escaped plain text instead of being refused.
+    """
+    rendered = _render(text)
+    return rendered if is_balanced_html(rendered) else html.escape(text, quote=False)
+
+
+_TAG = re.compile(r"<(/?)([a-z]+)(?:\s[^>]*)?>")
+
+
+def is_balanced_html(text: str) -> bool:
+    stack: list[str] = []
+    for match in _TAG.finditer(text):
+        closing, tag = match.group(1), match.group(2)
+        if not closing:
+            stack.append(tag)
+        elif not stack or stack.pop() != tag:
+            return False
+    return not stack
+
+
+def _render(text: str) -> str:
     out: list[str] = []
     pos = 0
     for match in _CODE_BLOCK.finditer(text):
