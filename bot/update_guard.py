@@ -34,10 +34,8 @@ def _bad_scalar(data: Any) -> str | None:
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
-        elif isinstance(value, str):
-            if "\x00" in value:
-                return "a string holds U+0000"
-        elif isinstance(value, int) and not isinstance(value, bool):
-            if abs(value) > INT64_MAX:
-                return "an integer does not fit in 64 bits"
+        elif isinstance(value, str) and "\x00" in value:
+            return "a string holds U+0000"
+        elif isinstance(value, int) and abs(value) > INT64_MAX:
+            return "an integer does not fit in 64 bits"
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import loopgram.models  # noqa: F401  (registers every table on SQLModel.metadata)
+import loopgram.models
 from loopgram.db import make_engine, normalise_url
 from loopgram.settings import DatabaseSettings
 
