@@ -141,6 +141,7 @@ async def test_long_answer_is_split_into_valid_messages(
 ) -> None:
     paragraph = "Это **длинный** абзац ответа с `кодом` и <угловыми> скобками & амперсандом. "
     scripted.reply = "\n\n".join([paragraph * 10] * 12)  # ~9,600 characters
+    scripted.token_delay = 0.0
     async with emulated_bot(bot_settings(LLM_MAX_TOKENS="4000"), with_model=False) as env:
         emu = env.emulator
         ben = emu.user(3010, "Ben", language_code="ru")

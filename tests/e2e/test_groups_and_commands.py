@@ -110,9 +110,7 @@ async def test_plain_text_file_is_read_as_the_question(
 ) -> None:
     emu = running.emulator
     ben = emu.user(4006, "Ben", language_code="en")
-    await ben.send_document(
-        b"Line one.\nLine two.", "notes.txt", "text/plain", caption="Summarize"
-    )
+    await ben.send_document(b"Line one.\nLine two.", "notes.txt", "text/plain", caption="Summarize")
     await emu.wait_for_bot_message(4006, has_rating_buttons)
     assert scripted.requests[-1].messages[-1]["content"] == "Summarize\n\nLine one.\nLine two."
     sent = await ben.send_document(b"%PDF-1.4 binary", "report.pdf", "application/pdf")
