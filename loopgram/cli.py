@@ -81,7 +81,8 @@ def run() -> None:
 
 @app.command()
 def bot() -> None:
-    """The bot alone (polling or webhook); workers run as `loopgram worker`."""
+    """The bot alone (polling or webhook); with REDIS_URL, workers run as `loopgram worker`
+    (without it, the worker is embedded as in `loopgram run`)."""
     settings = _settings()
     _require_token(settings)
 
@@ -89,7 +90,7 @@ def bot() -> None:
         from bot.runner import serve
         from bot.stack import embedded_stack
 
-        async with embedded_stack(settings, with_worker=False, with_model=False) as stack:
+        async with embedded_stack(settings, with_model=False) as stack:
             await serve(stack.runtime, stack.bot)
 
     _run_async(main())

@@ -29,42 +29,34 @@ def upsert_user(
     username: str | None = None,
     initial_role: Role = Role.user,
 ) -> User:
-    """Create the user on first contact; keep name and language fresh afterwards."""
+    """Create the user on first contact; keep name and language fresh afterwards.
+
+    `initial_role` comes from ADMIN_IDS / MODERATOR_IDS: it can raise a role, never lower
+    one granted since (revoking is an admin's audited action).
+    """
     user = session.get(User, user_id)
     if user is None:
-        user = User(
-            id=user_id,
-            language=language,
-            first_name=first_name,
-            username=username,
-            role=initial_role,
-        )
+        user = User(id=user_id, language=language, first_name=first_name, username=username)
         session.add(user)
-        if initial_role != Role.user:
-            session.add(
-                AuditLog(
-                    actor_id=None,
-                    action="role.bootstrap",
-                    target_type="user",
-                    target_id=str(user_id),
-                    details={"role": initial_role.value, "source": "environment"},
-                )
-            )
     else:
         user.language = language
         user.first_name = first_name
         user.username = username
-        if _rank(initial_role) > _rank(user.role):
-            session.add(
-                AuditLog(
-                    actor_id=None,
-                    action="role.bootstrap",
-                    target_type="user",
-                    target_id=str(user_id),
-                    details={"from": user.role.value, "role": initial_role.value},
-                )
+    if _rank(initial_role) > _rank(user.role):
+        session.add(
+            AuditLog(
+                actor_id=None,
+                action="role.bootstrap",
+                target_type="user",
+                target_id=str(user_id),
+                details={
+                    "from": str(user.role),
+                    "role": str(initial_role),
+                    "source": "environment",
+                },
             )
-            user.role = initial_role
+        )
+        user.role = initial_role
     session.flush()
     return user
 

@@ -20,10 +20,11 @@ async def on_text(message: Message, bot: Bot, lang: str, responder: Responder) -
     if not text:
         await message.reply(t(lang, "empty-message"))
         return
-    await responder.respond(bot, _question(message, text, lang))
+    await responder.respond(bot, question_from(message, text, lang))
 
 
-def _question(message: Message, text: str, lang: str) -> Question:
+def question_from(message: Message, text: str, lang: str) -> Question:
+    """The question a message asks (text, or a file's content), where it was asked."""
     assert message.from_user is not None
     return Question(
         chat_id=message.chat.id,

@@ -8,8 +8,8 @@ from aiogram import Bot, F, Router
 from aiogram.types import CallbackQuery, Message
 
 from bot.filters import AddressedToBot
+from bot.handlers.chat import question_from
 from bot.responding import Responder
-from loopgram.answering import Question
 from loopgram.i18n import t
 
 log = logging.getLogger(__name__)
@@ -49,19 +49,7 @@ async def on_document(message: Message, bot: Bot, lang: str, responder: Responde
         return
     caption = (message.caption or "").strip()
     text = f"{caption}\n\n{content}" if caption else content
-    assert message.from_user is not None
-    await responder.respond(
-        bot,
-        Question(
-            chat_id=message.chat.id,
-            chat_type=message.chat.type,
-            user_id=message.from_user.id,
-            lang=lang,
-            text=text,
-            message_thread_id=message.message_thread_id if message.is_topic_message else None,
-            request_message_id=message.message_id,
-        ),
-    )
+    await responder.respond(bot, question_from(message, text, lang))
 
 
 @router.message(AddressedToBot())

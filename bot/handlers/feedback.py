@@ -25,8 +25,10 @@ from sqlmodel import Session, select
 
 from bot.callbacks import RateAction, RateCb, ReasonCb
 from bot.feedback_sink import FeedbackSink
+from bot.filters import AddressedToBot
 from bot.keyboards import rating_keyboard, reason_keyboard
 from bot.responding import Responder
+from loopgram import crud
 from loopgram.answering import AnswerService
 from loopgram.db import Database
 from loopgram.feedback import REASONS, Feedback
@@ -49,8 +51,6 @@ async def _owned_interaction(
     query: CallbackQuery, iid: int, lang: str, db: Database
 ) -> Interaction | None:
     """The interaction behind a button, or None after telling the presser why not."""
-    from loopgram import crud
-
     interaction = await db.run(crud.get_interaction, interaction_id=iid)
     if interaction is None:
         await query.answer(t(lang, "feedback-unknown"), show_alert=True)
@@ -169,7 +169,7 @@ async def on_skip_comment(message: Message, lang: str, state: FSMContext) -> Non
     await message.answer(t(lang, "feedback-comment-skipped"))
 
 
-@router.message(StateFilter(CommentForm.waiting), F.text, ~F.text.startswith("/"))
+@router.message(StateFilter(CommentForm.waiting), F.text, ~F.text.startswith("/"), AddressedToBot())
 async def on_comment(
     message: Message,
     lang: str,

@@ -193,3 +193,16 @@ def test_dedup_of_updates(db: Database) -> None:
     assert db.call(crud.mark_update_processed, update_id=5)
     assert not db.call(crud.mark_update_processed, update_id=5)
     assert db.call(crud.mark_update_processed, update_id=6)
+
+
+def test_roles_from_the_environment_are_audited_and_never_lowered(db: Database) -> None:
+    from loopgram.models import AuditLog, Role
+
+    user = db.call(crud.upsert_user, user_id=42, language="ru")
+    assert user.role == Role.user
+    user = db.call(crud.upsert_user, user_id=42, language="en", initial_role=Role.admin)
+    assert (user.role, user.language) == (Role.admin, "en")
+    user = db.call(crud.upsert_user, user_id=42, language="en", initial_role=Role.user)
+    assert user.role == Role.admin
+    logs = db.call(lambda *, session: list(session.exec(select(AuditLog)).all()))
+    assert [(entry.action, entry.details["role"]) for entry in logs] == [("role.bootstrap", "admin")]
