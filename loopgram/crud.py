@@ -36,9 +36,16 @@ def upsert_user(
     """
     user = session.get(User, user_id)
     if user is None:
-        user = User(id=user_id, language=language, first_name=first_name, username=username)
-        session.add(user)
-    else:
+        try:
+            with session.begin_nested():
+                user = User(id=user_id, language=language, first_name=first_name, username=username)
+                session.add(user)
+                session.flush()
+        except IntegrityError:
+            # Two first updates of a new user handled at once: the other one inserted it.
+            user = session.get(User, user_id, populate_existing=True)
+            assert user is not None
+    if user.language != language or user.first_name != first_name or user.username != username:
         user.language = language
         user.first_name = first_name
         user.username = username
@@ -70,9 +77,14 @@ def get_or_create_chat(
 ) -> Chat:
     chat = session.get(Chat, chat_id)
     if chat is None:
-        chat = Chat(id=chat_id, type=chat_type, title=title)
-        session.add(chat)
-        session.flush()
+        try:
+            with session.begin_nested():
+                chat = Chat(id=chat_id, type=chat_type, title=title)
+                session.add(chat)
+                session.flush()
+        except IntegrityError:  # created by a concurrent update of the same chat
+            chat = session.get(Chat, chat_id, populate_existing=True)
+            assert chat is not None
     return chat
 
 

@@ -205,4 +205,19 @@ def test_roles_from_the_environment_are_audited_and_never_lowered(db: Database) 
     user = db.call(crud.upsert_user, user_id=42, language="en", initial_role=Role.user)
     assert user.role == Role.admin
     logs = db.call(lambda *, session: list(session.exec(select(AuditLog)).all()))
-    assert [(entry.action, entry.details["role"]) for entry in logs] == [("role.bootstrap", "admin")]
+    assert [(entry.action, entry.details["role"]) for entry in logs] == [
+        ("role.bootstrap", "admin")
+    ]
+
+
+def test_first_updates_of_a_new_user_at_once(db: Database) -> None:
+    def first_contact(i: int) -> None:
+        db.call(crud.upsert_user, user_id=77, language="ru", first_name=f"n{i}")
+        db.call(crud.get_or_create_chat, chat_id=77, chat_type="private")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(first_contact, range(12)))
+    from loopgram.models import Chat, User
+
+    assert len(db.call(lambda *, session: list(session.exec(select(User)).all()))) == 1
+    assert len(db.call(lambda *, session: list(session.exec(select(Chat)).all()))) == 1
