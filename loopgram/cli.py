@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -74,7 +75,7 @@ def run() -> None:
         from bot.stack import embedded_stack
 
         async with embedded_stack(settings) as stack:
-            await serve(stack.runtime, stack.bot)
+            await serve(stack.runtime, stack.bot, stop=_stop_on_signals())
 
     _run_async(main())
 
@@ -91,7 +92,7 @@ def bot() -> None:
         from bot.stack import embedded_stack
 
         async with embedded_stack(settings, with_model=False) as stack:
-            await serve(stack.runtime, stack.bot)
+            await serve(stack.runtime, stack.bot, stop=_stop_on_signals())
 
     _run_async(main())
 
@@ -234,6 +235,15 @@ def demo(
     result = _run_async(run_demo(settings, data_dir=data_dir, quiet=as_json))
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False, default=str))
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """SIGTERM (docker stop) and SIGINT end the process cleanly: in-flight work finishes."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def _run_async(coro: Any) -> Any:
