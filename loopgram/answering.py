@@ -98,6 +98,7 @@ class AnswerService:
             message_thread_id=q.message_thread_id,
             assistant=prepared.assistant.name,
             prompt=q.text,
+            prompt_messages=prepared.messages,
             answer=answer,
             model=prepared.model,
             adapter=prepared.adapter,

@@ -45,6 +45,23 @@ class ReviewStatus(StrEnum):
     closed = "closed"
 
 
+class RunStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"  # trained and passed the gate: an adapter was deployed
+    rejected = "rejected"  # trained, but lost to the active adapter at the gate
+    failed = "failed"
+    refused = "refused"  # would not fit in memory/time: not started
+
+
+class AdapterStatus(StrEnum):
+    candidate = "candidate"
+    canary = "canary"
+    active = "active"
+    retired = "retired"
+    rejected = "rejected"
+
+
 class PairSource(StrEnum):
     regenerate = "regenerate"
     correction = "correction"
@@ -89,6 +106,11 @@ class InteractionBase(SQLModel):
     prompt: str = Field(sa_column=Column(Text, nullable=False))
     answer: str = Field(default="", sa_column=Column(Text, nullable=False))
     retrieved_chunk_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    prompt_messages: list[dict[str, str]] = Field(
+        default_factory=list,
+        sa_column=Column(JSON),
+        description="exactly what the model was sent (system, history, question)",
+    )
     model: str = Field(default="", max_length=128)
     adapter: str | None = Field(default=None, max_length=128)
     latency_ms: int | None = None
@@ -166,6 +188,57 @@ class PreferencePair(SQLModel, table=True):
     user_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     consumed_by_run: int | None = Field(default=None, index=True)
     created_at: datetime = _ts(index=True)
+
+
+class TrainingRun(SQLModel, table=True):
+    """One training attempt for one assistant, with what it saw and how it was judged."""
+
+    __tablename__ = "training_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    assistant: str = Field(max_length=32, index=True)
+    method: str = Field(max_length=16, description="dpo, kto, orpo, reward")
+    status: RunStatus = Field(default=RunStatus.queued, sa_type=String(16), index=True)
+    examples: int = 0
+    train_examples: int = 0
+    eval_examples: int = 0
+    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    evaluation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    adapter_id: int | None = Field(default=None, foreign_key="adapter.id", ondelete="SET NULL")
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _ts(index=True)
+    started_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    finished_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class Adapter(SQLModel, table=True):
+    """A LoRA adapter version; served under `name` (`<assistant>-v<N>`, never reused)."""
+
+    __tablename__ = "adapter"
+    __table_args__ = (UniqueConstraint("assistant", "version", name="uq_adapter_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    assistant: str = Field(max_length=32, index=True)
+    version: int
+    name: str = Field(max_length=64, unique=True)
+    path: str = Field(max_length=1024)
+    base_model: str = Field(max_length=256)
+    method: str = Field(max_length=16)
+    status: AdapterStatus = Field(default=AdapterStatus.candidate, sa_type=String(16), index=True)
+    training_run_id: int | None = Field(default=None, index=True)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = _ts()
+    deployed_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    retired_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class AuditLog(SQLModel, table=True):

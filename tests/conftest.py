@@ -26,6 +26,8 @@ REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 TABLES = (
+    "training_run",
+    "adapter",
     "rating",
     "review_item",
     "preference_pair",
