@@ -23,6 +23,7 @@ from loopgram.db import Database
 from loopgram.errors import LoopgramError
 from loopgram.i18n import t
 from loopgram.llm import LLMClient
+from loopgram.routing import AdapterRouter
 from loopgram.settings import Settings, TelegramSettings
 from loopgram.spool import Spool
 
@@ -79,7 +80,12 @@ def create_runtime(
     storage: BaseStorage | None = None,
 ) -> BotRuntime:
     llm = llm or LLMClient(settings.llm)
-    answers = AnswerService(db=db, llm=llm, settings=settings.bot)
+    router = AdapterRouter(
+        base_model=llm.default_model,
+        canary_share=settings.learning.canary_share,
+        cache_seconds=settings.learning.routing_cache_seconds,
+    )
+    answers = AnswerService(db=db, llm=llm, settings=settings.bot, router=router)
     responder = Responder(answers=answers, stream_interval=settings.bot.stream_edit_interval)
     sink = FeedbackSink(
         celery_app=celery_app,

@@ -17,6 +17,7 @@ from loopgram.db import Database
 from loopgram.errors import InputTooLongError, NotFoundError
 from loopgram.llm import ChatMessage, LLMClient
 from loopgram.models import Interaction, InteractionStatus
+from loopgram.routing import AdapterRouter
 from loopgram.settings import BotSettings
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,18 @@ class PreparedAnswer:
 
 
 class AnswerService:
-    def __init__(self, *, db: Database, llm: LLMClient, settings: BotSettings) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        llm: LLMClient,
+        settings: BotSettings,
+        router: AdapterRouter | None = None,
+    ) -> None:
         self.db = db
         self.llm = llm
         self.settings = settings
+        self.router = router or AdapterRouter(base_model=llm.default_model, canary_share=0.0)
 
     async def prepare(self, question: Question) -> PreparedAnswer:
         text = question.text.strip()
@@ -72,12 +81,10 @@ class AnswerService:
             before_id=question.parent_interaction_id,
         )
         messages = assistant.build_messages(lang=question.lang, history=history, text=question.text)
-        model, adapter = self.route_model(assistant)
-        return PreparedAnswer(question, assistant, messages, model, adapter)
-
-    def route_model(self, assistant: Assistant) -> tuple[str, str | None]:
-        """Which served model answers this assistant (the adapter registry plugs in here)."""
-        return self.llm.default_model, None
+        route = self.router.route(
+            session=session, assistant=assistant.name, user_id=question.user_id
+        )
+        return PreparedAnswer(question, assistant, messages, route.model, route.adapter)
 
     def stream(self, prepared: PreparedAnswer) -> AsyncIterator[str]:
         return self.llm.stream_chat(prepared.messages, model=prepared.model)

@@ -96,6 +96,37 @@ class LLMSettings(BaseSettings):
         return self.llm_base_url is None
 
 
+class LearningSettings(BaseSettings):
+    """The learning loop: when to train, where adapters live, how canaries are judged."""
+
+    model_config = _COMMON
+
+    base_model_path: str | None = Field(
+        default=None, description="Hugging Face-format model folder; unset = the built-in model"
+    )
+    adapters_dir: Path = Path("./data/adapters")
+    llm_replicas: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="model server base URLs to load adapters on; empty = LLM_BASE_URL only",
+    )
+    train_min_new_examples: int = Field(default=200, description="new feedback that triggers a run")
+    canary_share: float = Field(default=0.1, ge=0.0, le=1.0)
+    canary_min_ratings: int = Field(default=50, description="ratings before a canary is judged")
+    canary_max_ratings: int = Field(default=400, description="judged by then, whatever the data")
+    canary_margin: float = Field(
+        default=0.05, description="a canary may be this much worse in 👍 rate and still win"
+    )
+    canary_confidence: float = 0.95
+    routing_cache_seconds: float = 5.0
+
+    @field_validator("llm_replicas", mode="before")
+    @classmethod
+    def _urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value or []
+
+
 class EmbeddingSettings(BaseSettings):
     model_config = _COMMON
 
@@ -150,6 +181,7 @@ class Settings:
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     bot: BotSettings = field(default_factory=BotSettings)
+    learning: LearningSettings = field(default_factory=LearningSettings)
 
     @classmethod
     def load(cls) -> Settings:
@@ -166,6 +198,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     EmbeddingSettings,
     AccessSettings,
     BotSettings,
+    LearningSettings,
 )
 
 

@@ -1,0 +1,264 @@
+"""The adapter registry: versions, canary, promotion and rollback.
+
+Every trained adapter gets a new name `<assistant>-v<N>` that is never reused: vLLM can
+serve stale cached prefixes for an adapter reloaded under the same name. Adapter folders
+stay on disk while registered (the server reads them on load). Every change is audited.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from loopgram.adapter_server import AdapterServer
+from loopgram.canary import Tally, Verdict, judge
+from loopgram.errors import LoopgramError, NotFoundError
+from loopgram.models import Adapter, AdapterStatus, AuditLog, Interaction, Rating, utcnow
+from loopgram.settings import LearningSettings
+
+log = logging.getLogger(__name__)
+
+
+def adapter_name(assistant: str, version: int) -> str:
+    return f"{assistant}-v{version}"
+
+
+def next_version(*, session: Session, assistant: str) -> int:
+    latest = session.exec(
+        select(func.max(Adapter.version)).where(Adapter.assistant == assistant)
+    ).one()
+    return int(latest or 0) + 1
+
+
+def register(
+    *,
+    session: Session,
+    assistant: str,
+    path: str,
+    base_model: str,
+    method: str,
+    training_run_id: int | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Adapter:
+    version = next_version(session=session, assistant=assistant)
+    adapter = Adapter(
+        assistant=assistant,
+        version=version,
+        name=adapter_name(assistant, version),
+        path=path,
+        base_model=base_model,
+        method=method,
+        training_run_id=training_run_id,
+        metrics=metrics or {},
+    )
+    session.add(adapter)
+    session.flush()
+    _audit(session, "adapter.registered", adapter, actor_id=None)
+    return adapter
+
+
+def list_adapters(*, session: Session, assistant: str | None = None) -> list[Adapter]:
+    query = select(Adapter)
+    if assistant is not None:
+        query = query.where(Adapter.assistant == assistant)
+    return list(session.exec(query.order_by(col(Adapter.assistant), col(Adapter.version))).all())
+
+
+def serving(*, session: Session, assistant: str) -> tuple[Adapter | None, Adapter | None]:
+    """(active, canary) of an assistant; None active means the base model."""
+    rows = session.exec(
+        select(Adapter).where(
+            Adapter.assistant == assistant,
+            col(Adapter.status).in_([AdapterStatus.active, AdapterStatus.canary]),
+        )
+    ).all()
+    active = next((a for a in rows if a.status == AdapterStatus.active), None)
+    canary = next((a for a in rows if a.status == AdapterStatus.canary), None)
+    return active, canary
+
+
+def get_by_name(*, session: Session, name: str) -> Adapter:
+    adapter = session.exec(select(Adapter).where(Adapter.name == name)).first()
+    if adapter is None:
+        raise NotFoundError(f"no adapter named {name!r}")
+    return adapter
+
+
+def deploy(
+    *,
+    session: Session,
+    name: str,
+    server: AdapterServer,
+    canary: bool = True,
+    actor_id: int | None = None,
+) -> Adapter:
+    """Load the adapter on every replica, then route traffic to it (canary share or all)."""
+    adapter = get_by_name(session=session, name=name)
+    if adapter.status in (AdapterStatus.active, AdapterStatus.canary):
+        raise LoopgramError(f"{name} is already {adapter.status}")
+    server.load(adapter.name, adapter.path)  # before any routing change: no request can fail
+    active, current_canary = serving(session=session, assistant=adapter.assistant)
+    if current_canary is not None:
+        _set(session, current_canary, AdapterStatus.rejected, actor_id, "replaced by " + name)
+        server.unload(current_canary.name)
+    if canary:
+        _set(session, adapter, AdapterStatus.canary, actor_id)
+    else:
+        if active is not None:
+            _set(session, active, AdapterStatus.retired, actor_id, "replaced by " + name)
+        _set(session, adapter, AdapterStatus.active, actor_id)
+    adapter.deployed_at = utcnow()
+    session.add(adapter)
+    session.flush()
+    return adapter
+
+
+def promote(*, session: Session, assistant: str, actor_id: int | None = None) -> Adapter:
+    active, canary = serving(session=session, assistant=assistant)
+    if canary is None:
+        raise LoopgramError(f"{assistant} has no canary to promote")
+    if active is not None:
+        # Left loaded: requests already routed to it finish; nothing new goes there.
+        _set(session, active, AdapterStatus.retired, actor_id, "promoted " + canary.name)
+    _set(session, canary, AdapterStatus.active, actor_id)
+    return canary
+
+
+def rollback(
+    *, session: Session, assistant: str, server: AdapterServer, actor_id: int | None = None
+) -> Adapter | None:
+    """Drop the canary if there is one; otherwise go back to the previous active adapter
+    (or to the base model when there was none). Returns what serves the assistant now."""
+    active, canary = serving(session=session, assistant=assistant)
+    if canary is not None:
+        _set(session, canary, AdapterStatus.rejected, actor_id, "rolled back")
+        server.unload(canary.name)
+        return active
+    if active is None:
+        raise LoopgramError(f"{assistant} serves the base model: nothing to roll back")
+    previous = session.exec(
+        select(Adapter)
+        .where(
+            Adapter.assistant == assistant,
+            Adapter.status == AdapterStatus.retired,
+            col(Adapter.deployed_at).is_not(None),
+            Adapter.version < active.version,
+        )
+        .order_by(col(Adapter.version).desc())
+    ).first()
+    if previous is not None:
+        server.load(previous.name, previous.path)
+        _set(session, previous, AdapterStatus.active, actor_id, "rollback of " + active.name)
+    _set(session, active, AdapterStatus.rejected, actor_id, "rolled back")
+    return previous
+
+
+def live_tally(
+    *, session: Session, assistant: str, adapter: str | None, since: datetime | None
+) -> Tally:
+    """👍 and all ratings by askers on answers this adapter (None = base model) gave."""
+    query = (
+        select(Rating.value, func.count())
+        .join(Interaction, col(Interaction.id) == col(Rating.interaction_id))
+        .where(Interaction.assistant == assistant)
+        .where(col(Rating.user_id) == col(Interaction.user_id))
+    )
+    query = query.where(
+        Interaction.adapter == adapter if adapter else col(Interaction.adapter).is_(None)
+    )
+    if since is not None:
+        query = query.where(Interaction.created_at >= since)
+    counts = dict(session.exec(query.group_by(col(Rating.value))).all())
+    up = int(counts.get(1, 0))
+    return Tally(up=up, total=up + int(counts.get(-1, 0)))
+
+
+def evaluate_canary(
+    *, session: Session, assistant: str, settings: LearningSettings, server: AdapterServer
+) -> Verdict | None:
+    """Promote or roll back the assistant's canary once its live ratings decide it."""
+    active, canary = serving(session=session, assistant=assistant)
+    if canary is None:
+        return None
+    since = canary.deployed_at
+    verdict = judge(
+        live_tally(session=session, assistant=assistant, adapter=canary.name, since=since),
+        live_tally(
+            session=session,
+            assistant=assistant,
+            adapter=active.name if active else None,
+            since=since,
+        ),
+        min_ratings=settings.canary_min_ratings,
+        max_ratings=settings.canary_max_ratings,
+        margin=settings.canary_margin,
+        confidence=settings.canary_confidence,
+    )
+    canary.metrics = {**canary.metrics, "canary": _verdict_json(verdict)}
+    session.add(canary)
+    if verdict.decision == "promote":
+        promote(session=session, assistant=assistant)
+    elif verdict.decision == "rollback":
+        rollback(session=session, assistant=assistant, server=server)
+    log.info(
+        "canary.judged assistant=%s adapter=%s decision=%s reason=%s",
+        assistant,
+        canary.name,
+        verdict.decision,
+        verdict.reason,
+    )
+    return verdict
+
+
+def _verdict_json(verdict: Verdict) -> dict[str, float | str]:
+    return {
+        "decision": str(verdict.decision),
+        "difference": round(verdict.difference, 4),
+        "low": round(verdict.low, 4),
+        "high": round(verdict.high, 4),
+        "reason": verdict.reason,
+    }
+
+
+def _set(
+    session: Session,
+    adapter: Adapter,
+    status: AdapterStatus,
+    actor_id: int | None,
+    note: str | None = None,
+) -> None:
+    before = str(adapter.status)
+    adapter.status = status
+    if status in (AdapterStatus.retired, AdapterStatus.rejected):
+        adapter.retired_at = utcnow()
+    session.add(adapter)
+    session.flush()
+    _audit(session, f"adapter.{status}", adapter, actor_id=actor_id, before=before, note=note)
+
+
+def _audit(
+    session: Session,
+    action: str,
+    adapter: Adapter,
+    *,
+    actor_id: int | None,
+    before: str | None = None,
+    note: str | None = None,
+) -> None:
+    details: dict[str, str] = {"name": adapter.name}
+    if before is not None:
+        details["from"] = before
+    if note:
+        details["note"] = note
+    session.add(
+        AuditLog(
+            actor_id=actor_id,
+            action=action,
+            target_type="adapter",
+            target_id=str(adapter.id),
+            details=details,
+        )
+    )

@@ -1,0 +1,145 @@
+"""The adapter registry on both databases: names, canary, promotion, rollback, routing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from sqlmodel import Session, select
+
+from loopgram import adapters, crud
+from loopgram.db import Database
+from loopgram.errors import LoopgramError
+from loopgram.feedback import Feedback, apply_feedback
+from loopgram.models import AdapterStatus, AuditLog, Interaction
+from loopgram.routing import AdapterRouter
+from loopgram.settings import LearningSettings
+
+
+@dataclass
+class RecordingServer:
+    """Stands in for a model server's LoRA endpoints: what is loaded, in call order."""
+
+    loaded: set[str] = field(default_factory=set)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    fail_load: bool = False
+
+    def load(self, name: str, path: str) -> None:
+        self.calls.append(("load", name))
+        if self.fail_load:
+            raise LoopgramError("server down")
+        self.loaded.add(name)
+
+    def unload(self, name: str) -> None:
+        self.calls.append(("unload", name))
+        self.loaded.discard(name)
+
+
+def _register(db: Database, assistant: str = "chat") -> str:
+    adapter = db.call(
+        adapters.register,
+        assistant=assistant,
+        path=f"/adapters/{assistant}",
+        base_model="base",
+        method="dpo",
+    )
+    return adapter.name
+
+
+def _status(db: Database, name: str) -> AdapterStatus:
+    return db.call(adapters.get_by_name, name=name).status
+
+
+def test_versions_are_unique_names_per_assistant(db: Database) -> None:
+    assert [_register(db) for _ in range(3)] == ["chat-v1", "chat-v2", "chat-v3"]
+    assert _register(db, "paraphrase") == "paraphrase-v1"
+
+
+def test_canary_promote_and_rollback_chain(db: Database) -> None:
+    server = RecordingServer()
+    v1, v2, v3 = _register(db), _register(db), _register(db)
+    db.call(adapters.deploy, name=v1, server=server, canary=False)
+    assert _status(db, v1) == AdapterStatus.active
+    db.call(adapters.deploy, name=v2, server=server)
+    assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.active, AdapterStatus.canary)
+    db.call(adapters.promote, assistant="chat")
+    assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.retired, AdapterStatus.active)
+    # A new canary replaced before it is judged is rejected and unloaded.
+    db.call(adapters.deploy, name=v3, server=server)
+    db.call(adapters.rollback, assistant="chat", server=server)
+    assert _status(db, v3) == AdapterStatus.rejected and v3 not in server.loaded
+    # Rolling back the active adapter restores the previous one (loaded again first).
+    now = db.call(adapters.rollback, assistant="chat", server=server)
+    assert now is not None and now.name == v1
+    assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.active, AdapterStatus.rejected)
+    assert server.calls[-1] == ("load", v1)
+    audit = db.call(lambda *, session: session.exec(select(AuditLog)).all())
+    assert any(entry.action == "adapter.rejected" for entry in audit)
+
+
+def test_a_failed_load_changes_no_routing(db: Database) -> None:
+    name = _register(db)
+    with pytest.raises(LoopgramError):
+        db.call(adapters.deploy, name=name, server=RecordingServer(fail_load=True))
+    assert _status(db, name) == AdapterStatus.candidate
+
+
+def _answer(session: Session, *, user_id: int, adapter: str | None) -> int:
+    row = crud.add_interaction(
+        session=session,
+        interaction=Interaction(
+            chat_id=user_id,
+            user_id=user_id,
+            assistant="chat",
+            prompt="q",
+            answer="a",
+            adapter=adapter,
+        ),
+    )
+    assert row.id is not None
+    return row.id
+
+
+def test_live_ratings_promote_a_good_canary(db: Database) -> None:
+    server = RecordingServer()
+    name = _register(db)
+    db.call(adapters.deploy, name=name, server=server)
+    settings = LearningSettings(canary_min_ratings=40, canary_max_ratings=400, canary_margin=0.05)
+    # Base model: 50% 👍; canary: 85% 👍.
+    for user in range(80):
+        iid = db.call(_answer, user_id=user, adapter=None)
+        db.call(
+            apply_feedback,
+            feedback=Feedback(interaction_id=iid, user_id=user, value=1 if user % 2 else -1),
+        )
+    verdict = db.call(adapters.evaluate_canary, assistant="chat", settings=settings, server=server)
+    assert verdict is not None and verdict.decision == "wait"
+    for user in range(100, 160):
+        iid = db.call(_answer, user_id=user, adapter=name)
+        db.call(
+            apply_feedback,
+            feedback=Feedback(interaction_id=iid, user_id=user, value=1 if user % 7 else -1),
+        )
+    verdict = db.call(adapters.evaluate_canary, assistant="chat", settings=settings, server=server)
+    assert verdict is not None and verdict.decision == "promote"
+    assert _status(db, name) == AdapterStatus.active
+    assert db.call(adapters.get_by_name, name=name).metrics["canary"]["decision"] == "promote"
+
+
+def test_router_sends_the_canary_share(db: Database) -> None:
+    server = RecordingServer()
+    v1, v2 = _register(db), _register(db)
+    db.call(adapters.deploy, name=v1, server=server, canary=False)
+    db.call(adapters.deploy, name=v2, server=server)
+    router = AdapterRouter(base_model="base", canary_share=0.2, cache_seconds=60)
+
+    def routes(*, session: Session) -> list[str | None]:
+        return [
+            router.route(session=session, assistant="chat", user_id=u).adapter for u in range(2000)
+        ]
+
+    chosen = db.call(routes)
+    share = chosen.count(v2) / len(chosen)
+    assert 0.17 < share < 0.23 and set(chosen) == {v1, v2}
+    other = db.call(lambda *, session: router.route(session=session, assistant="label", user_id=1))
+    assert (other.model, other.adapter) == ("base", None)
