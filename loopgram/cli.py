@@ -28,8 +28,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 feedback_app = typer.Typer(help="Ratings and the reward buffer.", no_args_is_help=True)
+adapters_app = typer.Typer(help="LoRA adapters: list, deploy, roll back.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(feedback_app, name="feedback")
+app.add_typer(adapters_app, name="adapters")
 
 TOKEN_HELP = (
     "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather in Telegram "  # noqa: S105
@@ -219,6 +221,85 @@ def feedback_export(
     finally:
         db.dispose()
     typer.echo(f"exported {count} ratings", err=True)
+
+
+def _adapter_server(settings: Settings) -> Any:
+    from loopgram.adapter_server import HttpAdapterServer
+
+    replicas = settings.learning.llm_replicas or [settings.llm.base_url]
+    key = settings.llm.llm_api_key.get_secret_value() if settings.llm.llm_api_key else None
+    return HttpAdapterServer(replicas, api_key=key)
+
+
+def _with_db(settings: Settings, fn: Any, **kwargs: Any) -> Any:
+    from loopgram.db import Database
+
+    db = Database.from_settings(settings.db)
+    try:
+        return db.call(fn, **kwargs)
+    except LoopgramError as exc:
+        fail(str(exc))
+    finally:
+        db.dispose()
+
+
+@adapters_app.command("list")
+def adapters_list(
+    assistant: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Every adapter version with its status and metrics."""
+    settings = _settings()
+    from loopgram import adapters
+
+    rows = [
+        {
+            "assistant": a.assistant,
+            "name": a.name,
+            "version": a.version,
+            "status": str(a.status),
+            "created_at": a.created_at.isoformat(),
+            "metrics": a.metrics,
+        }
+        for a in _with_db(settings, adapters.list_adapters, assistant=assistant)
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("assistant", "name", "status", "created")
+    for row in rows:
+        table.add_row(row["assistant"], row["name"], row["status"], row["created_at"][:19])
+    Console().print(table)
+
+
+@adapters_app.command("deploy")
+def adapters_deploy(
+    name: str,
+    now: Annotated[bool, typer.Option("--now", help="all traffic at once, no canary")] = False,
+) -> None:
+    """Load an adapter on every model server replica and route traffic to it."""
+    settings = _settings()
+    from loopgram import adapters
+
+    adapter = _with_db(
+        settings, adapters.deploy, name=name, server=_adapter_server(settings), canary=not now
+    )
+    typer.echo(f"{adapter.name} is {adapter.status}")
+
+
+@adapters_app.command("rollback")
+def adapters_rollback(assistant: Annotated[str, typer.Option()]) -> None:
+    """Drop the canary, or go back to the previous active adapter (or the base model)."""
+    settings = _settings()
+    from loopgram import adapters
+
+    current = _with_db(
+        settings, adapters.rollback, assistant=assistant, server=_adapter_server(settings)
+    )
+    typer.echo(f"{assistant} now serves {current.name if current else 'the base model'}")
 
 
 @app.command()

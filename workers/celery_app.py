@@ -62,8 +62,13 @@ def create_celery(settings: Settings | None = None) -> Celery:
         task_routes={
             "loopgram.record_feedback": {"queue": "feedback"},
             "loopgram.prune_processed_updates": {"queue": "feedback"},
+            "loopgram.evaluate_canaries": {"queue": "feedback"},
         },
         beat_schedule={
+            "evaluate-canaries": {
+                "task": "loopgram.evaluate_canaries",
+                "schedule": timedelta(minutes=5),
+            },
             "prune-processed-updates": {
                 "task": "loopgram.prune_processed_updates",
                 "schedule": timedelta(hours=1),

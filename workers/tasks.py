@@ -9,8 +9,10 @@ from typing import Any
 from celery import shared_task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from loopgram import crud
+from loopgram import adapters, crud
+from loopgram.adapter_server import HttpAdapterServer
 from loopgram.feedback import Feedback, apply_feedback
+from loopgram.settings import Settings
 from workers.context import get_db
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,29 @@ def record_feedback(payload: dict[str, Any]) -> dict[str, Any]:
         result.pairs,
     )
     return {"stored": result.stored, "pairs": result.pairs, "note": result.note}
+
+
+@shared_task(
+    name="loopgram.evaluate_canaries", acks_late=True, autoretry_for=_DB_ERRORS, max_retries=3
+)
+def evaluate_canaries() -> dict[str, str]:
+    """Promote or roll back every canary whose live ratings decide it."""
+    settings = Settings.load()
+    replicas = settings.learning.llm_replicas or [settings.llm.base_url]
+    server = HttpAdapterServer(replicas)
+    decisions: dict[str, str] = {}
+    db = get_db()
+    with db.session() as session:
+        canaries = [
+            a.assistant for a in adapters.list_adapters(session=session) if a.status == "canary"
+        ]
+    for assistant in canaries:
+        verdict = db.call(
+            adapters.evaluate_canary, assistant=assistant, settings=settings.learning, server=server
+        )
+        if verdict is not None:
+            decisions[assistant] = str(verdict.decision)
+    return decisions
 
 
 @shared_task(name="loopgram.prune_processed_updates", acks_late=True)

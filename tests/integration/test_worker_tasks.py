@@ -83,3 +83,40 @@ def test_messages_wait_in_redis_until_a_worker_comes(worker_db: tuple[Settings, 
     assert _count(db) == 0
     with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
         wait_until(lambda: _count(db) == 1)
+
+
+def test_evaluate_canaries_task_promotes_through_the_worker(
+    worker_db: tuple[Settings, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from loopgram import adapters
+    from loopgram.feedback import Feedback, apply_feedback
+    from tests.integration.test_adapters import RecordingServer
+
+    settings, db = worker_db
+    monkeypatch.setenv("CANARY_MIN_RATINGS", "20")
+    name = db.call(
+        adapters.register, assistant="chat", path="/a", base_model="b", method="dpo"
+    ).name
+    db.call(adapters.deploy, name=name, server=RecordingServer())
+    for user in range(60):
+        adapter = name if user % 2 else None
+        iid = db.call(
+            crud.add_interaction,
+            interaction=Interaction(
+                chat_id=user,
+                user_id=user,
+                assistant="chat",
+                prompt="p",
+                answer="a",
+                adapter=adapter,
+            ),
+        ).id
+        liked = user % 2 == 1 or user % 4 == 0  # canary 100% 👍, base model 50%
+        db.call(
+            apply_feedback,
+            feedback=Feedback(interaction_id=iid, user_id=user, value=1 if liked else -1),
+        )
+    app = create_celery(settings)
+    with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        app.send_task("loopgram.evaluate_canaries", queue="feedback")
+        wait_until(lambda: db.call(adapters.get_by_name, name=name).status == "active")
