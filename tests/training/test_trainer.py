@@ -1,0 +1,108 @@
+"""DPO and KTO LoRA runs with TRL on a tiny model, the held-out score and the gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.training.conftest import pair_rows, thumb_rows
+from training.config import TrainConfig
+from training.evaluate import PolicyScorer, gate
+from training.resources import WouldNotFitError, check_fits
+from training.trainer import train_adapter
+
+FAST = {"learning_rate": 5e-3, "epochs": 3, "batch_size": 8, "max_length": 96, "lora_r": 8}
+
+
+def _weights(folder: Path) -> dict[str, float]:
+    return {
+        k: float(v.abs().sum()) for k, v in load_file(str(folder / "model.safetensors")).items()
+    }
+
+
+def test_dpo_learns_the_preference_and_leaves_the_base_alone(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    before = _weights(tiny_model)
+    outcome = train_adapter(
+        TrainConfig(method="dpo", **FAST),
+        pair_rows(24),
+        model_path=tiny_model,
+        output_dir=tmp_path / "chat-v1",
+    )
+    assert (outcome.adapter_path / "adapter_model.safetensors").exists()
+    assert not list(tmp_path.glob(".*tmp*")), "a temporary training folder was left behind"
+    lora = load_file(str(outcome.adapter_path / "adapter_model.safetensors"))
+    assert any("lora_B" in k and float(v.abs().sum()) > 0 for k, v in lora.items())
+    assert _weights(tiny_model) == before
+    assert outcome.final["loss"] < 0.69
+
+    scorer = PolicyScorer(tiny_model)
+    scorer.add_adapter("chat-v1", outcome.adapter_path)
+    held_out = pair_rows(12, offset=1000)
+    trained = scorer.score_pairs("chat-v1", held_out)
+    base = scorer.score_pairs(None, held_out)
+    assert base.accuracy == 0.5 and base.mean_margin == 0.0
+    assert trained.accuracy > 0.9 and trained.mean_margin > 0
+    assert gate(trained, base, margin=0.0).passed
+
+
+def test_gate_rejects_a_deliberately_worse_candidate(tiny_model: Path, tmp_path: Path) -> None:
+    good = train_adapter(
+        TrainConfig(method="dpo", **FAST),
+        pair_rows(24),
+        model_path=tiny_model,
+        output_dir=tmp_path / "good",
+    )
+    bad = train_adapter(
+        TrainConfig(method="dpo", **FAST),
+        pair_rows(24, flipped=True),
+        model_path=tiny_model,
+        output_dir=tmp_path / "bad",
+    )
+    scorer = PolicyScorer(tiny_model)
+    scorer.add_adapter("good", good.adapter_path)
+    scorer.add_adapter("bad", bad.adapter_path)
+    held_out = pair_rows(12, offset=2000)
+    result = gate(
+        scorer.score_pairs("bad", held_out), scorer.score_pairs("good", held_out), margin=0.0
+    )
+    assert not result.passed and "does not beat" in result.reason
+    assert not gate(
+        scorer.score_pairs("bad", held_out), scorer.score_pairs(None, held_out), margin=0.0
+    ).passed
+
+
+def test_kto_learns_from_unpaired_thumbs(tiny_model: Path, tmp_path: Path) -> None:
+    outcome = train_adapter(
+        TrainConfig(method="kto", **FAST),
+        thumb_rows(32),
+        model_path=tiny_model,
+        output_dir=tmp_path / "kto",
+    )
+    scorer = PolicyScorer(tiny_model)
+    scorer.add_adapter("kto", outcome.adapter_path)
+    held_out = thumb_rows(12)
+    assert (
+        scorer.score_thumbs("kto", held_out).accuracy > scorer.score_thumbs(None, held_out).accuracy
+    )
+
+
+def test_a_run_that_would_not_fit_is_refused(tiny_model: Path) -> None:
+    assert check_fits(tiny_model, batch_size=8, max_length=256, budget_gb=1.0) > 0
+    with pytest.raises(WouldNotFitError, match="lower batch_size"):
+        check_fits(tiny_model, batch_size=8, max_length=256, budget_gb=0.0001)
+
+
+def test_config_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("method: kto\nbeta: 0.2\n")
+    config = TrainConfig.from_yaml(path, assistant="paraphrase")
+    assert (config.method, config.beta, config.assistant) == ("kto", 0.2, "paraphrase")
+    path.write_text("learning_rat: 1\n")
+    with pytest.raises(ValueError, match="unknown training options"):
+        TrainConfig.from_yaml(path)
+    with pytest.raises(ValueError):
+        TrainConfig(method="ppo")

@@ -1,0 +1,56 @@
+"""Training configuration: a dataclass with help text, loadable from YAML (TRL-script style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+METHODS = ("dpo", "kto")
+
+
+@dataclass
+class TrainConfig:
+    assistant: str = field(default="chat", metadata={"help": "which assistant's feedback to learn"})
+    method: str = field(default="dpo", metadata={"help": "dpo (pairs) or kto (unpaired thumbs)"})
+    beta: float = field(default=0.1, metadata={"help": "DPO/KTO temperature: how far from base"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "constant LR of the LoRA weights"})
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=8, metadata={"help": "examples per optimiser step"})
+    max_length: int = field(default=256, metadata={"help": "prompt + answer tokens kept"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    target_modules: str = field(default="all-linear", metadata={"help": "layers that get LoRA"})
+    eval_fraction: float = field(default=0.2, metadata={"help": "held-out share for the gate"})
+    min_examples: int = field(default=8, metadata={"help": "fewer training examples: no run"})
+    max_examples: int = field(default=20_000, metadata={"help": "newest examples kept at most"})
+    gate_margin: float = field(
+        default=0.0, metadata={"help": "candidate must beat active reward margin by this"}
+    )
+    memory_budget_gb: float = field(
+        default=0.0, metadata={"help": "refuse above this estimate; 0 = 75% of free memory"}
+    )
+    threads: int = field(default=0, metadata={"help": "torch threads; 0 = all cores"})
+    seed: int = field(default=42, metadata={"help": "data split and initialisation seed"})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if not 0 < self.eval_fraction < 1:
+            raise ValueError("eval_fraction must be between 0 and 1")
+
+    @classmethod
+    def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training options in {path}: {sorted(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

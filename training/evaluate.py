@@ -1,0 +1,151 @@
+"""Held-out preference evaluation: does an adapter prefer what people preferred?
+
+For each held-out pair the implicit DPO reward margin of a policy is
+beta * [(log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected))]
+with the base model (adapter disabled) as reference. Preference accuracy is the share of
+pairs with a positive margin, ties counting half, so the base model itself scores 0.5.
+The gate compares a candidate with the active adapter on the same pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PreferenceScore:
+    accuracy: float
+    mean_margin: float
+    pairs: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"accuracy": self.accuracy, "mean_margin": self.mean_margin, "pairs": self.pairs}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    candidate: PreferenceScore
+    active: PreferenceScore
+    passed: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "candidate": self.candidate.as_dict(),
+            "active": self.active.as_dict(),
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
+
+class PolicyScorer:
+    """One base model in memory; adapters attached by name and switched per scoring pass."""
+
+    def __init__(self, model_path: Path, *, beta: float = 0.1) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.beta = beta
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.model.train(False)
+        self._adapters: set[str] = set()
+        self._ref_cache: dict[tuple[str, str], float] = {}
+
+    def add_adapter(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        if not self._adapters:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name)
+        else:
+            self.model.load_adapter(str(path), adapter_name=name)
+        self.model.train(False)
+        self._adapters.add(name)
+
+    def _logp(self, prompt: list[dict[str, str]], completion: str) -> float:
+        torch = self.torch
+        prefix = str(
+            self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        )
+        prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        full_ids = self.tokenizer(prefix + completion, add_special_tokens=False)["input_ids"]
+        if len(full_ids) <= len(prefix_ids):
+            return 0.0
+        ids = torch.tensor([full_ids])
+        with torch.no_grad():
+            logits = self.model(input_ids=ids).logits[0, :-1]
+        logps = torch.log_softmax(logits.float(), dim=-1)
+        targets = ids[0, 1:]
+        picked = logps.gather(1, targets.unsqueeze(1)).squeeze(1)
+        return float(picked[len(prefix_ids) - 1 :].sum())
+
+    def _policy_logp(self, adapter: str | None, prompt: list[dict[str, str]], text: str) -> float:
+        if adapter is None or not self._adapters:
+            return self._ref_logp(prompt, text)
+        self.model.set_adapter(adapter)
+        return self._logp(prompt, text)
+
+    def _ref_logp(self, prompt: list[dict[str, str]], text: str) -> float:
+        key = (repr(prompt), text)
+        if key not in self._ref_cache:
+            if self._adapters:
+                with self.model.disable_adapter():
+                    self._ref_cache[key] = self._logp(prompt, text)
+            else:
+                self._ref_cache[key] = self._logp(prompt, text)
+        return self._ref_cache[key]
+
+    def score_pairs(self, adapter: str | None, rows: list[dict[str, Any]]) -> PreferenceScore:
+        """`rows` in TRL's conversational DPO format."""
+        margins: list[float] = []
+        for row in rows:
+            prompt = row["prompt"]
+            chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+            margin = self.beta * (
+                (self._policy_logp(adapter, prompt, chosen) - self._ref_logp(prompt, chosen))
+                - (self._policy_logp(adapter, prompt, rejected) - self._ref_logp(prompt, rejected))
+            )
+            margins.append(margin)
+        return _score(margins)
+
+    def score_thumbs(self, adapter: str | None, rows: list[dict[str, Any]]) -> PreferenceScore:
+        """`rows` in TRL's KTO format: the implicit reward's sign should match the label."""
+        margins: list[float] = []
+        for row in rows:
+            prompt, text = row["prompt"], row["completion"][0]["content"]
+            reward = self.beta * (
+                self._policy_logp(adapter, prompt, text) - self._ref_logp(prompt, text)
+            )
+            margins.append(reward if row["label"] else -reward)
+        return _score(margins)
+
+
+def _score(margins: list[float]) -> PreferenceScore:
+    if not margins:
+        return PreferenceScore(0.5, 0.0, 0)
+    wins = sum(1.0 if m > 1e-9 else 0.5 if abs(m) <= 1e-9 else 0.0 for m in margins)
+    return PreferenceScore(wins / len(margins), sum(margins) / len(margins), len(margins))
+
+
+def gate(candidate: PreferenceScore, active: PreferenceScore, *, margin: float) -> GateResult:
+    """Deploy only a candidate that beats the active adapter on held-out preferences."""
+    if candidate.pairs == 0:
+        return GateResult(candidate, active, False, "no held-out examples to judge on")
+    better_margin = candidate.mean_margin > active.mean_margin + margin
+    not_less_accurate = candidate.accuracy >= active.accuracy
+    if better_margin and not_less_accurate:
+        reason = (
+            f"accuracy {candidate.accuracy:.2f} vs {active.accuracy:.2f}, "
+            f"margin {candidate.mean_margin:.3f} vs {active.mean_margin:.3f}"
+        )
+        return GateResult(candidate, active, True, reason)
+    return GateResult(
+        candidate,
+        active,
+        False,
+        f"does not beat the active adapter (accuracy {candidate.accuracy:.2f} vs "
+        f"{active.accuracy:.2f}, margin {candidate.mean_margin:.3f} vs {active.mean_margin:.3f})",
+    )
