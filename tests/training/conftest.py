@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("trl")
 
-from training.tiny_model import build_tiny_causal_lm  # noqa: E402
+from training.tiny_model import build_tiny_causal_lm
 
 CORPUS = Path(__file__).resolve().parents[2] / "training" / "model_server" / "corpus" / "en.txt"
 CONCISE = "Yes. Keep it short."
@@ -19,7 +19,7 @@ RAMBLING = "Well, it depends on many things, and there are so many details to co
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    texts = CORPUS.read_text(encoding="utf-8").splitlines() + [CONCISE, RAMBLING]
+    texts = [*CORPUS.read_text(encoding="utf-8").splitlines(), CONCISE, RAMBLING]
     return build_tiny_causal_lm(tmp_path_factory.mktemp("models") / "tiny", texts)
 
 
