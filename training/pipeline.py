@@ -1,0 +1,263 @@
+"""A whole training run: lock → data → train → held-out gate → register → canary.
+
+This is what `loopgram train` and the scheduled job call. Every outcome is recorded on a
+`training_run` row: succeeded (deployed as canary), rejected (lost at the gate), refused
+(would not fit / too little data) or failed (an error, with its message). A run killed
+midway leaves no adapter (the trainer renames a complete folder into place) and no lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from loopgram import adapters
+from loopgram.adapter_server import AdapterServer
+from loopgram.db import Database
+from loopgram.errors import LoopgramError
+from loopgram.models import AdapterStatus, RunStatus, TrainingRun, utcnow
+from loopgram.settings import Settings
+from training import datasets
+from training.config import TrainConfig
+from training.lock import training_lock
+from training.resources import WouldNotFitError, check_fits
+
+log = logging.getLogger(__name__)
+
+
+class NotEnoughDataError(LoopgramError):
+    key = "error-training-not-enough-data"
+
+
+@dataclass
+class RunReport:
+    run_id: int | None
+    status: str
+    adapter: str | None = None
+    detail: str = ""
+    metrics: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "adapter": self.adapter,
+            "detail": self.detail,
+            "metrics": self.metrics or {},
+        }
+
+
+def resolve_model_path(settings: Settings) -> Path:
+    from training.model_server.base_model import resolve_base_model
+
+    return resolve_base_model(
+        settings.learning.base_model_path, Path(settings.app.data_dir) / "models"
+    )
+
+
+def run_training(
+    *,
+    settings: Settings,
+    config: TrainConfig,
+    db: Database,
+    server: AdapterServer,
+    model_path: Path | None = None,
+) -> RunReport:
+    with training_lock(
+        config.assistant, redis_url=settings.redis.redis_url, data_dir=Path(settings.app.data_dir)
+    ) as held:
+        if not held:
+            return RunReport(None, "skipped", detail=f"a {config.assistant} run is in progress")
+        db.call(_fail_interrupted_runs, assistant=config.assistant)
+        run = db.call(_start_run, config=config)
+        assert run.id is not None
+        try:
+            return _run(run.id, settings, config, db, server, model_path)
+        except (NotEnoughDataError, WouldNotFitError) as exc:
+            db.call(_finish, run_id=run.id, status=RunStatus.refused, error=str(exc))
+            return RunReport(run.id, RunStatus.refused.value, detail=str(exc))
+        except Exception as exc:
+            log.exception("training.failed run_id=%s", run.id)
+            db.call(_finish, run_id=run.id, status=RunStatus.failed, error=repr(exc)[:2000])
+            return RunReport(run.id, RunStatus.failed.value, detail=repr(exc)[:300])
+
+
+def _run(
+    run_id: int,
+    settings: Settings,
+    config: TrainConfig,
+    db: Database,
+    server: AdapterServer,
+    model_path: Path | None,
+) -> RunReport:
+    from training.evaluate import PolicyScorer, gate
+    from training.trainer import train_adapter
+
+    train_rows, eval_rows, pair_ids = db.call(_dataset, config=config)
+    if len(train_rows) < config.min_examples:
+        raise NotEnoughDataError(
+            f"{len(train_rows)} training examples for {config.assistant}, "
+            f"at least {config.min_examples} are needed"
+        )
+    model_path = model_path or resolve_model_path(settings)
+    check_fits(
+        model_path,
+        batch_size=config.batch_size,
+        max_length=config.max_length,
+        budget_gb=config.memory_budget_gb,
+    )
+    version = db.call(adapters.next_version, assistant=config.assistant)
+    name = adapters.adapter_name(config.assistant, version)
+    output = Path(settings.learning.adapters_dir).resolve() / config.assistant / name
+    outcome = train_adapter(config, train_rows, model_path=model_path, output_dir=output)
+
+    active, _canary = db.call(adapters.serving, assistant=config.assistant)
+    scorer = PolicyScorer(model_path, beta=config.beta)
+    scorer.add_adapter("candidate", outcome.adapter_path)
+    if active is not None:
+        scorer.add_adapter("active", Path(active.path))
+    score = scorer.score_pairs if config.method == "dpo" else scorer.score_thumbs
+    verdict = gate(
+        score("candidate", eval_rows),
+        score("active" if active is not None else None, eval_rows),
+        margin=config.gate_margin,
+    )
+    metrics = {
+        "train_seconds": round(outcome.seconds, 1),
+        "steps": outcome.steps,
+        "peak_rss_mb": round(outcome.peak_rss_mb),
+        "final": outcome.final,
+        "history": outcome.history,
+        "gate": verdict.as_dict(),
+        "against": active.name if active is not None else "base",
+    }
+    adapter = db.call(
+        adapters.register,
+        assistant=config.assistant,
+        path=str(outcome.adapter_path),
+        base_model=str(model_path),
+        method=config.method,
+        training_run_id=run_id,
+        metrics={"gate": verdict.as_dict()},
+    )
+    db.call(datasets.mark_consumed, pair_ids=pair_ids, run_id=run_id)
+    if not verdict.passed:
+        db.call(_reject_adapter, name=adapter.name)
+        db.call(
+            _finish,
+            run_id=run_id,
+            status=RunStatus.rejected,
+            metrics=metrics,
+            adapter_id=adapter.id,
+            counts=(len(train_rows), len(eval_rows)),
+        )
+        return RunReport(run_id, RunStatus.rejected.value, adapter.name, verdict.reason, metrics)
+    db.call(adapters.deploy, name=adapter.name, server=server, canary=True)
+    db.call(
+        _finish,
+        run_id=run_id,
+        status=RunStatus.succeeded,
+        metrics=metrics,
+        adapter_id=adapter.id,
+        counts=(len(train_rows), len(eval_rows)),
+    )
+    return RunReport(run_id, RunStatus.succeeded.value, adapter.name, verdict.reason, metrics)
+
+
+def _dataset(
+    *, session: Session, config: TrainConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    if config.method == "dpo":
+        pairs = datasets.build_preference_dataset(session=session, assistant=config.assistant)
+        return _rows(pairs[-config.max_examples :], config)
+    thumbs = datasets.build_kto_dataset(session=session, assistant=config.assistant)
+    return _rows(thumbs[-config.max_examples :], config)
+
+
+def _rows(
+    examples: list[datasets.Example], config: TrainConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    train, evaluation = datasets.split(
+        examples, eval_fraction=config.eval_fraction, seed=config.seed
+    )
+    pair_ids = sorted({pid for example in train for pid in example.pair_ids})
+    return datasets.to_trl_rows(train), datasets.to_trl_rows(evaluation), pair_ids
+
+
+def _fail_interrupted_runs(*, session: Session, assistant: str) -> int:
+    """Runs still marked running when nobody holds the lock died midway."""
+    stale = session.exec(
+        select(TrainingRun).where(
+            TrainingRun.assistant == assistant, TrainingRun.status == RunStatus.running
+        )
+    ).all()
+    for run in stale:
+        run.status = RunStatus.failed
+        run.error = "interrupted: the process running it stopped"
+        run.finished_at = utcnow()
+        session.add(run)
+    return len(stale)
+
+
+def _start_run(*, session: Session, config: TrainConfig) -> TrainingRun:
+    run = TrainingRun(
+        assistant=config.assistant,
+        method=config.method,
+        status=RunStatus.running,
+        config=config.as_dict(),
+        started_at=utcnow(),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def _finish(
+    *,
+    session: Session,
+    run_id: int,
+    status: RunStatus,
+    error: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    adapter_id: int | None = None,
+    counts: tuple[int, int] = (0, 0),
+) -> None:
+    run = session.get(TrainingRun, run_id)
+    assert run is not None
+    run.status = status
+    run.error = error
+    run.metrics = metrics or {}
+    run.evaluation = (metrics or {}).get("gate", {})
+    run.adapter_id = adapter_id
+    run.train_examples, run.eval_examples = counts
+    run.examples = sum(counts)
+    run.finished_at = utcnow()
+    session.add(run)
+
+
+def _reject_adapter(*, session: Session, name: str) -> None:
+    adapter = adapters.get_by_name(session=session, name=name)
+    adapter.status = AdapterStatus.rejected
+    adapter.retired_at = utcnow()
+    session.add(adapter)
+
+
+def due_assistants(*, session: Session, min_new_examples: int) -> list[str]:
+    """Assistants whose buffer has grown enough since their last successful run."""
+    from loopgram.assistants import ASSISTANTS
+
+    due = []
+    for name in ASSISTANTS:
+        counts = datasets.buffer_counts(session=session, assistant=name)
+        if counts["new_examples"] >= min_new_examples:
+            due.append(name)
+    running = set(
+        session.exec(
+            select(TrainingRun.assistant).where(col(TrainingRun.status) == RunStatus.running)
+        ).all()
+    )
+    return [name for name in due if name not in running]
