@@ -243,6 +243,51 @@ def _with_db(settings: Settings, fn: Any, **kwargs: Any) -> Any:
         db.dispose()
 
 
+@app.command()
+def train(
+    assistant: Annotated[str, typer.Option(help="whose feedback to learn from")] = "chat",
+    method: Annotated[str, typer.Option(help="dpo (pairs) or kto (thumbs)")] = "dpo",
+    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Train a LoRA adapter on the reward buffer now; deploy it as a canary if it wins."""
+    settings = _settings()
+    from loopgram.assistants import ASSISTANTS
+
+    if assistant not in ASSISTANTS:
+        fail(f"unknown assistant {assistant!r}: one of {', '.join(ASSISTANTS)}")
+    try:
+        from training.config import TrainConfig
+        from training.pipeline import run_training
+    except ImportError as exc:
+        fail(f"training needs the ml extra (pip install -e '.[ml]'): {exc}")
+    try:
+        overrides: dict[str, Any] = {"assistant": assistant, "method": method}
+        train_config = (
+            TrainConfig.from_yaml(config, **overrides) if config else TrainConfig(**overrides)
+        )
+    except (OSError, ValueError) as exc:
+        fail(f"bad training config: {exc}")
+    from loopgram.db import Database
+
+    db = Database.from_settings(settings.db)
+    try:
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"training {assistant} ({method})…"):
+            report = run_training(
+                settings=settings, config=train_config, db=db, server=_adapter_server(settings)
+            )
+    finally:
+        db.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
+    else:
+        typer.echo(f"run {report.run_id}: {report.status} {report.adapter or ''} {report.detail}")
+    if report.status == "failed":
+        raise typer.Exit(1)
+
+
 @adapters_app.command("list")
 def adapters_list(
     assistant: Annotated[str | None, typer.Option()] = None,

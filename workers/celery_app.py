@@ -63,8 +63,14 @@ def create_celery(settings: Settings | None = None) -> Celery:
             "loopgram.record_feedback": {"queue": "feedback"},
             "loopgram.prune_processed_updates": {"queue": "feedback"},
             "loopgram.evaluate_canaries": {"queue": "feedback"},
+            "loopgram.maybe_train": {"queue": "feedback"},
+            "loopgram.train_assistant": {"queue": "training"},
         },
         beat_schedule={
+            "maybe-train": {
+                "task": "loopgram.maybe_train",
+                "schedule": timedelta(minutes=10),
+            },
             "evaluate-canaries": {
                 "task": "loopgram.evaluate_canaries",
                 "schedule": timedelta(minutes=5),

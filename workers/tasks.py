@@ -67,6 +67,40 @@ def evaluate_canaries() -> dict[str, str]:
     return decisions
 
 
+@shared_task(name="loopgram.maybe_train", acks_late=True)
+def maybe_train() -> list[str]:
+    """Queue a training run for each assistant whose buffer has grown enough."""
+    settings = Settings.load()
+    from training.pipeline import due_assistants
+
+    due = get_db().call(due_assistants, min_new_examples=settings.learning.train_min_new_examples)
+    for assistant in due:
+        train_assistant.apply_async(args=(assistant,), queue="training")
+    return due
+
+
+@shared_task(
+    name="loopgram.train_assistant",
+    acks_late=False,  # a crashed run is not retried blindly: the next schedule decides again
+    time_limit=6 * 3600,
+    soft_time_limit=6 * 3600 - 60,
+)
+def train_assistant(assistant: str, method: str = "dpo") -> dict[str, object]:
+    """One training run (the `training` queue: GPU nodes, concurrency 1)."""
+    settings = Settings.load()
+    from training.config import TrainConfig
+    from training.pipeline import run_training
+
+    replicas = settings.learning.llm_replicas or [settings.llm.base_url]
+    report = run_training(
+        settings=settings,
+        config=TrainConfig(assistant=assistant, method=method),
+        db=get_db(),
+        server=HttpAdapterServer(replicas),
+    )
+    return report.as_dict()
+
+
 @shared_task(name="loopgram.prune_processed_updates", acks_late=True)
 def prune_processed_updates(hours: int = 48) -> int:
     return get_db().call(crud.prune_processed_updates, older_than=timedelta(hours=hours))

@@ -146,3 +146,31 @@ def test_a_run_left_running_by_a_dead_process_is_marked_failed(
     )
     runs = sqlite_db.call(lambda *, session: session.exec(select(TrainingRun)).all())
     assert runs[0].status == "failed" and "interrupted" in (runs[0].error or "")
+
+
+def test_train_command_reports_a_refusal_in_json(tmp_path: Path, sqlite_url: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "loopgram.cli", "train", "--assistant", "chat", "--json"],
+        env={**os.environ, "DATABASE_URL": sqlite_url, "DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["status"] == "refused" and "at least 8" in report["detail"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "loopgram.cli", "train", "--method", "ppo"],
+        env={**os.environ, "DATABASE_URL": sqlite_url, "DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 2 and bad.stderr.startswith("error: bad training config")
