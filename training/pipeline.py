@@ -145,27 +145,21 @@ def _run(
         metrics={"gate": verdict.as_dict()},
     )
     db.call(datasets.mark_consumed, pair_ids=pair_ids, run_id=run_id)
-    if not verdict.passed:
+    if verdict.passed:
+        db.call(adapters.deploy, name=adapter.name, server=server, canary=True)
+        status = RunStatus.succeeded
+    else:
         db.call(_reject_adapter, name=adapter.name)
-        db.call(
-            _finish,
-            run_id=run_id,
-            status=RunStatus.rejected,
-            metrics=metrics,
-            adapter_id=adapter.id,
-            counts=(len(train_rows), len(eval_rows)),
-        )
-        return RunReport(run_id, RunStatus.rejected.value, adapter.name, verdict.reason, metrics)
-    db.call(adapters.deploy, name=adapter.name, server=server, canary=True)
+        status = RunStatus.rejected
     db.call(
         _finish,
         run_id=run_id,
-        status=RunStatus.succeeded,
+        status=status,
         metrics=metrics,
         adapter_id=adapter.id,
         counts=(len(train_rows), len(eval_rows)),
     )
-    return RunReport(run_id, RunStatus.succeeded.value, adapter.name, verdict.reason, metrics)
+    return RunReport(run_id, status.value, adapter.name, verdict.reason, metrics)
 
 
 def _dataset(

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 import pytest
 from sqlmodel import Session, select
 
-from loopgram import adapters, crud
+from loopgram import adapters
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
 from loopgram.feedback import Feedback, apply_feedback
-from loopgram.models import AdapterStatus, AuditLog, Interaction
+from loopgram.models import AdapterStatus, AuditLog
 from loopgram.routing import AdapterRouter
 from loopgram.settings import LearningSettings
+from tests.factories import add_interaction
 
 
 @dataclass
@@ -84,22 +85,6 @@ def test_a_failed_load_changes_no_routing(db: Database) -> None:
     assert _status(db, name) == AdapterStatus.candidate
 
 
-def _answer(session: Session, *, user_id: int, adapter: str | None) -> int:
-    row = crud.add_interaction(
-        session=session,
-        interaction=Interaction(
-            chat_id=user_id,
-            user_id=user_id,
-            assistant="chat",
-            prompt="q",
-            answer="a",
-            adapter=adapter,
-        ),
-    )
-    assert row.id is not None
-    return row.id
-
-
 def test_live_ratings_promote_a_good_canary(db: Database) -> None:
     server = RecordingServer()
     name = _register(db)
@@ -107,7 +92,7 @@ def test_live_ratings_promote_a_good_canary(db: Database) -> None:
     settings = LearningSettings(canary_min_ratings=40, canary_max_ratings=400, canary_margin=0.05)
     # Base model: 50% 👍; canary: 85% 👍.
     for user in range(80):
-        iid = db.call(_answer, user_id=user, adapter=None)
+        iid = add_interaction(db, user_id=user, prompt="q", adapter=None)
         db.call(
             apply_feedback,
             feedback=Feedback(interaction_id=iid, user_id=user, value=1 if user % 2 else -1),
@@ -115,7 +100,7 @@ def test_live_ratings_promote_a_good_canary(db: Database) -> None:
     verdict = db.call(adapters.evaluate_canary, assistant="chat", settings=settings, server=server)
     assert verdict is not None and verdict.decision == "wait"
     for user in range(100, 160):
-        iid = db.call(_answer, user_id=user, adapter=name)
+        iid = add_interaction(db, user_id=user, prompt="q", adapter=name)
         db.call(
             apply_feedback,
             feedback=Feedback(interaction_id=iid, user_id=user, value=1 if user % 7 else -1),

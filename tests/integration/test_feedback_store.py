@@ -7,41 +7,20 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from loopgram import crud
 from loopgram.db import Database
 from loopgram.export import iter_feedback, write_export
 from loopgram.feedback import Feedback, apply_feedback, reward_buffer_size
 from loopgram.models import (
-    Interaction,
     InteractionStatus,
     PreferencePair,
     Rating,
     ReviewItem,
     ReviewStatus,
 )
-
-
-def _interaction(
-    db: Database, *, user_id: int = 7, parent: int | None = None, answer: str = "a"
-) -> int:
-    def make(*, session: Session) -> int:
-        row = crud.add_interaction(
-            session=session,
-            interaction=Interaction(
-                chat_id=user_id,
-                user_id=user_id,
-                assistant="chat",
-                prompt="question",
-                answer=answer,
-                parent_interaction_id=parent,
-            ),
-        )
-        assert row.id is not None
-        return row.id
-
-    return db.call(make)
+from tests.factories import add_interaction
 
 
 def _ratings(db: Database) -> list[Rating]:
@@ -49,7 +28,7 @@ def _ratings(db: Database) -> list[Rating]:
 
 
 def test_rating_is_stored_once_and_replaced(db: Database) -> None:
-    iid = _interaction(db)
+    iid = add_interaction(db)
     for _ in range(3):  # a redelivered task must not duplicate
         result = db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
         assert result.stored
@@ -61,7 +40,7 @@ def test_rating_is_stored_once_and_replaced(db: Database) -> None:
 
 
 def test_thumbs_down_flags_for_review_and_thumbs_up_withdraws(db: Database) -> None:
-    iid = _interaction(db)
+    iid = add_interaction(db)
     db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1))
     db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, comment="x"))
     items = db.call(lambda *, session: list(session.exec(select(ReviewItem)).all()))
@@ -72,7 +51,7 @@ def test_thumbs_down_flags_for_review_and_thumbs_up_withdraws(db: Database) -> N
 
 
 def test_comment_keeps_reason_and_a_new_value_clears_both(db: Database) -> None:
-    iid = _interaction(db)
+    iid = add_interaction(db)
     db.call(
         apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="style")
     )
@@ -88,7 +67,7 @@ def test_comment_keeps_reason_and_a_new_value_clears_both(db: Database) -> None:
 
 
 def test_foreign_user_and_unknown_interaction_store_nothing(db: Database) -> None:
-    iid = _interaction(db, user_id=7)
+    iid = add_interaction(db, user_id=7)
     assert not db.call(
         apply_feedback, feedback=Feedback(interaction_id=iid, user_id=8, value=1)
     ).stored
@@ -99,8 +78,8 @@ def test_foreign_user_and_unknown_interaction_store_nothing(db: Database) -> Non
 
 
 def test_rating_one_of_two_versions_records_a_preference_pair(db: Database) -> None:
-    first = _interaction(db, answer="first answer")
-    second = _interaction(db, parent=first, answer="second answer")
+    first = add_interaction(db, answer="first answer")
+    second = add_interaction(db, parent=first, answer="second answer")
     result = db.call(apply_feedback, feedback=Feedback(interaction_id=second, user_id=7, value=1))
     assert result.pairs == 1
     pairs = db.call(lambda *, session: list(session.exec(select(PreferencePair)).all()))
@@ -119,22 +98,9 @@ def test_rating_one_of_two_versions_records_a_preference_pair(db: Database) -> N
 
 
 def test_failed_regeneration_is_not_paired(db: Database) -> None:
-    first = _interaction(db)
+    first = add_interaction(db)
 
-    def failed(*, session: Session) -> None:
-        crud.add_interaction(
-            session=session,
-            interaction=Interaction(
-                chat_id=7,
-                user_id=7,
-                assistant="chat",
-                prompt="question",
-                status=InteractionStatus.failed,
-                parent_interaction_id=first,
-            ),
-        )
-
-    db.call(failed)
+    add_interaction(db, parent=first, answer="", status=InteractionStatus.failed)
     assert (
         db.call(apply_feedback, feedback=Feedback(interaction_id=first, user_id=7, value=1)).pairs
         == 0
@@ -142,7 +108,7 @@ def test_failed_regeneration_is_not_paired(db: Database) -> None:
 
 
 def test_concurrent_presses_leave_one_rating(db: Database) -> None:
-    iid = _interaction(db)
+    iid = add_interaction(db)
 
     def press(value: int) -> None:
         db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=value))
@@ -153,7 +119,7 @@ def test_concurrent_presses_leave_one_rating(db: Database) -> None:
 
 
 def test_export_has_the_design_fields(db: Database) -> None:
-    iid = _interaction(db, answer="ответ")
+    iid = add_interaction(db, answer="ответ")
     db.call(
         apply_feedback,
         feedback=Feedback(interaction_id=iid, user_id=7, value=-1, reason="wrong", comment="c"),

@@ -7,12 +7,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from sqlmodel import Session, func, select
+from sqlmodel import func, select
 
 from loopgram import crud
 from loopgram.db import Database
 from loopgram.models import Interaction, Rating
 from loopgram.settings import Settings
+from tests.factories import add_interaction
 from workers import context
 from workers.celery_app import create_celery
 
@@ -38,18 +39,6 @@ def worker_db(pg_url: str, redis_url: str, settings_factory) -> Iterator[tuple[S
     db.dispose()
 
 
-def _interaction(db: Database) -> int:
-    def make(*, session: Session) -> int:
-        row = crud.add_interaction(
-            session=session,
-            interaction=Interaction(chat_id=1, user_id=1, assistant="chat", prompt="p", answer="a"),
-        )
-        assert row.id is not None
-        return row.id
-
-    return db.call(make)
-
-
 def _count(db: Database) -> int:
     return db.call(lambda *, session: session.exec(select(func.count()).select_from(Rating)).one())
 
@@ -57,7 +46,7 @@ def _count(db: Database) -> int:
 def test_ratings_go_through_the_worker_exactly_once(worker_db: tuple[Settings, Database]) -> None:
     settings, db = worker_db
     app = create_celery(settings)
-    ids = [_interaction(db) for _ in range(20)]
+    ids = [add_interaction(db, user_id=1, prompt="p") for _ in range(20)]
     with start_worker(app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
         for iid in ids:
             payload = {"interaction_id": iid, "user_id": 1, "value": 1, "update_id": iid}
@@ -73,7 +62,7 @@ def test_messages_wait_in_redis_until_a_worker_comes(worker_db: tuple[Settings, 
     """Enqueued while no worker runs (a worker restart): processed once one starts."""
     settings, db = worker_db
     app = create_celery(settings)
-    iid = _interaction(db)
+    iid = add_interaction(db, user_id=1, prompt="p")
     app.send_task(
         "loopgram.record_feedback",
         args=[{"interaction_id": iid, "user_id": 1, "value": -1, "reason": "wrong"}],

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from loopgram import adapters, crud
+from loopgram import adapters
 from loopgram.db import Database
 from loopgram.feedback import Feedback, apply_feedback
-from loopgram.models import AdapterStatus, Interaction, PreferencePair, TrainingRun
+from loopgram.models import AdapterStatus, PreferencePair, TrainingRun
 from loopgram.settings import Settings
+from tests.factories import add_interaction
 from tests.integration.test_adapters import RecordingServer
 from tests.training.conftest import CONCISE, RAMBLING
 from training.config import TrainConfig
@@ -21,29 +22,14 @@ from training.pipeline import due_assistants, run_training
 FAST = {"learning_rate": 5e-3, "epochs": 3, "batch_size": 8, "max_length": 96, "lora_r": 8}
 
 
-def _answered(session: Session, user: int, text: str, answer: str, parent: int | None) -> int:
-    row = crud.add_interaction(
-        session=session,
-        interaction=Interaction(
-            chat_id=user,
-            user_id=user,
-            assistant="chat",
-            prompt=text,
-            prompt_messages=[{"role": "user", "content": text}],
-            answer=answer,
-            parent_interaction_id=parent,
-        ),
-    )
-    assert row.id is not None
-    return row.id
-
-
 def fill_buffer(db: Database, n: int, *, prefer_concise: bool = True) -> None:
     """People asked, pressed 🔄, and liked one of the two versions."""
     for i in range(n):
         question = f"Question number {i}: can you help?"
-        first = db.call(_answered, user=i, text=question, answer=RAMBLING, parent=None)
-        second = db.call(_answered, user=i, text=question, answer=CONCISE, parent=first)
+        first = add_interaction(db, user_id=i, prompt=question, answer=RAMBLING, with_messages=True)
+        second = add_interaction(
+            db, user_id=i, prompt=question, answer=CONCISE, parent=first, with_messages=True
+        )
         liked = second if prefer_concise else first
         db.call(apply_feedback, feedback=Feedback(interaction_id=liked, user_id=i, value=1))
 
