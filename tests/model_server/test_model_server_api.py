@@ -322,7 +322,7 @@ async def test_client_disconnect_stops_generation(
 
 
 def test_make_backend() -> None:
-    assert make_backend(model_id="my-model").model_ids() == ["my-model"]
+    assert make_backend("ngram", model_id="my-model").model_ids() == ["my-model"]
     with pytest.raises(NotImplementedError):
         make_backend("Qwen/Qwen2.5-0.5B-Instruct")
 
@@ -334,7 +334,7 @@ async def test_serve_runs_until_sigterm(http: aiohttp.ClientSession) -> None:
     root = REPO_ROOT
     code = (
         "from training.model_server.app import serve; "
-        f"serve(host='127.0.0.1', port={port}, model_id='served-name')"
+        f"serve(host='127.0.0.1', port={port}, base_model='ngram', model_id='served-name')"
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -9,7 +9,20 @@ against vLLM in production:
   ``chat.completion.chunk`` objects ending with ``data: [DONE]``
 * ``GET  /health``               -> ``{"status": "ok"}``
 
-Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
+With a backend that hot-loads LoRA adapters (:class:`~.protocol.AdapterBackend`) it also
+offers vLLM's runtime LoRA endpoints (vLLM enables them with
+``VLLM_ALLOW_RUNTIME_LORA_UPDATING``), with vLLM's bodies, status codes and messages:
+
+* ``POST /v1/load_lora_adapter``   ``{"lora_name", "lora_path", "load_inplace"?}`` -> 200 and
+  ``Success: LoRA adapter '<name>' added successfully.`` (plain text); 400 if the name is
+  taken, 404 if the folder holds no adapter
+* ``POST /v1/unload_lora_adapter`` ``{"lora_name"}`` -> 200 and ``Success: LoRA adapter
+  '<name>' removed successfully.``; 404 if no such adapter is loaded
+
+and ``/v1/models`` lists the adapters after the base model, with ``parent`` = the base id.
+
+Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (the LoRA
+endpoints, like vLLM's, put the HTTP status in ``code`` and vLLM's error names in ``type``).
 """
 
 from __future__ import annotations
@@ -23,15 +36,25 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from .protocol import GenerationBackend, GenerationRequest, TokenCounter, UnknownModelError
+from .protocol import (
+    AdapterBackend,
+    AdapterError,
+    GenerationBackend,
+    GenerationRequest,
+    TokenCounter,
+    UnknownModelError,
+)
 
 __all__ = [
     "BACKEND_KEY",
     "DEFAULT_MAX_TOKENS",
+    "DEFAULT_MODEL_CACHE",
+    "NGRAM_BASE_MODEL",
     "create_app",
     "make_backend",
     "serve",
@@ -44,6 +67,14 @@ DEFAULT_MAX_TOKENS = 512
 """``max_tokens`` when the request sets neither ``max_tokens`` nor ``max_completion_tokens``."""
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+
+DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "loopgram" / "models"
+"""Where the built-in base model is converted to when no ``cache_dir`` is given: one place
+per user, so every working directory (and test) shares the one-off conversion.  The CLI
+should pass ``DATA_DIR/models`` so that a deployment keeps it on its data volume."""
+
+NGRAM_BASE_MODEL = "ngram"
+"""``base_model`` value that asks for the placeholder n-gram model explicitly."""
 
 BACKEND_KEY: web.AppKey[GenerationBackend] = web.AppKey("loopgram_model_backend")
 _CREATED_KEY = web.AppKey("loopgram_model_created", int)
@@ -65,7 +96,7 @@ class APIError(Exception):
         *,
         type: str = "invalid_request_error",  # OpenAI's field name
         param: str | None = None,
-        code: str | None = None,
+        code: str | int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -401,6 +432,10 @@ async def _health(request: web.Request) -> web.Response:
 
 async def _list_models(request: web.Request) -> web.Response:
     created = request.app[_CREATED_KEY]
+    backend = request.app[BACKEND_KEY]
+    model_ids = backend.model_ids()
+    adapters = set(backend.adapter_names()) if isinstance(backend, AdapterBackend) else set()
+    base = model_ids[0] if model_ids else None
     data = [
         {
             "id": model_id,
@@ -408,11 +443,66 @@ async def _list_models(request: web.Request) -> web.Response:
             "created": created,
             "owned_by": "loopgram",
             "root": model_id,
-            "parent": None,
+            "parent": base if model_id in adapters else None,  # vLLM's LoRA cards
         }
-        for model_id in request.app[BACKEND_KEY].model_ids()
+        for model_id in model_ids
     ]
     return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+
+
+def _lora_error(status: int, message: str, error_type: str) -> APIError:
+    # vLLM's LoRA errors: its own type names and the HTTP status as the code.
+    return APIError(status, message, type=error_type, code=status)
+
+
+async def _lora_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _lora_error(400, f"Invalid JSON body: {exc}.", "BadRequestError") from exc
+    if not isinstance(body, dict):
+        raise _lora_error(400, "The request body must be a JSON object.", "BadRequestError")
+    return body
+
+
+def _adapter_backend(request: web.Request) -> AdapterBackend:
+    backend = request.app[BACKEND_KEY]
+    assert isinstance(backend, AdapterBackend)  # the routes exist only for such backends
+    return backend
+
+
+async def _load_lora_adapter(request: web.Request) -> web.Response:
+    body = await _lora_body(request)
+    name, path = body.get("lora_name"), body.get("lora_path")
+    if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
+        raise _lora_error(
+            400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput"
+        )
+    replace = body.get("load_inplace", False)
+    if not isinstance(replace, bool):
+        raise _lora_error(400, "'load_inplace' must be a boolean.", "InvalidUserInput")
+    try:
+        await _adapter_backend(request).load_adapter(name, path, replace=replace)
+    except AdapterError as exc:
+        raise _lora_error(exc.status, str(exc), exc.error_type) from exc
+    except Exception as exc:  # vLLM answers 400 with the message for any load failure
+        logger.exception("Loading LoRA adapter %r from %s failed", name, path)
+        raise _lora_error(400, str(exc) or type(exc).__name__, "BadRequestError") from exc
+    return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+
+async def _unload_lora_adapter(request: web.Request) -> web.Response:
+    body = await _lora_body(request)
+    name = body.get("lora_name")
+    if not isinstance(name, str) or not name:
+        raise _lora_error(
+            400, "'lora_name' needs to be provided to unload a LoRA adapter.", "InvalidUserInput"
+        )
+    try:
+        await _adapter_backend(request).unload_adapter(name)
+    except AdapterError as exc:
+        raise _lora_error(exc.status, str(exc), exc.error_type) from exc
+    return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
@@ -547,6 +637,9 @@ def create_app(backend: GenerationBackend) -> web.Application:
     app.router.add_get("/health", _health)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    if isinstance(backend, AdapterBackend):
+        app.router.add_post("/v1/load_lora_adapter", _load_lora_adapter)
+        app.router.add_post("/v1/unload_lora_adapter", _unload_lora_adapter)
     return app
 
 
@@ -570,23 +663,64 @@ async def start_server(app: web.Application, host: str, port: int) -> tuple[web.
     return runner, f"http://{url_host}:{bound_port}/v1"
 
 
+def _missing_model_dependencies() -> list[str]:
+    import importlib.util
+
+    modules = ("torch", "transformers", "peft")
+    return [name for name in modules if importlib.util.find_spec(name) is None]
+
+
 def make_backend(
-    base_model: str | None = None, model_id: str = "loopgram-base"
+    base_model: str | None = None,
+    model_id: str = "loopgram-base",
+    *,
+    cache_dir: Path | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
 ) -> GenerationBackend:
     """The backend ``serve`` uses, serving ``model_id``.
 
-    Without ``base_model`` it is the placeholder n-gram model.  Loading a real base
-    model (a Hugging Face id or local path) needs the transformers backend, which is
-    not part of this version: it raises ``NotImplementedError``.
+    ``base_model`` (``BASE_MODEL_PATH``) is a local Hugging Face model folder, served with the
+    transformers + PEFT backend.  Without it, the built-in SmolLM2-135M-Instruct is used
+    (converted once into ``cache_dir``, see ``DEFAULT_MODEL_CACHE`` and ``base_model.py``), or,
+    when torch/transformers/peft or the model package are not installed, the placeholder
+    n-gram model.  ``"ngram"`` asks for the placeholder explicitly.
+
+    Raises :class:`~.base_model.BaseModelUnavailableError` when an explicit ``base_model``
+    cannot be served (a Hub id raises its ``NotImplementedError`` subclass: no downloads).
     """
-    if base_model is None:
+    from .base_model import BaseModelUnavailableError, resolve_base_model
+
+    def placeholder(reason: str) -> GenerationBackend:
+        from .ngram import NGramBackend
+
+        logger.warning("%s: serving the placeholder n-gram model instead", reason)
+        return NGramBackend(model_id=model_id)
+
+    if base_model == NGRAM_BASE_MODEL:
         from .ngram import NGramBackend
 
         return NGramBackend(model_id=model_id)
-    raise NotImplementedError(
-        f"Serving base model {base_model!r} needs the transformers backend, which is not "
-        "available yet; run without a base model to serve the built-in n-gram model."
-    )
+    cache = cache_dir if cache_dir is not None else DEFAULT_MODEL_CACHE
+    missing = _missing_model_dependencies()
+    if base_model:
+        path = resolve_base_model(base_model, cache)  # no torch needed for a folder
+        if missing:
+            raise BaseModelUnavailableError(
+                f"Serving {base_model!r} needs {', '.join(missing)} (the model extra)."
+            )
+    else:
+        if missing:
+            return placeholder(f"{', '.join(missing)} not installed")
+        try:
+            path = resolve_base_model(None, cache)
+        except BaseModelUnavailableError as exc:
+            return placeholder(str(exc).rstrip("."))
+
+    from .transformers_backend import TransformersBackend
+
+    logger.info("Loading base model %s as %r", path, model_id)
+    return TransformersBackend(path, model_id, device=device, threads=threads)
 
 
 def serve(
@@ -594,14 +728,18 @@ def serve(
     port: int = 8001,
     base_model: str | None = None,
     model_id: str = "loopgram-base",
+    *,
+    cache_dir: Path | None = None,
+    threads: int | None = None,
 ) -> None:
     """Run the model server until SIGINT/SIGTERM (blocking; used by ``loopgram serve-model``).
 
-    ``model_id`` is the name clients pass as ``model`` (the bot's ``LLM_MODEL``).
+    ``model_id`` is the name clients pass as ``model`` (the bot's ``LLM_MODEL``); the other
+    arguments are those of :func:`make_backend`.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    backend = make_backend(base_model, model_id)
+    backend = make_backend(base_model, model_id, cache_dir=cache_dir, threads=threads)
     app = create_app(backend)
 
     async def run() -> None:
@@ -619,5 +757,10 @@ def serve(
         finally:
             await runner.cleanup()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run())
+    finally:
+        close = getattr(backend, "close", None)
+        if callable(close):
+            close()

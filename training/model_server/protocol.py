@@ -22,6 +22,11 @@ Contract for ``GenerationBackend.generate``:
 * When the client goes away the server closes the generator (``aclose``), so
   ``finally`` blocks in a backend run and :func:`iterate_in_thread` signals the
   worker thread to stop.
+
+A backend that can hot-load LoRA adapters also implements :class:`AdapterBackend`; the
+server then offers vLLM's ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter`` and
+lists the adapters in ``/v1/models``.  It reports failures with :class:`AdapterError`
+subclasses, whose ``status`` and ``error_type`` follow vLLM.
 """
 
 from __future__ import annotations
@@ -31,12 +36,18 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, cast, runtime_checkable
+from pathlib import Path
+from typing import ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 __all__ = [
+    "AdapterBackend",
+    "AdapterError",
+    "AdapterExistsError",
+    "AdapterNotFoundError",
     "GenerationBackend",
     "GenerationRequest",
     "TokenCounter",
+    "UnknownAdapterError",
     "UnknownModelError",
     "iterate_in_thread",
 ]
@@ -79,6 +90,72 @@ class GenerationBackend(Protocol):
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[str]:
         """Yield text deltas for ``request`` (implement as ``async def`` + ``yield``)."""
+        ...
+
+
+class AdapterError(Exception):
+    """A LoRA adapter could not be loaded or unloaded (vLLM answers 400 ``BadRequestError``)."""
+
+    status: ClassVar[int] = 400
+    error_type: ClassVar[str] = "BadRequestError"
+
+
+class AdapterNotFoundError(AdapterError):
+    """The adapter folder or its files do not exist (vLLM: 404 ``NotFoundError``)."""
+
+    status = 404
+    error_type = "NotFoundError"
+
+
+class AdapterExistsError(AdapterError):
+    """An adapter of that name is already loaded (vLLM: 400 ``InvalidUserInput``)."""
+
+    error_type = "InvalidUserInput"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"The lora adapter '{name}' has already been loaded. If you want to load the "
+            "adapter in place, set 'load_inplace' to True."
+        )
+        self.name = name
+
+
+class UnknownAdapterError(AdapterError):
+    """Unloading an adapter that is not loaded (vLLM: 404 ``NotFoundError``)."""
+
+    status = 404
+    error_type = "NotFoundError"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"The lora adapter '{name}' cannot be found.")
+        self.name = name
+
+
+@runtime_checkable
+class AdapterBackend(GenerationBackend, Protocol):
+    """A backend serving LoRA adapters on one base model, addressed by ``request.model``.
+
+    ``model_ids()`` lists the base model first, then :meth:`adapter_names`.
+    """
+
+    def adapter_names(self) -> list[str]:
+        """Names of the loaded adapters, in load order."""
+        ...
+
+    async def load_adapter(self, name: str, path: str | Path, *, replace: bool = False) -> None:
+        """Load the PEFT adapter saved in ``path`` as ``name``.
+
+        With ``replace`` an adapter already loaded under ``name`` is swapped for the new one
+        (vLLM's ``load_inplace``); otherwise that is :class:`AdapterExistsError`.  Requests
+        already accepted keep the adapter they were accepted with.
+        """
+        ...
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving ``name`` (:class:`UnknownAdapterError` if it is not loaded).
+
+        Requests already accepted for it still finish with it.
+        """
         ...
 
 
