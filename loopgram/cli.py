@@ -152,7 +152,13 @@ def serve_model(
     settings = _settings()
     from training.model_server.app import serve
 
-    serve(host=host, port=port, base_model=base_model or None, model_id=settings.llm.llm_model)
+    serve(
+        host=host,
+        port=port,
+        base_model=base_model or settings.learning.base_model_path,
+        model_id=settings.llm.llm_model,
+        cache_dir=Path(settings.app.data_dir) / "models",
+    )
 
 
 @app.command()

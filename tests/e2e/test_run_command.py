@@ -29,6 +29,8 @@ async def test_loopgram_run_answers_and_stores_a_rating(tmp_path: Path) -> None:
             "TELEGRAM_BOT_TOKEN": emu.token,
             "TELEGRAM_API_URL": emu.api_url,
             "BUILTIN_MODEL_PORT": str(free_port()),
+            # The command is under test here, not the model: the fast placeholder serves.
+            "BASE_MODEL_PATH": "ngram",
         }
         log = (tmp_path / "run.log").open("wb")
         process = await asyncio.create_subprocess_exec(
