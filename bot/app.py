@@ -99,6 +99,7 @@ def create_runtime(
         answers=answers,
         responder=responder,
         feedback_sink=sink,
+        celery_app=celery_app,
     )
     dp.update.outer_middleware(DedupMiddleware(db))
     dp.update.outer_middleware(UserContextMiddleware(db, settings))

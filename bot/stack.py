@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,15 +50,55 @@ async def start_builtin_model(settings: Settings) -> tuple[web.AppRunner, str]:
     return await start_server(app, llm.builtin_model_host, llm.builtin_model_port)
 
 
+def _start_training_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """Training gets its own worker process: never the bot's memory, never its event loop."""
+    log_path = Path(settings.app.data_dir) / "training-worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DATA_DIR": str(settings.app.data_dir)}
+    env["DATABASE_URL"] = settings.db.database_url
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "loopgram.cli",
+                "worker",
+                "-Q",
+                "training",
+                "-c",
+                "1",
+                "-P",
+                "solo",
+            ],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextlib.asynccontextmanager
 async def embedded_stack(
-    settings: Settings, *, with_worker: bool = True, with_model: bool = True
+    settings: Settings,
+    *,
+    with_worker: bool = True,
+    with_model: bool = True,
+    with_training: bool = False,
 ) -> AsyncIterator[Stack]:
     """Migrate, start what has no server of its own, and build the bot; tear down in reverse."""
     migrate.upgrade(settings.db)
     db = Database.from_settings(settings.db)
     model_runner: web.AppRunner | None = None
     worker: EmbeddedWorker | None = None
+    trainer: subprocess.Popen[bytes] | None = None
     bot: Bot | None = None
     try:
         if with_model and settings.llm.uses_builtin_server:
@@ -71,6 +114,8 @@ async def embedded_stack(
         if with_worker and not settings.redis.redis_url:
             worker = EmbeddedWorker(celery_app, data_dir=settings.app.data_dir)
             worker.start()
+            if with_training:
+                trainer = _start_training_worker(settings)
         runtime = create_runtime(settings, db=db, celery_app=celery_app)
         bot = create_bot(settings.telegram)
         yield Stack(settings, db, runtime, bot)
@@ -79,6 +124,8 @@ async def embedded_stack(
             await bot.session.close()
         if worker is not None:
             worker.stop()
+        if trainer is not None:
+            _stop_process(trainer)
         if model_runner is not None:
             await model_runner.cleanup()
         context.use_database(None)

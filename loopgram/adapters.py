@@ -83,7 +83,7 @@ def serving(*, session: Session, assistant: str) -> tuple[Adapter | None, Adapte
 def get_by_name(*, session: Session, name: str) -> Adapter:
     adapter = session.exec(select(Adapter).where(Adapter.name == name)).first()
     if adapter is None:
-        raise NotFoundError(f"no adapter named {name!r}")
+        raise NotFoundError(f"no adapter named {name!r}", key="error-adapter-unknown")
     return adapter
 
 
@@ -98,7 +98,7 @@ def deploy(
     """Load the adapter on every replica, then route traffic to it (canary share or all)."""
     adapter = get_by_name(session=session, name=name)
     if adapter.status in (AdapterStatus.active, AdapterStatus.canary):
-        raise LoopgramError(f"{name} is already {adapter.status}")
+        raise LoopgramError(f"{name} is already {adapter.status}", key="error-adapter-state")
     server.load(adapter.name, adapter.path)  # before any routing change: no request can fail
     active, current_canary = serving(session=session, assistant=adapter.assistant)
     if current_canary is not None:
@@ -119,7 +119,7 @@ def deploy(
 def promote(*, session: Session, assistant: str, actor_id: int | None = None) -> Adapter:
     active, canary = serving(session=session, assistant=assistant)
     if canary is None:
-        raise LoopgramError(f"{assistant} has no canary to promote")
+        raise LoopgramError(f"{assistant} has no canary to promote", key="error-adapter-state")
     if active is not None:
         # Left loaded: requests already routed to it finish; nothing new goes there.
         _set(session, active, AdapterStatus.retired, actor_id, "promoted " + canary.name)
@@ -138,7 +138,9 @@ def rollback(
         server.unload(canary.name)
         return active
     if active is None:
-        raise LoopgramError(f"{assistant} serves the base model: nothing to roll back")
+        raise LoopgramError(
+            f"{assistant} serves the base model: nothing to roll back", key="error-adapter-state"
+        )
     previous = session.exec(
         select(Adapter)
         .where(

@@ -76,7 +76,7 @@ def run() -> None:
         from bot.runner import serve
         from bot.stack import embedded_stack
 
-        async with embedded_stack(settings) as stack:
+        async with embedded_stack(settings, with_training=True) as stack:
             await serve(stack.runtime, stack.bot, stop=_stop_on_signals())
 
     _run_async(main())
@@ -93,7 +93,7 @@ def bot() -> None:
         from bot.runner import serve
         from bot.stack import embedded_stack
 
-        async with embedded_stack(settings, with_model=False) as stack:
+        async with embedded_stack(settings, with_model=False, with_training=True) as stack:
             await serve(stack.runtime, stack.bot, stop=_stop_on_signals())
 
     _run_async(main())
@@ -104,6 +104,7 @@ def worker(
     ctx: typer.Context,
     queues: Annotated[str, typer.Option("-Q", "--queues")] = "feedback,rag,training",
     concurrency: Annotated[int, typer.Option("-c", "--concurrency")] = 2,
+    pool: Annotated[str, typer.Option("-P", "--pool", help="prefork, solo, threads")] = "prefork",
     ping: Annotated[bool, typer.Option("--ping", help="exit 0 if a worker answers")] = False,
 ) -> None:
     """A Celery worker (Redis broker); extra arguments go to Celery."""
@@ -113,8 +114,8 @@ def worker(
     if ping:
         replies = celery_app.control.ping(timeout=3.0)
         raise typer.Exit(0 if replies else 1)
-    if not settings.redis.redis_url:
-        fail("REDIS_URL is not set: separate workers need Redis; `loopgram run` embeds one")
+    # Without REDIS_URL this consumes the file-system broker under DATA_DIR: workers on the
+    # same machine as an embedded bot (that is how `loopgram run` runs training).
     celery_app.worker_main(
         [
             "worker",
@@ -122,6 +123,8 @@ def worker(
             queues,
             "-c",
             str(concurrency),
+            "-P",
+            pool,
             "--loglevel",
             settings.app.log_level,
             *ctx.args,
@@ -292,6 +295,77 @@ def train(
         typer.echo(f"run {report.run_id}: {report.status} {report.adapter or ''} {report.detail}")
     if report.status == "failed":
         raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    model: Annotated[
+        Path | None, typer.Option(help="Hugging Face model folder; default: the base model")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a tiny local model and small counts (seconds)")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="where bench.json and bench.png go")] = Path(
+        "./data/bench"
+    ),
+    requests: Annotated[int, typer.Option(min=1, help="timed requests per variant")] = 8,
+    max_tokens: Annotated[int, typer.Option(min=1, help="completion tokens per request")] = 64,
+    repeats: Annotated[int, typer.Option(min=1, help="samples of load/unload/step")] = 3,
+    pairs: Annotated[int, typer.Option(min=2, help="synthetic DPO pairs")] = 16,
+    max_seconds: Annotated[float, typer.Option(min=1, help="deadline for the whole run")] = 900.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """Serving and training costs, each as a ratio against a baseline from the same run."""
+    settings = _settings()
+    if quick and model is not None:
+        fail("--quick builds its own tiny model: drop --model or --quick")
+    try:
+        from training import bench as benchmark
+        from training.model_server.base_model import (
+            BaseModelUnavailableError,
+            resolve_base_model,
+        )
+    except ImportError as exc:
+        fail(f"bench needs the ml extra and matplotlib (pip install -e '.[ml]'): {exc}")
+    import contextlib
+    import tempfile
+
+    from rich.console import Console
+
+    with contextlib.ExitStack() as stack:
+        if quick:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-tiny-")))
+            options = benchmark.BenchOptions.quick(benchmark.build_quick_model(folder / "tiny"))
+        else:
+            try:
+                path = resolve_base_model(
+                    str(model) if model else settings.learning.base_model_path,
+                    Path(settings.app.data_dir) / "models",
+                )
+            except BaseModelUnavailableError as exc:
+                fail(str(exc))
+            options = benchmark.BenchOptions(
+                model_path=path,
+                requests=requests,
+                max_tokens=max_tokens,
+                repeats=repeats,
+                dpo_pairs=pairs,
+                max_seconds=max_seconds,
+            )
+        console = Console(stderr=True)
+        try:
+            # Libraries may print to stdout; with --json it carries one document only.
+            with console.status("benchmarking…"), contextlib.redirect_stdout(sys.stderr):
+                results = benchmark.run_bench(options)
+        except benchmark.BenchError as exc:
+            fail(str(exc), code=1)
+        json_path, png_path = benchmark.write_outputs(results, out)
+    if as_json:
+        console.print(benchmark.render_table(results))
+        typer.echo(json.dumps(benchmark.results_json(results)))
+    else:
+        Console().print(benchmark.render_table(results))
+        typer.echo(f"wrote {json_path} and {png_path}")
 
 
 @adapters_app.command("list")

@@ -18,14 +18,23 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedWorker:
-    def __init__(self, app: Celery, *, data_dir: Path, beat: bool = True) -> None:
+    def __init__(
+        self,
+        app: Celery,
+        *,
+        data_dir: Path,
+        beat: bool = True,
+        queues: tuple[str, ...] = ("feedback", "rag"),
+    ) -> None:
+        """Training is not among the default queues: it never runs in the bot's process
+        (`loopgram run` starts a separate worker process for it)."""
         self.app = app
         self._ready = threading.Event()
         self._worker = WorkController(
             app=app,
             pool_cls="solo",
             concurrency=1,
-            queues=["feedback", "rag", "training"],
+            queues=list(queues),
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,

@@ -98,6 +98,13 @@ def train_assistant(assistant: str, method: str = "dpo") -> dict[str, object]:
         db=get_db(),
         server=HttpAdapterServer(replicas),
     )
+    if report.run_id is not None:
+        from workers.notify import send_run_report
+
+        try:
+            send_run_report(settings, get_db(), report.run_id)
+        except Exception:  # the run is recorded either way; a report is a courtesy
+            log.exception("report.failed run_id=%s", report.run_id)
     return report.as_dict()
 
 

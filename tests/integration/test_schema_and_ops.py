@@ -127,8 +127,8 @@ def test_cli_errors_are_one_line() -> None:
     assert result.returncode == 2 and result.stderr.strip().startswith("error: unknown format")
     result = _cli("feedback", "export", "--since", "yesterday")
     assert result.returncode == 2 and "ISO date" in result.stderr
-    result = _cli("worker")
-    assert result.returncode == 2 and "REDIS_URL" in result.stderr
+    result = _cli("train", "--assistant", "nobody")
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown assistant")
 
 
 def test_db_upgrade_and_export_on_a_fresh_sqlite(tmp_path: Path) -> None:

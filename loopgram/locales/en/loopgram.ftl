@@ -79,3 +79,29 @@ error-not-found = Not found.
 error-answer-gone = This answer is no longer available.
 error-no-token = TELEGRAM_BOT_TOKEN is not set.
 error-no-webhook-url = WEBHOOK_URL is required in webhook mode.
+
+## Training reports and admin commands
+report-run = 🧪 Training run #{ $run } — { $assistant } ({ $method })
+    Result: { $status } · adapter { $adapter }
+    Examples: { $train } train, { $held_out } held out · { $seconds } s
+    Held-out preference accuracy { $accuracy } (vs { $active_accuracy } for { $against }), reward margin { $margin } (vs { $active_margin })
+    { $reason }
+report-status-succeeded = ✅ deployed as canary
+report-status-rejected = ❌ rejected at the gate
+report-status-refused = ⏸ not started
+report-status-failed = 💥 failed
+report-status-running = ⏳ running
+report-status-queued = ⏳ queued
+admin-only = This command is for admins.
+adapters-none = No adapters yet. They appear after the first training run.
+adapters-line = { $name } — { $status }
+adapters-usage-deploy = Usage: /deploy <adapter name>, e.g. /deploy chat-v3
+adapters-usage-rollback = Usage: /rollback <assistant>, e.g. /rollback chat
+adapters-usage-train = Usage: /train <assistant> [dpo|kto]
+adapters-deployed = { $name } is now { $status }.
+adapters-rolled-back = { $assistant } now serves { $current }.
+adapters-base-model = the base model
+train-queued = Training of { $assistant } ({ $method }) is queued. You will get a report.
+error-adapter-server = The model server refused or is unreachable: { $detail }
+error-adapter-state = Not possible right now: { $detail }
+error-adapter-unknown = No such adapter: { $detail }. /adapters lists them.

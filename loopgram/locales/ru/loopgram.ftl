@@ -79,3 +79,29 @@ error-not-found = Не найдено.
 error-answer-gone = Этот ответ больше недоступен.
 error-no-token = Не задан TELEGRAM_BOT_TOKEN.
 error-no-webhook-url = В режиме webhook нужен WEBHOOK_URL.
+
+## Отчёты об обучении и команды администратора
+report-run = 🧪 Обучение #{ $run } — { $assistant } ({ $method })
+    Итог: { $status } · адаптер { $adapter }
+    Примеры: { $train } для обучения, { $held_out } отложено · { $seconds } с
+    Точность предпочтений на отложенных { $accuracy } (у { $against } — { $active_accuracy }), запас награды { $margin } (против { $active_margin })
+    { $reason }
+report-status-succeeded = ✅ запущен на канареечную долю
+report-status-rejected = ❌ отклонён на проверке
+report-status-refused = ⏸ не запускался
+report-status-failed = 💥 ошибка
+report-status-running = ⏳ идёт
+report-status-queued = ⏳ в очереди
+admin-only = Эта команда только для администраторов.
+adapters-none = Адаптеров пока нет. Они появятся после первого обучения.
+adapters-line = { $name } — { $status }
+adapters-usage-deploy = Использование: /deploy <имя адаптера>, например /deploy chat-v3
+adapters-usage-rollback = Использование: /rollback <ассистент>, например /rollback chat
+adapters-usage-train = Использование: /train <ассистент> [dpo|kto]
+adapters-deployed = { $name } теперь { $status }.
+adapters-rolled-back = { $assistant } теперь отвечает через { $current }.
+adapters-base-model = базовую модель
+train-queued = Обучение { $assistant } ({ $method }) поставлено в очередь. Пришлю отчёт.
+error-adapter-server = Сервер модели отказал или недоступен: { $detail }
+error-adapter-state = Сейчас это невозможно: { $detail }
+error-adapter-unknown = Такого адаптера нет: { $detail }. Список — /adapters.
