@@ -14,7 +14,7 @@ from sqlmodel import Session
 from loopgram import crud
 from loopgram.assistants import Assistant, get_assistant
 from loopgram.db import Database
-from loopgram.errors import InputTooLongError, NotFoundError
+from loopgram.errors import InputTooLongError
 from loopgram.llm import ChatMessage, LLMClient
 from loopgram.models import Interaction, InteractionStatus
 from loopgram.routing import AdapterRouter
@@ -133,13 +133,12 @@ class AnswerService:
         interaction.telegram_message_id = message_ids[-1] if message_ids else None
         await self.db.run(crud.update_interaction, interaction=interaction)
 
-    async def question_for_regenerate(
-        self, *, interaction_id: int, user_id: int, lang: str, chat_type: str
+    @staticmethod
+    def question_for_regenerate(
+        original: Interaction, *, user_id: int, lang: str, chat_type: str
     ) -> Question:
-        """The same prompt again, as a sibling of the original answer (🔄 or retry)."""
-        original = await self.db.run(crud.get_interaction, interaction_id=interaction_id)
-        if original is None:
-            raise NotFoundError("interaction not found", key="error-answer-gone")
+        """The same prompt again, as a sibling of the original answer (🔄), or afresh when
+        the original failed (retry)."""
         root = original.parent_interaction_id or original.id
         return Question(
             chat_id=original.chat_id,

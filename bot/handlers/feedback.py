@@ -98,8 +98,8 @@ async def on_rate(
                 await bot.edit_message_reply_markup(
                     chat_id=query.message.chat.id, message_id=query.message.message_id
                 )
-        question = await answers.question_for_regenerate(
-            interaction_id=interaction.id,
+        question = answers.question_for_regenerate(
+            interaction,
             user_id=query.from_user.id,
             lang=lang,
             chat_type=query.message.chat.type if query.message else "private",

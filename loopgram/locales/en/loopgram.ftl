@@ -76,7 +76,6 @@ error-model-empty = 😔 Sorry, the model returned an empty answer. Press "Try a
 error-input-too-long = Your message is too long ({ $length } characters; the limit is { $limit }). Please shorten it or split it.
 error-not-allowed = You are not allowed to do that.
 error-not-found = Not found.
-error-answer-gone = This answer is no longer available.
 error-no-token = TELEGRAM_BOT_TOKEN is not set.
 error-no-webhook-url = WEBHOOK_URL is required in webhook mode.
 

@@ -76,7 +76,6 @@ error-model-empty = 😔 Извините, модель вернула пуст�
 error-input-too-long = Сообщение слишком длинное ({ $length } символов, предел { $limit }). Сократите его или разбейте на части.
 error-not-allowed = У вас нет прав на это действие.
 error-not-found = Не найдено.
-error-answer-gone = Этот ответ больше недоступен.
 error-no-token = Не задан TELEGRAM_BOT_TOKEN.
 error-no-webhook-url = В режиме webhook нужен WEBHOOK_URL.
 
