@@ -1,0 +1,650 @@
+"""``loopgram bench``: serving and training costs, each as a ratio against a baseline.
+
+These machines are noisy, so no figure is an absolute number on its own: every one is
+measured together with a baseline *in the same run* and reported as ``value / baseline``.
+
+* ``server_tokens_per_s`` — completion tokens/s of the built-in model server (real HTTP on
+  loopback, the real ``openai`` client, sequential non-streaming requests) over a plain
+  ``model.generate`` loop in the same process on the same prompts.  Ratio < 1 is the cost of
+  the server (HTTP, queueing, incremental decoding); 1.0 would be free.
+* ``server_tokens_per_s_with_adapter`` — the same server requests with ``model=<adapter>`` (a
+  LoRA adapter made with peft, loaded through ``POST /v1/load_lora_adapter``) over the base
+  model through the same server.  Ratio < 1 is the slowdown of serving through an adapter.
+* ``adapter_load_s`` / ``adapter_unload_s`` — latency of the load / unload endpoints over
+  loading the full base model from disk with ``from_pretrained``.  Ratio ≪ 1 is what makes hot
+  swapping adapters cheap compared with restarting the server on a merged model.
+* ``dpo_step_s`` — seconds per optimiser step of a short DPO LoRA run (``train_adapter``) over
+  one plain forward + backward pass of the same model on the same batch.  The ratio is how many
+  "plain steps" one DPO step costs (DPO runs the policy and the reference on chosen and
+  rejected answers).
+* ``dpo_peak_rss_mb`` — peak RSS of that training process over the RSS of a process that has
+  just loaded the model (interpreter, libraries and weights).  The ratio is the training
+  memory in units of "a loaded model".
+
+Throughput rounds interleave plain, base-through-server and adapter-through-server requests
+on the same prompt so that drift in machine load hits all three alike.  Training and its
+memory baseline each run in a fresh ``spawn`` child process, so their RSS is their own.
+Every loop is bounded by a count and by the ``max_seconds`` deadline (a loop cut short by the
+deadline keeps at least one sample).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+import multiprocessing
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FIGURES",
+    "BenchError",
+    "BenchOptions",
+    "Measurement",
+    "build_quick_model",
+    "make_lora_adapter",
+    "render_table",
+    "results_json",
+    "run_bench",
+    "write_outputs",
+]
+
+log = logging.getLogger(__name__)
+
+FIGURES = (
+    "server_tokens_per_s",
+    "server_tokens_per_s_with_adapter",
+    "adapter_load_s",
+    "adapter_unload_s",
+    "dpo_step_s",
+    "dpo_peak_rss_mb",
+)
+
+PROMPTS = (
+    "Explain in two sentences why the sky is blue.",
+    "Give me three tips for writing a clear email.",
+    "What is the difference between a list and a tuple in Python?",
+    "Summarize the plot of a detective story in a few lines.",
+    "How do I politely decline a meeting invitation?",
+    "Describe a healthy breakfast.",
+    "Why do cats purr?",
+    "Write a short note thanking a colleague for their help.",
+)
+
+QUICK_TEXTS = (
+    *PROMPTS,
+    "The sky is blue because air scatters blue light more than red light.",
+    "Keep emails short, say what you need, and end with a clear next step.",
+    "A list can change, a tuple cannot.",
+    "Thank you for your help today, it made a real difference.",
+)
+
+CONCISE = "Yes. Keep it short and clear."
+RAMBLING = "Well, it depends on many things, and there are so many details to consider here."
+
+ADAPTER_NAME = "bench-lora"
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken; the message says which and why, in one line."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What to measure on, and how much.  ``quick()`` is the seconds-long variant for tests."""
+
+    model_path: Path
+    requests: int = 8
+    """Timed requests per variant (plain, server, server with adapter)."""
+    max_tokens: int = 64
+    """Completion tokens asked for per request."""
+    repeats: int = 3
+    """Samples of the load/unload endpoints, of ``from_pretrained`` and of the plain step."""
+    dpo_pairs: int = 16
+    dpo_batch_size: int = 4
+    dpo_max_length: int = 128
+    lora_r: int = 8
+    max_seconds: float = 900.0
+    """Deadline for the whole run; loops stop early (keeping one sample) once it passes."""
+
+    @classmethod
+    def quick(cls, model_path: Path) -> BenchOptions:
+        return cls(
+            model_path=model_path,
+            requests=3,
+            max_tokens=16,
+            repeats=2,
+            dpo_pairs=8,
+            dpo_batch_size=4,
+            dpo_max_length=64,
+            lora_r=4,
+            max_seconds=100.0,
+        )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One figure and the baseline measured with it; ``ratio`` = ``value / baseline``."""
+
+    name: str
+    value: float
+    unit: str
+    baseline: float
+    baseline_label: str
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline
+
+    def as_dict(self) -> dict[str, float | str]:
+        return {
+            "value": _sig(self.value),
+            "unit": self.unit,
+            "baseline": _sig(self.baseline),
+            "ratio": _sig(self.ratio),
+        }
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + seconds
+
+    @property
+    def passed(self) -> bool:
+        return time.monotonic() >= self._end
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+
+# ------------------------------------------------------------------------------ models
+
+
+def build_quick_model(folder: Path) -> Path:
+    """A tiny local causal LM (``build_tiny_causal_lm`` on a few sentences) for ``--quick``."""
+    from training.tiny_model import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(folder, [*QUICK_TEXTS, CONCISE, RAMBLING], vocab_size=400)
+
+
+def _load_model(model_path: Path) -> tuple[Any, float]:
+    """``from_pretrained`` in float32 (as the server and training on CPU do), timed.
+
+    safetensors weights are memory-mapped and paged in lazily, so every parameter is read
+    once before the clock stops: the time (and the RSS afterwards) is that of a model
+    actually in memory, not of an empty mapping.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    started = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.sum()
+    return model, time.perf_counter() - started
+
+
+def make_lora_adapter(model: Any, folder: Path, *, r: int = 8) -> Path:
+    """Wrap ``model`` (modified in place) in a fresh peft LoRA on all linear layers; save it.
+
+    PEFT's default initialisation (``lora_B`` = 0) leaves the outputs unchanged, so greedy
+    answers through the adapter are token for token those of the base model and the
+    throughput comparison measures only the adapter's compute.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, config)
+    peft_model.save_pretrained(str(folder))
+    return folder
+
+
+# -------------------------------------------------------------------------- serving
+
+
+def _messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
+
+
+class _PlainGenerator:
+    """``model.generate`` with the server's greedy settings, tokens counted as the server does
+    (the decoded completion re-encoded), so the two token counts are comparable."""
+
+    def __init__(self, model: Any, model_path: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.model = model.eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def __call__(self, messages: list[dict[str, str]], max_tokens: int) -> int:
+        import torch
+
+        tok = self.tokenizer
+        if tok.chat_template:
+            prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        else:
+            prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = max_tokens
+        config.max_length = None
+        config.do_sample = False
+        config.temperature = None
+        config.top_p = None
+        config.top_k = None
+        if config.pad_token_id is None:
+            config.pad_token_id = tok.pad_token_id or tok.eos_token_id
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config
+            )
+        text = tok.decode(
+            out[0, ids.shape[1] :].tolist(),
+            skip_special_tokens=True,
+            clean_up_tokenization_spaces=False,
+        )
+        return len(tok.encode(text, add_special_tokens=False))
+
+
+@dataclass
+class _Rate:
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, tokens: int, seconds: float) -> None:
+        self.tokens += tokens
+        self.seconds += seconds
+
+    def per_second(self, what: str) -> float:
+        if self.tokens <= 0 or self.seconds <= 0:
+            raise BenchError(f"{what} produced no tokens; cannot compute tokens/s")
+        return self.tokens / self.seconds
+
+
+async def _measure_server(
+    options: BenchOptions,
+    plain: _PlainGenerator,
+    adapter_dir: Path,
+    load_baseline_s: float,
+    deadline: _Deadline,
+) -> list[Measurement]:
+    import aiohttp
+    from openai import AsyncOpenAI
+
+    from training.model_server.app import create_app, make_backend, start_server
+    from training.model_server.protocol import AdapterBackend
+
+    backend = await asyncio.to_thread(make_backend, str(options.model_path), "loopgram-base")
+    try:
+        if not isinstance(backend, AdapterBackend):
+            raise BenchError(f"the backend for {options.model_path} cannot load LoRA adapters")
+        runner, base_url = await start_server(create_app(backend), "127.0.0.1", 0)
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600.0))
+        client = AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=600.0)
+        try:
+
+            async def post(path: str, body: dict[str, str]) -> float:
+                started = time.perf_counter()
+                async with http.post(base_url + path, json=body) as response:
+                    text = await response.text()
+                seconds = time.perf_counter() - started
+                if response.status != 200:
+                    raise BenchError(f"{path} answered {response.status}: {text}")
+                return seconds
+
+            load_s: list[float] = []
+            unload_s: list[float] = []
+            for i in range(options.repeats):
+                if i and deadline.passed:
+                    break
+                name = f"{ADAPTER_NAME}-{i}"
+                load_s.append(
+                    await post(
+                        "/load_lora_adapter", {"lora_name": name, "lora_path": str(adapter_dir)}
+                    )
+                )
+                unload_s.append(await post("/unload_lora_adapter", {"lora_name": name}))
+            await post(
+                "/load_lora_adapter", {"lora_name": ADAPTER_NAME, "lora_path": str(adapter_dir)}
+            )
+
+            async def served(model: str, i: int) -> tuple[int, float]:
+                started = time.perf_counter()
+                completion = await client.chat.completions.create(
+                    model=model,
+                    messages=_messages(i),  # type: ignore[arg-type]
+                    max_tokens=options.max_tokens,
+                    temperature=0,
+                )
+                seconds = time.perf_counter() - started
+                tokens = completion.usage.completion_tokens if completion.usage else 0
+                return tokens, seconds
+
+            async def direct(i: int) -> tuple[int, float]:
+                started = time.perf_counter()
+                tokens = await asyncio.to_thread(plain, _messages(i), options.max_tokens)
+                return tokens, time.perf_counter() - started
+
+            # One untimed round: first-call costs (allocations, lazy init) are not throughput.
+            await direct(0)
+            await served(backend.model_ids()[0], 0)
+            await served(ADAPTER_NAME, 0)
+            base_id = backend.model_ids()[0]
+            rates = {"plain": _Rate(), "server": _Rate(), "adapter": _Rate()}
+            for i in range(options.requests):
+                if i and deadline.passed:
+                    log.warning(
+                        "bench: deadline reached after %d of %d rounds", i, options.requests
+                    )
+                    break
+                rates["plain"].add(*await direct(i))
+                rates["server"].add(*await served(base_id, i))
+                rates["adapter"].add(*await served(ADAPTER_NAME, i))
+            await post("/unload_lora_adapter", {"lora_name": ADAPTER_NAME})
+        finally:
+            await client.close()
+            await http.close()
+            await runner.cleanup()
+    finally:
+        close = getattr(backend, "close", None)
+        if callable(close):
+            close()
+
+    plain_rate = rates["plain"].per_second("plain generate")
+    server_rate = rates["server"].per_second("the server")
+    load_base = "from_pretrained (base)"
+    return [
+        Measurement("server_tokens_per_s", server_rate, "tokens/s", plain_rate, "plain generate"),
+        Measurement(
+            "server_tokens_per_s_with_adapter",
+            rates["adapter"].per_second("the server with the adapter"),
+            "tokens/s",
+            server_rate,
+            "base via server",
+        ),
+        Measurement("adapter_load_s", statistics.median(load_s), "s", load_baseline_s, load_base),
+        Measurement(
+            "adapter_unload_s", statistics.median(unload_s), "s", load_baseline_s, load_base
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------- training
+
+
+def _pair_rows(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"Question number {i}: can you help?"}],
+            "chosen": [{"role": "assistant", "content": CONCISE}],
+            "rejected": [{"role": "assistant", "content": RAMBLING}],
+        }
+        for i in range(n)
+    ]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    """Resident set size now (Linux ``VmRSS``); the peak so far where /proc is missing."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return _peak_rss_mb()
+
+
+def _child_main(conn: Any, fn: Callable[..., dict[str, float]], kwargs: dict[str, Any]) -> None:
+    # Libraries print progress to stdout; the parent's stdout may be a JSON document.
+    with contextlib.suppress(OSError):
+        os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    try:
+        conn.send(("ok", fn(**kwargs)))
+    except BaseException as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _in_child(
+    fn: Callable[..., dict[str, float]], timeout: float, **kwargs: Any
+) -> dict[str, float]:
+    """Run ``fn(**kwargs)`` in a fresh ``spawn`` process; kill it after ``timeout`` seconds."""
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child_main, args=(sender, fn, kwargs), daemon=True)
+    process.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            raise BenchError(f"{fn.__name__} took longer than {timeout:.0f} s")
+        status, payload = receiver.recv()
+    except EOFError as exc:
+        raise BenchError(f"{fn.__name__} died (exit code {process.exitcode})") from exc
+    finally:
+        receiver.close()
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    if status != "ok":
+        raise BenchError(f"{fn.__name__} failed: {payload}")
+    return dict(payload)
+
+
+def plain_step_child(
+    model_path: str, rows: list[dict[str, Any]], max_length: int, batch_size: int, repeats: int
+) -> dict[str, float]:
+    """Baseline (child process): the RSS once the model is loaded, then the time of one plain
+    forward + backward pass (full model, no LoRA) on a DPO batch: ``batch_size`` chosen and
+    ``batch_size`` rejected conversations."""
+    import torch
+    from transformers import AutoTokenizer
+
+    model, _ = _load_model(Path(model_path))
+    loaded_rss = _current_rss_mb()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    texts = []
+    for row in rows[:batch_size]:
+        for side in ("chosen", "rejected"):
+            chat = row["prompt"] + row[side]
+            if tokenizer.chat_template:
+                texts.append(tokenizer.apply_chat_template(chat, tokenize=False))
+            else:
+                texts.append("\n".join(m["content"] for m in chat))
+    batch = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model.train()
+
+    def step() -> float:
+        model.zero_grad(set_to_none=True)
+        started = time.perf_counter()
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        return time.perf_counter() - started
+
+    torch.manual_seed(0)
+    step()  # warm-up
+    seconds = statistics.median(step() for _ in range(max(1, repeats)))
+    return {"step_s": seconds, "loaded_rss_mb": loaded_rss}
+
+
+def dpo_child(
+    model_path: str, rows: list[dict[str, Any]], config: dict[str, Any], output_dir: str
+) -> dict[str, float]:
+    """The measured run (child process): ``train_adapter`` with DPO; seconds per optimiser
+    step from the trainer's own ``train_runtime`` (model loading excluded) and peak RSS."""
+    from training.config import TrainConfig
+    from training.trainer import train_adapter
+
+    outcome = train_adapter(
+        TrainConfig(**config), rows, model_path=Path(model_path), output_dir=Path(output_dir)
+    )
+    if outcome.steps <= 0:
+        raise BenchError("the DPO run made no optimiser step")
+    runtime = next(
+        (h["train_runtime"] for h in reversed(outcome.history) if "train_runtime" in h),
+        outcome.seconds,
+    )
+    return {"step_s": runtime / outcome.steps, "peak_rss_mb": outcome.peak_rss_mb}
+
+
+def _measure_training(options: BenchOptions, deadline: _Deadline, work: Path) -> list[Measurement]:
+    rows = _pair_rows(options.dpo_pairs)
+    timeout = max(60.0, deadline.remaining())
+    baseline = _in_child(
+        plain_step_child,
+        timeout,
+        model_path=str(options.model_path),
+        rows=rows,
+        max_length=options.dpo_max_length,
+        batch_size=options.dpo_batch_size,
+        repeats=options.repeats,
+    )
+    config = {
+        "method": "dpo",
+        "epochs": 1.0,
+        "batch_size": options.dpo_batch_size,
+        "max_length": options.dpo_max_length,
+        "lora_r": options.lora_r,
+        "lora_alpha": 2 * options.lora_r,
+        "learning_rate": 1e-4,
+    }
+    trained = _in_child(
+        dpo_child,
+        max(60.0, deadline.remaining()),
+        model_path=str(options.model_path),
+        rows=rows,
+        config=config,
+        output_dir=str(work / "dpo-adapter"),
+    )
+    return [
+        Measurement(
+            "dpo_step_s",
+            trained["step_s"],
+            "s",
+            baseline["step_s"],
+            "plain fwd+bwd step",
+        ),
+        Measurement(
+            "dpo_peak_rss_mb",
+            trained["peak_rss_mb"],
+            "MB",
+            baseline["loaded_rss_mb"],
+            "RSS after model load",
+        ),
+    ]
+
+
+# ------------------------------------------------------------------------------ run
+
+
+def run_bench(options: BenchOptions) -> list[Measurement]:
+    """Take every figure in :data:`FIGURES` on ``options.model_path`` (a Hugging Face folder)."""
+    deadline = _Deadline(options.max_seconds)
+    with tempfile.TemporaryDirectory(prefix="loopgram-bench-") as tmp:
+        work = Path(tmp)
+        log.info("bench: loading %s", options.model_path)
+        plain_model, first_load = _load_model(options.model_path)
+        lora_base, second_load = _load_model(options.model_path)
+        load_times = [first_load, second_load]
+        adapter_dir = make_lora_adapter(lora_base, work / "adapter", r=options.lora_r)
+        del lora_base
+        while len(load_times) < options.repeats and not deadline.passed:
+            extra, seconds = _load_model(options.model_path)
+            del extra
+            load_times.append(seconds)
+        load_baseline = statistics.median(load_times)
+
+        log.info("bench: serving (%d rounds of %d tokens)", options.requests, options.max_tokens)
+        plain = _PlainGenerator(plain_model, options.model_path)
+        serving = asyncio.run(_measure_server(options, plain, adapter_dir, load_baseline, deadline))
+        del plain, plain_model
+
+        log.info("bench: DPO training (%d pairs)", options.dpo_pairs)
+        training = _measure_training(options, deadline, work)
+    results = serving + training
+    for m in results:
+        if not (m.value > 0 and m.baseline > 0):
+            raise BenchError(f"{m.name}: non-positive measurement {m.value} / {m.baseline}")
+    return results
+
+
+# --------------------------------------------------------------------------- output
+
+
+def results_json(results: list[Measurement]) -> dict[str, dict[str, float | str]]:
+    """``{"<figure>": {"value", "unit", "baseline", "ratio"}}``."""
+    return {m.name: m.as_dict() for m in results}
+
+
+def write_outputs(results: list[Measurement], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``bench.json`` (as :func:`results_json`) and ``bench.png`` (ratios) to ``out_dir``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "bench.json"
+    json_path.write_text(json.dumps(results_json(results), indent=2) + "\n", encoding="utf-8")
+
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    FigureCanvasAgg(figure)  # the Agg canvas, without pyplot's global state
+    ax = figure.add_subplot()
+    names = [m.name for m in results]
+    ratios = [m.ratio for m in results]
+    bars = ax.barh(names, ratios, color="tab:blue")
+    ax.bar_label(bars, labels=[f"{r:.3g}" for r in ratios], padding=3)
+    ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlim(min([*ratios, 1.0]) / 2, max([*ratios, 1.0]) * 3)  # room for the labels
+    ax.invert_yaxis()
+    ax.set_xlabel("ratio to the baseline measured in the same run (log scale; 1 = baseline)")
+    ax.set_title("loopgram bench")
+    png_path = out_dir / "bench.png"
+    figure.savefig(png_path, dpi=100)
+    return json_path, png_path
+
+
+def render_table(results: list[Measurement]) -> Any:
+    """A rich table: figure, value, baseline (and what it is), ratio."""
+    from rich.table import Table
+
+    table = Table(title="loopgram bench (ratio = value / baseline, same run)")
+    table.add_column("figure", no_wrap=True)
+    table.add_column("value", justify="right")
+    table.add_column("baseline", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("baseline is")
+    for m in results:
+        table.add_row(
+            m.name,
+            f"{m.value:.4g} {m.unit}",
+            f"{m.baseline:.4g} {m.unit}",
+            f"{m.ratio:.3g}",
+            m.baseline_label,
+        )
+    return table
