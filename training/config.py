@@ -30,6 +30,13 @@ class TrainConfig:
     gate_margin: float = field(
         default=0.0, metadata={"help": "candidate must beat active reward margin by this"}
     )
+    judge_samples: int = field(
+        default=16, metadata={"help": "held-out prompts the LLM judge compares; 0 = no judge"}
+    )
+    judge_min_win_rate: float = field(
+        default=0.5, metadata={"help": "judge win rate the candidate needs over the active one"}
+    )
+    judge_max_tokens: int = field(default=96, metadata={"help": "answer length for the judge"})
     memory_budget_gb: float = field(
         default=0.0, metadata={"help": "refuse above this estimate; 0 = 75% of free memory"}
     )

@@ -98,6 +98,28 @@ class PolicyScorer:
                 self._ref_cache[key] = self._logp(prompt, text)
         return self._ref_cache[key]
 
+    def generate(self, adapter: str | None, prompt: list[dict[str, str]], max_tokens: int) -> str:
+        """A greedy answer from the base model or an adapter (for the judge)."""
+        torch = self.torch
+        text = str(
+            self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        )
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_tokens,
+            "do_sample": False,
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+        }
+        with torch.no_grad():
+            if adapter is None and self._adapters:
+                with self.model.disable_adapter():
+                    output = self.model.generate(input_ids=ids, **kwargs)
+            else:
+                if adapter is not None:
+                    self.model.set_adapter(adapter)
+                output = self.model.generate(input_ids=ids, **kwargs)
+        return str(self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True))
+
     def score_pairs(self, adapter: str | None, rows: list[dict[str, Any]]) -> PreferenceScore:
         """`rows` in TRL's conversational DPO format."""
         margins: list[float] = []

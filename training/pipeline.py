@@ -126,13 +126,22 @@ def _run(
         score("active" if active is not None else None, eval_rows),
         margin=config.gate_margin,
     )
+    judged = _judge(settings, config, scorer, eval_rows, has_active=active is not None)
+    passed, reason = verdict.passed, verdict.reason
+    if passed and judged.get("available") and judged["win_rate"] < config.judge_min_win_rate:
+        passed = False
+        reason = (
+            f"the judge prefers the active answers (candidate win rate "
+            f"{judged['win_rate']:.2f} < {config.judge_min_win_rate:.2f})"
+        )
+    gate_record = {**verdict.as_dict(), "passed": passed, "reason": reason, "judge": judged}
     metrics = {
         "train_seconds": round(outcome.seconds, 1),
         "steps": outcome.steps,
         "peak_rss_mb": round(outcome.peak_rss_mb),
         "final": outcome.final,
         "history": outcome.history,
-        "gate": verdict.as_dict(),
+        "gate": gate_record,
         "against": active.name if active is not None else "base",
     }
     adapter = db.call(
@@ -142,10 +151,10 @@ def _run(
         base_model=str(model_path),
         method=config.method,
         training_run_id=run_id,
-        metrics={"gate": verdict.as_dict()},
+        metrics={"gate": gate_record},
     )
     db.call(datasets.mark_consumed, pair_ids=pair_ids, run_id=run_id)
-    if verdict.passed:
+    if passed:
         db.call(adapters.deploy, name=adapter.name, server=server, canary=True)
         status = RunStatus.succeeded
     else:
@@ -159,7 +168,42 @@ def _run(
         adapter_id=adapter.id,
         counts=(len(train_rows), len(eval_rows)),
     )
-    return RunReport(run_id, status.value, adapter.name, verdict.reason, metrics)
+    return RunReport(run_id, status.value, adapter.name, reason, metrics)
+
+
+def _judge(
+    settings: Settings,
+    config: TrainConfig,
+    scorer: Any,
+    eval_rows: list[dict[str, Any]],
+    *,
+    has_active: bool,
+) -> dict[str, Any]:
+    """The LLM judge's verdict on held-out prompts, or why there is none (it never blocks a
+    run by being unreachable: the preference gate still decides then)."""
+    if config.judge_samples <= 0 or not eval_rows:
+        return {"available": False, "note": "judge off or no held-out prompts"}
+    import openai
+
+    from training.judge import PairwiseJudge, judge_candidate
+
+    key = settings.llm.llm_api_key.get_secret_value() if settings.llm.llm_api_key else "EMPTY"
+    client = openai.OpenAI(base_url=settings.llm.base_url, api_key=key, timeout=60, max_retries=0)
+    items = []
+    for row in eval_rows[: config.judge_samples]:
+        prompt = row["prompt"]
+        question = str(prompt[-1]["content"])
+        candidate = scorer.generate("candidate", prompt, config.judge_max_tokens)
+        active = scorer.generate("active" if has_active else None, prompt, config.judge_max_tokens)
+        items.append((question, candidate, active))
+    try:
+        score = judge_candidate(PairwiseJudge(client, settings.llm.llm_model), items)
+    except openai.APIError as exc:
+        log.warning("judge.unavailable error=%s", exc)
+        return {"available": False, "note": f"judge unavailable: {str(exc)[:200]}"}
+    finally:
+        client.close()
+    return {"available": True, **score.as_dict()}
 
 
 def _dataset(

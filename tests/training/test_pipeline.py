@@ -36,7 +36,12 @@ def fill_buffer(db: Database, n: int, *, prefer_concise: bool = True) -> None:
 
 @pytest.fixture
 def settings(settings_factory, sqlite_url: str, tmp_path: Path) -> Settings:  # type: ignore[no-untyped-def]
-    return settings_factory(DATABASE_URL=sqlite_url, ADAPTERS_DIR=str(tmp_path / "adapters"))
+    # No judge listens on port 9: the preference gate decides, the judge is noted unavailable.
+    return settings_factory(
+        DATABASE_URL=sqlite_url,
+        ADAPTERS_DIR=str(tmp_path / "adapters"),
+        LLM_BASE_URL="http://127.0.0.1:9/v1",
+    )
 
 
 def test_a_run_trains_gates_and_deploys_a_canary(
@@ -57,6 +62,7 @@ def test_a_run_trains_gates_and_deploys_a_canary(
     adapter = sqlite_db.call(adapters.get_by_name, name="chat-v1")
     assert adapter.status == AdapterStatus.canary and Path(adapter.path).is_dir()
     assert adapter.metrics["gate"]["passed"] is True
+    assert adapter.metrics["gate"]["judge"]["available"] is False
     run = sqlite_db.call(lambda *, session: session.exec(select(TrainingRun)).one())
     assert run.status == "succeeded" and run.train_examples > 0 and run.eval_examples > 0
     pairs = sqlite_db.call(lambda *, session: session.exec(select(PreferencePair)).all())
