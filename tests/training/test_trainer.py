@@ -76,12 +76,16 @@ def test_gate_rejects_a_deliberately_worse_candidate(tiny_model: Path, tmp_path:
 
 
 def test_kto_learns_from_unpaired_thumbs(tiny_model: Path, tmp_path: Path) -> None:
+    before = _weights(tiny_model)
     outcome = train_adapter(
         TrainConfig(method="kto", **FAST),
         thumb_rows(32),
         model_path=tiny_model,
         output_dir=tmp_path / "kto",
     )
+    lora = load_file(str(outcome.adapter_path / "adapter_model.safetensors"))
+    assert any("lora_B" in k and float(v.abs().sum()) > 0 for k, v in lora.items())
+    assert _weights(tiny_model) == before
     scorer = PolicyScorer(tiny_model)
     scorer.add_adapter("kto", outcome.adapter_path)
     held_out = thumb_rows(12)
