@@ -271,7 +271,7 @@ def train(
     except ImportError as exc:
         fail(f"training needs the ml extra (pip install -e '.[ml]'): {exc}")
     try:
-        overrides: dict[str, Any] = {"assistant": assistant, "method": method}
+        overrides: dict[str, Any] = {"assistant": assistant, "method": method, "progress": True}
         train_config = (
             TrainConfig.from_yaml(config, **overrides) if config else TrainConfig(**overrides)
         )
@@ -281,12 +281,10 @@ def train(
 
     db = Database.from_settings(settings.db)
     try:
-        from rich.console import Console
-
-        with Console(stderr=True).status(f"training {assistant} ({method})…"):
-            report = run_training(
-                settings=settings, config=train_config, db=db, server=_adapter_server(settings)
-            )
+        typer.echo(f"training {assistant} ({method})…", err=True)
+        report = run_training(
+            settings=settings, config=train_config, db=db, server=_adapter_server(settings)
+        )
     finally:
         db.dispose()
     if as_json:

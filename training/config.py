@@ -42,6 +42,7 @@ class TrainConfig:
     )
     threads: int = field(default=0, metadata={"help": "torch threads; 0 = all cores"})
     seed: int = field(default=42, metadata={"help": "data split and initialisation seed"})
+    progress: bool = field(default=False, metadata={"help": "progress bar on stderr"})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -73,7 +73,7 @@ def train_adapter(
         # Checkpointing trades compute for memory; at these sizes compute is the bottleneck.
         "activation_checkpointing": False,
         "seed": config.seed,
-        "disable_tqdm": True,
+        "disable_tqdm": not config.progress,
     }
     if config.method == "dpo":
         from trl.trainer.dpo_config import DPOConfig
