@@ -31,6 +31,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return {
         "broker_url": "filesystem://",
+        "broker_transport": "workers.fs_transport:Transport",
         "broker_transport_options": {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
