@@ -27,7 +27,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         }
     # Embedded default: messages are files under data/broker, so a press survives a restart.
     folder = Path(settings.app.data_dir) / "broker"
-    for sub in ("queue", "processed"):
+    for sub in ("queue", "processed", "control"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     return {
         "broker_url": "filesystem://",
@@ -36,6 +36,8 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # kombu's default is ./control in the working directory; keep it with the rest.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.1,
         },
