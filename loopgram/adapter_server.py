@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from loopgram.errors import LoopgramError
+from loopgram.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,15 @@ class HttpAdapterServer:
         self.base_urls = [url.rstrip("/") for url in base_urls]
         self.api_key = api_key
         self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpAdapterServer:
+        """Every replica in LLM_REPLICAS (default: the one at LLM_BASE_URL), with LLM_API_KEY."""
+        key = settings.llm.llm_api_key
+        return cls(
+            settings.learning.llm_replicas or [settings.llm.base_url],
+            api_key=key.get_secret_value() if key else None,
+        )
 
     def load(self, name: str, path: str) -> None:
         loaded: list[str] = []

@@ -235,9 +235,7 @@ def feedback_export(
 def _adapter_server(settings: Settings) -> Any:
     from loopgram.adapter_server import HttpAdapterServer
 
-    replicas = settings.learning.llm_replicas or [settings.llm.base_url]
-    key = settings.llm.llm_api_key.get_secret_value() if settings.llm.llm_api_key else None
-    return HttpAdapterServer(replicas, api_key=key)
+    return HttpAdapterServer.from_settings(settings)
 
 
 def _with_db(settings: Settings, fn: Any, **kwargs: Any) -> Any:

@@ -50,8 +50,7 @@ def record_feedback(payload: dict[str, Any]) -> dict[str, Any]:
 def evaluate_canaries() -> dict[str, str]:
     """Promote or roll back every canary whose live ratings decide it."""
     settings = Settings.load()
-    replicas = settings.learning.llm_replicas or [settings.llm.base_url]
-    server = HttpAdapterServer(replicas)
+    server = HttpAdapterServer.from_settings(settings)
     decisions: dict[str, str] = {}
     db = get_db()
     with db.session() as session:
@@ -91,12 +90,11 @@ def train_assistant(assistant: str, method: str = "dpo") -> dict[str, object]:
     from training.config import TrainConfig
     from training.pipeline import run_training
 
-    replicas = settings.learning.llm_replicas or [settings.llm.base_url]
     report = run_training(
         settings=settings,
         config=TrainConfig(assistant=assistant, method=method),
         db=get_db(),
-        server=HttpAdapterServer(replicas),
+        server=HttpAdapterServer.from_settings(settings),
     )
     if report.run_id is not None:
         from workers.notify import send_run_report

@@ -28,7 +28,7 @@ def _is_admin(user_record: User | None) -> bool:
 
 
 def _server(settings: Settings) -> HttpAdapterServer:
-    return HttpAdapterServer(settings.learning.llm_replicas or [settings.llm.base_url])
+    return HttpAdapterServer.from_settings(settings)
 
 
 @router.message(Command("adapters", "deploy", "rollback", "train"), AddressedToBot())

@@ -59,3 +59,20 @@ def test_canary_share_and_stickiness() -> None:
     assert overlap < 0.02 * 20_000
     assert not any(in_canary(u, "x", 0.0) for u in range(1000))
     assert all(in_canary(u, "x", 1.0) for u in range(1000))
+
+
+def test_adapter_server_from_settings_uses_replicas_and_the_api_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from loopgram.adapter_server import HttpAdapterServer
+    from loopgram.settings import Settings
+
+    monkeypatch.setenv("LLM_BASE_URL", "http://vllm:8000/v1")
+    monkeypatch.setenv("LLM_API_KEY", "k3y-value")
+    server = HttpAdapterServer.from_settings(Settings.load())
+    assert (server.base_urls, server.api_key) == (["http://vllm:8000/v1"], "k3y-value")
+    monkeypatch.setenv("LLM_REPLICAS", "http://a:8000/v1/, http://b:8000/v1")
+    assert HttpAdapterServer.from_settings(Settings.load()).base_urls == [
+        "http://a:8000/v1",
+        "http://b:8000/v1",
+    ]
