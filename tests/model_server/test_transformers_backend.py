@@ -8,6 +8,7 @@ deterministic noise, which is all the assertions need.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -583,3 +584,219 @@ async def test_smollm2_from_the_package_answers_in_english(
         backend.close()
     print(f"converted in {convert_seconds:.1f} s; answer: {answer!r}")
     assert "Paris" in answer
+
+
+# ---------------------------------------------------------------------- batching
+
+
+@contextlib.asynccontextmanager
+async def _model_thread_held(backend: TransformersBackend, queued: int) -> AsyncIterator[None]:
+    """Keeps the model thread busy until ``queued`` jobs wait behind it, so they form a batch."""
+    release = threading.Event()
+    backend._executor.submit(release.wait)
+    try:
+        yield
+        for _ in range(500):
+            if backend._executor._jobs.qsize() >= queued:
+                break
+            await asyncio.sleep(0.01)
+        assert backend._executor._jobs.qsize() == queued
+    finally:
+        release.set()
+
+
+async def _stream_text(client: openai.AsyncOpenAI, model: str, **kwargs: Any) -> tuple[str, str]:
+    stream = await client.chat.completions.create(model=model, messages=USER, stream=True, **kwargs)
+    parts, finish = [], ""
+    async for chunk in stream:
+        parts.append(chunk.choices[0].delta.content or "")
+        finish = chunk.choices[0].finish_reason or finish
+    return "".join(parts), finish
+
+
+async def test_mixed_adapter_batch_matches_each_request_alone(
+    backend: TransformersBackend,
+    adapters: dict[str, Path],
+    start: StartServer,
+    make_client: ClientFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    server = await start(backend)
+    client = make_client(server)
+    await _load(http, server, "a", adapters["a"])
+    await _load(http, server, "b", adapters["b"])
+    # Different prompt lengths too, so that rows are left-padded differently.
+    cases = [
+        (model, content)
+        for model in (BASE, "a", "b")
+        for content in ("Hello, how are you?", "The cat sat on the warm mat by the door, yes.")
+    ]
+    alone = [
+        await _ask(client, model, content=c, temperature=0, max_tokens=20) for model, c in cases
+    ]
+    assert len(set(alone)) == len(alone)  # every adapter and prompt answers differently
+    assert set(backend.batch_sizes()) == {1}
+
+    async with _model_thread_held(backend, queued=len(cases)):
+        tasks = [
+            asyncio.create_task(_ask(client, model, content=c, temperature=0, max_tokens=20))
+            for model, c in cases
+        ]
+    assert await asyncio.gather(*tasks) == alone
+    assert backend.batch_sizes()[len(cases)] == 1  # one batch held them all
+
+    # A batch of one adapter only takes the plain path (no adapter_names); same answers.
+    async with _model_thread_held(backend, queued=2):
+        tasks = [
+            asyncio.create_task(_ask(client, "b", content=c, temperature=0, max_tokens=20))
+            for _, c in cases[4:]
+        ]
+    assert await asyncio.gather(*tasks) == alone[4:]
+    assert backend.batch_sizes()[2] == 1
+
+
+async def test_batch_rows_keep_their_own_limits_and_sampling(
+    backend: TransformersBackend, start: StartServer, make_client: ClientFactory
+) -> None:
+    client = make_client(await start(backend))
+    solo_greedy = {
+        n: await _stream_text(client, BASE, max_tokens=n, temperature=0) for n in (3, 24)
+    }
+    solo_seeded = await _stream_text(
+        client, BASE, max_tokens=16, temperature=1.0, seed=7, top_p=0.9
+    )
+    other_seed = await _stream_text(client, BASE, max_tokens=16, temperature=1.0, seed=8, top_p=0.9)
+    assert solo_seeded != other_seed
+    assert solo_greedy[3][0] and solo_greedy[24][0].startswith(solo_greedy[3][0])
+
+    finished: list[int] = []
+
+    async def one(n: int, **kwargs: Any) -> tuple[str, str]:
+        result = await _stream_text(client, BASE, max_tokens=n, **kwargs)
+        finished.append(n)
+        return result
+
+    async with _model_thread_held(backend, queued=4):
+        tasks = [
+            asyncio.create_task(one(24, temperature=0)),
+            asyncio.create_task(one(3, temperature=0)),
+            asyncio.create_task(one(16, temperature=1.0, seed=7, top_p=0.9)),
+            asyncio.create_task(one(16, temperature=1.0, seed=8, top_p=0.9)),
+        ]
+    results = await asyncio.gather(*tasks)
+    assert results == [solo_greedy[24], solo_greedy[3], solo_seeded, other_seed]
+    assert results[0][1] == results[1][1] == "length"
+    assert finished[0] == 3  # a short row answers as soon as it is done, not with the batch
+    assert backend.batch_sizes()[4] == 1
+
+
+async def test_client_leaving_a_batch_does_not_stop_the_others(
+    backend: TransformersBackend, start: StartServer, make_client: ClientFactory
+) -> None:
+    client = make_client(await start(backend))
+    expected = await _stream_text(client, BASE, max_tokens=24, temperature=0)
+    steps: list[int] = []
+    model: Any = backend._model
+    original = model.generate
+
+    def counting(**kwargs: Any) -> Any:
+        output = original(**kwargs)
+        steps.append(output.shape[1] - kwargs["input_ids"].shape[1])
+        return output
+
+    model.generate = counting
+
+    async def leave_early() -> int:
+        stream = await client.chat.completions.create(
+            model=BASE, messages=USER, max_tokens=400, temperature=0, stream=True
+        )
+        seen = 0
+        async for _ in stream:
+            seen += 1
+            if seen == 3:
+                break
+        await stream.close()
+        return seen
+
+    async with _model_thread_held(backend, queued=3):
+        tasks = [
+            asyncio.create_task(leave_early()),
+            asyncio.create_task(_stream_text(client, BASE, max_tokens=24, temperature=0)),
+            asyncio.create_task(_stream_text(client, BASE, max_tokens=24, temperature=0)),
+        ]
+    assert await asyncio.gather(*tasks) == [3, expected, expected]
+    assert backend.batch_sizes()[3] == 1
+    for _ in range(200):  # answers go out as rows finish, a moment before generate() returns
+        if steps:
+            break
+        await asyncio.sleep(0.01)
+    assert len(steps) == 1 and steps[0] < 100  # the batch did not run on for the leaver
+
+
+async def test_adapter_load_preempts_a_running_batch(
+    backend: TransformersBackend,
+    adapters: dict[str, Path],
+    start: StartServer,
+    make_client: ClientFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    server = await start(backend)
+    client = make_client(server)
+    expected = await _stream_text(client, BASE, max_tokens=300, temperature=0)
+    first_delta = asyncio.Event()
+
+    async def one() -> tuple[str, str]:
+        stream = await client.chat.completions.create(
+            model=BASE, messages=USER, max_tokens=300, temperature=0, stream=True
+        )
+        parts, finish = [], ""
+        async for chunk in stream:
+            if chunk.choices[0].delta.content:
+                first_delta.set()
+            parts.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+        return "".join(parts), finish
+
+    async with _model_thread_held(backend, queued=4):
+        tasks = [asyncio.create_task(one()) for _ in range(4)]
+    await first_delta.wait()
+    await _load(http, server, "a", adapters["a"])  # waits for one decoding step, not the batch
+    assert not all(task.done() for task in tasks)
+    assert await asyncio.gather(*tasks) == [expected] * 4
+    assert backend.batch_sizes()[4] == 2  # the batch yielded to the load and resumed
+
+
+async def test_max_batch_size(
+    tiny_model: Path, start: StartServer, make_client: ClientFactory
+) -> None:
+    threads = torch.get_num_threads()
+    backend = TransformersBackend(tiny_model, BASE, threads=1, max_batch_size=2)
+    try:
+        client = make_client(await start(backend))
+        async with _model_thread_held(backend, queued=5):
+            tasks = [
+                asyncio.create_task(_ask(client, temperature=0, max_tokens=4)) for _ in range(5)
+            ]
+        assert len(set(await asyncio.gather(*tasks))) == 1
+        assert backend.batch_sizes() == {2: 2, 1: 1}
+    finally:
+        backend.close()
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        TransformersBackend(tiny_model, BASE, max_batch_size=0)
+
+
+async def test_requests_sent_together_to_an_idle_server_form_one_batch(
+    tiny_model: Path, start: StartServer, make_client: ClientFactory
+) -> None:
+    threads = torch.get_num_threads()
+    # A long wait keeps this test free of timing luck; the default is 20 ms.
+    backend = TransformersBackend(tiny_model, BASE, threads=1, batch_wait_s=1.0)
+    try:
+        client = make_client(await start(backend))
+        answers = await asyncio.gather(*(_ask(client, temperature=0) for _ in range(3)))
+        assert len(set(answers)) == 1
+        assert backend.batch_sizes() == {3: 1}
+    finally:
+        backend.close()
+        torch.set_num_threads(threads)
