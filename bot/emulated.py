@@ -32,6 +32,7 @@ async def emulated_bot(
     emulator: BotApiEmulator | None = None,
     with_worker: bool = True,
     with_model: bool = True,
+    with_training: bool = False,
 ) -> AsyncIterator[EmulatedBot]:
     emu = emulator or BotApiEmulator(token="424242:EMULATED-loopgram-demo-token")  # noqa: S106
     owns_emulator = emulator is None
@@ -48,7 +49,7 @@ async def emulated_bot(
     )
     try:
         async with embedded_stack(
-            settings, with_worker=with_worker, with_model=with_model
+            settings, with_worker=with_worker, with_model=with_model, with_training=with_training
         ) as stack:
             stop = asyncio.Event()
             ready = asyncio.Event()

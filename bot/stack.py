@@ -56,6 +56,10 @@ def _start_training_worker(settings: Settings) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DATA_DIR": str(settings.app.data_dir)}
     env["DATABASE_URL"] = settings.db.database_url
+    if settings.llm.uses_builtin_server:
+        # The built-in server may have bound a free port: adapters must be loaded there.
+        env["BUILTIN_MODEL_HOST"] = settings.llm.builtin_model_host
+        env["BUILTIN_MODEL_PORT"] = str(settings.llm.builtin_model_port)
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
             [
@@ -111,6 +115,7 @@ async def embedded_stack(
             log.info("stack.model_server url=%s", url)
         celery_app = create_celery(settings)
         context.use_database(db)
+        context.use_settings(settings)
         if with_worker and not settings.redis.redis_url:
             worker = EmbeddedWorker(celery_app, data_dir=settings.app.data_dir)
             worker.start()
@@ -129,4 +134,5 @@ async def embedded_stack(
         if model_runner is not None:
             await model_runner.cleanup()
         context.use_database(None)
+        context.use_settings(None)
         db.dispose()

@@ -110,6 +110,15 @@ class LearningSettings(BaseSettings):
         description="model server base URLs to load adapters on; empty = LLM_BASE_URL only",
     )
     train_min_new_examples: int = Field(default=200, description="new feedback that triggers a run")
+    train_config: Path | None = Field(
+        default=None, description="YAML file of training options (TrainConfig); unset = defaults"
+    )
+    train_check_seconds: float = Field(
+        default=600.0, gt=0, description="how often the scheduler checks whether to train"
+    )
+    canary_check_seconds: float = Field(
+        default=300.0, gt=0, description="how often the scheduler judges canaries"
+    )
     canary_share: float = Field(default=0.1, ge=0.0, le=1.0)
     canary_min_ratings: int = Field(default=50, description="ratings before a canary is judged")
     canary_max_ratings: int = Field(default=400, description="judged by then, whatever the data")

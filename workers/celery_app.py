@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from loopgram.settings import Settings
 from workers import context
@@ -61,7 +61,14 @@ def create_celery(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_default_queue="feedback",
-        task_queues=[Queue(name) for name in QUEUES],
+        # Each queue gets its own exchange and routing key. Bare Queue(name) objects would all
+        # be bound to the default exchange under one key, and every task would then be
+        # delivered to every queue (a training run executed by the bot's feedback worker).
+        task_queues=[
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES
+        ],
+        task_default_exchange="feedback",
+        task_default_routing_key="feedback",
         task_routes={
             "loopgram.record_feedback": {"queue": "feedback"},
             "loopgram.prune_processed_updates": {"queue": "feedback"},
@@ -72,11 +79,11 @@ def create_celery(settings: Settings | None = None) -> Celery:
         beat_schedule={
             "maybe-train": {
                 "task": "loopgram.maybe_train",
-                "schedule": timedelta(minutes=10),
+                "schedule": timedelta(seconds=settings.learning.train_check_seconds),
             },
             "evaluate-canaries": {
                 "task": "loopgram.evaluate_canaries",
-                "schedule": timedelta(minutes=5),
+                "schedule": timedelta(seconds=settings.learning.canary_check_seconds),
             },
             "prune-processed-updates": {
                 "task": "loopgram.prune_processed_updates",

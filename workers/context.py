@@ -10,7 +10,21 @@ from loopgram.settings import Settings
 
 _lock = threading.Lock()
 _db: Database | None = None
+_settings: Settings | None = None
 _owner_pid = os.getpid()
+
+
+def use_settings(settings: Settings | None) -> None:
+    """Inject the settings the embedded stack runs with (e.g. the model server's actual port,
+    when it was started on a free one), instead of reading the environment again."""
+    global _settings
+    with _lock:
+        _settings = settings
+
+
+def get_settings() -> Settings:
+    with _lock:
+        return _settings if _settings is not None else Settings.load()
 
 
 def use_database(db: Database | None) -> None:
@@ -25,7 +39,7 @@ def get_db() -> Database:
     global _db, _owner_pid
     with _lock:
         if _db is None:
-            _db = Database.from_settings(Settings.load().db)
+            _db = Database.from_settings((_settings or Settings.load()).db)
             _owner_pid = os.getpid()
         return _db
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
@@ -49,14 +50,26 @@ class EmbeddedWorker:
         )
         self._threads: list[threading.Thread] = []
 
+    def _as_current(self, target: Callable[[], object]) -> Callable[[], None]:
+        """Celery's current app is thread-local: without this, tasks that send tasks from
+        these threads would use a fallback app with its default (wrong) broker."""
+
+        def run() -> None:
+            self.app.set_current()
+            target()
+
+        return run
+
     def start(self, timeout: float = 30.0) -> None:
         worker_thread = threading.Thread(
-            target=self._worker.start, name="celery-worker", daemon=True
+            target=self._as_current(self._worker.start), name="celery-worker", daemon=True
         )
         worker_thread.start()
         self._threads.append(worker_thread)
         if self._beat is not None:
-            beat_thread = threading.Thread(target=self._beat.start, name="celery-beat", daemon=True)
+            beat_thread = threading.Thread(
+                target=self._as_current(self._beat.start), name="celery-beat", daemon=True
+            )
             beat_thread.start()
             self._threads.append(beat_thread)
         if not self._ready.wait(timeout):

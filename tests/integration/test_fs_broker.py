@@ -57,3 +57,58 @@ def test_messages_are_whole_under_concurrent_produce_and_consume(tmp_path: Path)
     consumer.join(timeout=90)
     assert errors == []
     assert sorted(m["n"] for m in received) == list(range(total))
+
+
+def test_a_training_task_sent_from_the_bot_process_reaches_the_training_queue(
+    tmp_path: Path,
+) -> None:
+    """The file-system broker keeps exchange bindings in process memory: the bot process,
+    whose worker consumes only feedback and rag, must still route a run to `training`
+    (where the separate training worker picks it up) instead of dropping it."""
+    from workers.celery_app import create_celery
+    from workers.embedded import EmbeddedWorker
+
+    app = create_celery(Settings(app=AppSettings(data_dir=tmp_path)))
+    worker = EmbeddedWorker(app, data_dir=tmp_path, beat=False)
+    worker.start()
+    try:
+        app.send_task("loopgram.train_assistant", args=["chat"], queue="training")
+        folder = tmp_path / "broker" / "queue"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not list(folder.glob("*.training.msg")):
+            time.sleep(0.1)
+        assert [p.name for p in folder.glob("*.training.msg")]
+    finally:
+        worker.stop()
+
+
+def test_the_scheduled_check_queues_a_run_for_the_training_worker(
+    tmp_path: Path, sqlite_db, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    """maybe_train runs in the embedded worker's thread; the run it queues must land in this
+    deployment's `training` queue (it once went to a fallback app's broker and was lost)."""
+    from loopgram.feedback import Feedback, apply_feedback
+    from tests.factories import add_interaction
+    from workers import context
+    from workers.celery_app import create_celery
+    from workers.embedded import EmbeddedWorker
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TRAIN_MIN_NEW_EXAMPLES", "1")
+    iid = add_interaction(sqlite_db)
+    sqlite_db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
+    context.use_database(sqlite_db)
+    app = create_celery(Settings.load())
+    worker = EmbeddedWorker(app, data_dir=tmp_path, beat=False)
+    worker.start()
+    try:
+        app.send_task("loopgram.maybe_train", queue="feedback")
+        folder = tmp_path / "broker" / "queue"
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not list(folder.glob("*.training.msg")):
+            time.sleep(0.1)
+        [message] = folder.glob("*.training.msg")
+        assert "loopgram.train_assistant" in message.read_text("utf-8")
+    finally:
+        worker.stop()
+        context.use_database(None)
