@@ -3,45 +3,103 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from loopgram import adapters, crud
 from loopgram.adapter_server import HttpAdapterServer
-from loopgram.feedback import Feedback, apply_feedback
-from loopgram.settings import Settings
-from workers.context import get_db
+from loopgram.feedback import Feedback, FeedbackResult, apply_feedback_many
+from workers.batching import BatchTask
+from workers.context import get_db, get_settings
 
 log = logging.getLogger(__name__)
 
 _DB_ERRORS = (OperationalError, DBAPIError, ConnectionError)
 
 
-@shared_task(
-    name="loopgram.record_feedback",
-    acks_late=True,
-    autoretry_for=_DB_ERRORS,
-    retry_backoff=2,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=30,
-)
-def record_feedback(payload: dict[str, Any]) -> dict[str, Any]:
-    """Store a rating (idempotent: an (interaction, user) pair has one rating)."""
-    feedback = Feedback.from_payload(payload)
-    result = get_db().call(apply_feedback, feedback=feedback)
+class FeedbackBatch(BatchTask):
+    """`loopgram.record_feedback`: one message per press, applied by the hundred.
+
+    Producers (the bot's FeedbackSink, the spool replay) send one message per rating, as
+    always; the worker buffers them (up to `flush_every`, at most `flush_interval` s) and
+    stores a batch in one transaction (`apply_feedback_many`). The messages are acknowledged
+    after the commit; a batch that cannot be stored is requeued (never lost).
+    """
+
+    flush_every = 100
+    flush_interval = 0.2
+    max_held = 400
+    #: seconds to wait between attempts while the database is unreachable, before requeueing
+    retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+    def run_batch(self, payloads: list[Any]) -> dict[str, Any]:
+        return record_feedback_batch(payloads, retry_delays=self.retry_delays)
+
+
+def record_feedback_batch(
+    payloads: list[Any], *, retry_delays: tuple[float, ...] = ()
+) -> dict[str, Any]:
+    """Store many ratings in one transaction; a payload that is not a rating is dropped."""
+    feedbacks: list[Feedback] = []
+    for payload in payloads:
+        try:
+            feedbacks.append(Feedback.from_payload(payload))
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            log.error("feedback.invalid_payload payload=%r error=%s; dropped", payload, exc)
+    db = get_db()
+    for delay in (*retry_delays, None):
+        try:
+            results = db.call(apply_feedback_many, feedbacks=feedbacks)
+            break
+        except _DB_ERRORS as exc:
+            if not _transient(exc):
+                results = _one_by_one(feedbacks)
+                break
+            if delay is None:
+                raise
+            log.warning("feedback.batch_retry size=%d error=%s", len(feedbacks), exc)
+            time.sleep(delay)
+    stored = sum(r.stored for r in results)
     log.info(
-        "feedback.recorded interaction_id=%s user_id=%s value=%s stored=%s pairs=%s",
-        feedback.interaction_id,
-        feedback.user_id,
-        feedback.value,
-        result.stored,
-        result.pairs,
+        "feedback.recorded batch=%d stored=%d pairs=%d flagged=%d",
+        len(payloads),
+        stored,
+        sum(r.pairs for r in results),
+        sum(r.flagged for r in results),
     )
-    return {"stored": result.stored, "pairs": result.pairs, "note": result.note}
+    return {"received": len(payloads), "stored": stored, "dropped": len(payloads) - stored}
+
+
+def _transient(exc: BaseException) -> bool:
+    """The database is unreachable or a transaction lost a race: the same batch may succeed."""
+    return isinstance(exc, (OperationalError, ConnectionError)) or bool(
+        getattr(exc, "connection_invalidated", False)
+    )
+
+
+def _one_by_one(feedbacks: list[Feedback]) -> list[FeedbackResult]:
+    """A batch refused for its data: store what can be stored, drop (and log) the rest."""
+    db = get_db()
+    results: list[FeedbackResult] = []
+    for feedback in feedbacks:
+        try:
+            results += db.call(apply_feedback_many, feedbacks=[feedback])
+        except _DB_ERRORS as exc:
+            if _transient(exc):
+                raise
+            log.exception("feedback.refused feedback=%r; dropped", feedback)
+            results.append(FeedbackResult(stored=False, note=f"refused: {type(exc).__name__}"))
+    return results
+
+
+@shared_task(base=FeedbackBatch, name="loopgram.record_feedback", acks_late=True, bind=True)
+def record_feedback(self: FeedbackBatch, payload: dict[str, Any]) -> dict[str, Any]:
+    """One rating, called directly or eagerly; a worker batches these messages instead."""
+    return self.run_batch([payload])
 
 
 @shared_task(
@@ -49,7 +107,7 @@ def record_feedback(payload: dict[str, Any]) -> dict[str, Any]:
 )
 def evaluate_canaries() -> dict[str, str]:
     """Promote or roll back every canary whose live ratings decide it."""
-    settings = Settings.load()
+    settings = get_settings()
     server = HttpAdapterServer.from_settings(settings)
     decisions: dict[str, str] = {}
     db = get_db()
@@ -66,15 +124,17 @@ def evaluate_canaries() -> dict[str, str]:
     return decisions
 
 
-@shared_task(name="loopgram.maybe_train", acks_late=True)
-def maybe_train() -> list[str]:
+@shared_task(name="loopgram.maybe_train", acks_late=True, bind=True)
+def maybe_train(self: Task[Any, Any]) -> list[str]:
     """Queue a training run for each assistant whose buffer has grown enough."""
-    settings = Settings.load()
+    settings = get_settings()
     from training.pipeline import due_assistants
 
     due = get_db().call(due_assistants, min_new_examples=settings.learning.train_min_new_examples)
     for assistant in due:
-        train_assistant.apply_async(args=(assistant,), queue="training")
+        # Sent through the app running this task: in a thread without a current app, the
+        # shared-task proxy would fall back to Celery's default app and its default broker.
+        self.app.send_task("loopgram.train_assistant", args=(assistant,), queue="training")
     return due
 
 
@@ -86,13 +146,13 @@ def maybe_train() -> list[str]:
 )
 def train_assistant(assistant: str, method: str = "dpo") -> dict[str, object]:
     """One training run (the `training` queue: GPU nodes, concurrency 1)."""
-    settings = Settings.load()
-    from training.config import TrainConfig
+    settings = get_settings()
+    from training.config import train_config
     from training.pipeline import run_training
 
     report = run_training(
         settings=settings,
-        config=TrainConfig(assistant=assistant, method=method),
+        config=train_config(settings, assistant=assistant, method=method),
         db=get_db(),
         server=HttpAdapterServer.from_settings(settings),
     )
