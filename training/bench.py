@@ -7,6 +7,9 @@ measured together with a baseline *in the same run* and reported as ``value / ba
   loopback, the real ``openai`` client, sequential non-streaming requests) over a plain
   ``model.generate`` loop in the same process on the same prompts.  Ratio < 1 is the cost of
   the server (HTTP, queueing, incremental decoding); 1.0 would be free.
+* ``server_concurrent_tokens_per_s`` — completion tokens/s of the server answering ``requests``
+  requests sent at once (wall time until the last answer) over the same requests sent one
+  after another to the same server.  Ratio > 1 is what batching concurrent requests gains.
 * ``server_tokens_per_s_with_adapter`` — the same server requests with ``model=<adapter>`` (a
   LoRA adapter made with peft, loaded through ``POST /v1/load_lora_adapter``) over the base
   model through the same server.  Ratio < 1 is the slowdown of serving through an adapter.
@@ -17,6 +20,14 @@ measured together with a baseline *in the same run* and reported as ``value / ba
   one plain forward + backward pass of the same model on the same batch.  The ratio is how many
   "plain steps" one DPO step costs (DPO runs the policy and the reference on chosen and
   rejected answers).
+* ``update_text_answer`` / ``update_callback_rating`` — updates/s of loopgram's real
+  dispatcher (middlewares, routers, AnswerService, responder, FeedbackSink) answering text
+  messages through a zero-latency model, and taking 👍 presses, over a bare aiogram echo bot
+  fed the same updates on the same instant fake Bot API session (``bot/bench_updates.py``).
+* ``rating_ingest_per_s`` — ratings/s from the first ``loopgram.record_feedback`` enqueued on
+  Redis until a real worker process has stored all of them in a fresh PostgreSQL database,
+  over plain batched INSERTs of the same rows (``workers/bench_ingest.py``).  Any rating
+  lost fails the run.  Without Redis or PostgreSQL this figure is skipped with a note.
 * ``dpo_peak_rss_mb`` — peak RSS of that training process over the RSS of a process that has
   just loaded the model (interpreter, libraries and weights).  The ratio is the training
   memory in units of "a loaded model".
@@ -51,6 +62,7 @@ __all__ = [
     "FIGURES",
     "BenchError",
     "BenchOptions",
+    "BenchResults",
     "Measurement",
     "build_quick_model",
     "make_lora_adapter",
@@ -65,10 +77,14 @@ log = logging.getLogger(__name__)
 FIGURES = (
     "server_tokens_per_s",
     "server_tokens_per_s_with_adapter",
+    "server_concurrent_tokens_per_s",
     "adapter_load_s",
     "adapter_unload_s",
     "dpo_step_s",
     "dpo_peak_rss_mb",
+    "update_text_answer",
+    "update_callback_rating",
+    "rating_ingest_per_s",
 )
 
 PROMPTS = (
@@ -117,6 +133,16 @@ class BenchOptions:
     lora_r: int = 8
     max_seconds: float = 900.0
     """Deadline for the whole run; loops stop early (keeping one sample) once it passes."""
+    updates: int = 2000
+    """Text updates, and as many 👍 presses, fed to each dispatcher."""
+    ratings: int = 5000
+    """Ratings enqueued for the ingestion figure."""
+    database_url: str | None = None
+    """A PostgreSQL server (any database on it) for the ingestion figure's own database."""
+    redis_url: str | None = None
+    """A Redis database the bench may flush (the broker of the two rating figures)."""
+    services: bool = True
+    """False: no Redis or PostgreSQL (ingestion skipped, ratings to an in-process broker)."""
 
     @classmethod
     def quick(cls, model_path: Path) -> BenchOptions:
@@ -130,7 +156,17 @@ class BenchOptions:
             dpo_max_length=64,
             lora_r=4,
             max_seconds=100.0,
+            updates=60,
+            ratings=100,
         )
+
+
+class BenchResults(list["Measurement"]):
+    """The figures taken, plus ``skipped``: figure -> why it could not be taken here."""
+
+    def __init__(self, measurements: list[Measurement], skipped: dict[str, str]) -> None:
+        super().__init__(measurements)
+        self.skipped = skipped
 
 
 @dataclass(frozen=True)
@@ -347,7 +383,9 @@ async def _measure_server(
             await served(backend.model_ids()[0], 0)
             await served(ADAPTER_NAME, 0)
             base_id = backend.model_ids()[0]
-            rates = {"plain": _Rate(), "server": _Rate(), "adapter": _Rate()}
+            rates = {
+                name: _Rate() for name in ("plain", "server", "adapter", "sequential", "concurrent")
+            }
             for i in range(options.requests):
                 if i and deadline.passed:
                     log.warning(
@@ -357,6 +395,15 @@ async def _measure_server(
                 rates["plain"].add(*await direct(i))
                 rates["server"].add(*await served(base_id, i))
                 rates["adapter"].add(*await served(ADAPTER_NAME, i))
+
+            # The same requests one after another, then all at once (the server batches them).
+            for i in range(options.requests):
+                if i and deadline.passed:
+                    break
+                rates["sequential"].add(*await served(base_id, i))
+            started = time.perf_counter()
+            answers = await asyncio.gather(*(served(base_id, i) for i in range(options.requests)))
+            rates["concurrent"].add(sum(t for t, _ in answers), time.perf_counter() - started)
             await post("/unload_lora_adapter", {"lora_name": ADAPTER_NAME})
         finally:
             await client.close()
@@ -378,6 +425,13 @@ async def _measure_server(
             "tokens/s",
             server_rate,
             "base via server",
+        ),
+        Measurement(
+            "server_concurrent_tokens_per_s",
+            rates["concurrent"].per_second(f"{options.requests} concurrent requests"),
+            "tokens/s",
+            rates["sequential"].per_second("sequential requests"),
+            "sequential via server",
         ),
         Measurement("adapter_load_s", statistics.median(load_s), "s", load_baseline_s, load_base),
         Measurement(
@@ -560,10 +614,61 @@ def _measure_training(options: BenchOptions, deadline: _Deadline, work: Path) ->
     ]
 
 
+# ------------------------------------------------------------------------- services
+
+
+def _measure_updates(options: BenchOptions) -> list[Measurement]:
+    from bot.bench_updates import measure_updates
+
+    redis_url = options.redis_url if options.services else None
+    rates = asyncio.run(measure_updates(options.updates, redis_url=redis_url))
+    bare = "bare aiogram echo bot"
+    return [
+        Measurement("update_text_answer", rates.text, "updates/s", rates.text_bare, bare),
+        Measurement(
+            "update_callback_rating",
+            rates.callback,
+            "updates/s",
+            rates.callback_bare,
+            f"{bare} (ratings → {rates.sink} broker)",
+        ),
+    ]
+
+
+def _measure_ingest(options: BenchOptions, deadline: _Deadline) -> Measurement | str:
+    """The ingestion figure, or why it is skipped."""
+    from workers.bench_ingest import measure_ingest, services_problem
+
+    if not options.services:
+        return "skipped: --no-services"
+    problem = services_problem(options.database_url, options.redis_url)
+    if problem is not None:
+        return f"skipped: {problem}"
+    assert options.database_url and options.redis_url
+    result = measure_ingest(
+        options.ratings,
+        database_url=options.database_url,
+        redis_url=options.redis_url,
+        timeout=max(60.0, options.ratings / 20),
+    )
+    if result.lost:
+        raise BenchError(
+            f"rating_ingest_per_s: {result.lost} of {result.ratings} ratings were not stored"
+            " in time (lost, or retried later; the worker log is above)"
+        )
+    return Measurement(
+        "rating_ingest_per_s",
+        result.rate,
+        "ratings/s",
+        result.plain_rate,
+        f"plain batched INSERTs ({result.ratings} ratings, 0 lost)",
+    )
+
+
 # ------------------------------------------------------------------------------ run
 
 
-def run_bench(options: BenchOptions) -> list[Measurement]:
+def run_bench(options: BenchOptions) -> BenchResults:
     """Take every figure in :data:`FIGURES` on ``options.model_path`` (a Hugging Face folder)."""
     deadline = _Deadline(options.max_seconds)
     with tempfile.TemporaryDirectory(prefix="loopgram-bench-") as tmp:
@@ -587,19 +692,38 @@ def run_bench(options: BenchOptions) -> list[Measurement]:
 
         log.info("bench: DPO training (%d pairs)", options.dpo_pairs)
         training = _measure_training(options, deadline, work)
-    results = serving + training
+
+    log.info("bench: %d text updates and %d presses per dispatcher", *[options.updates] * 2)
+    try:
+        updates = _measure_updates(options)
+    except RuntimeError as exc:
+        raise BenchError(f"update handling: {exc}") from exc
+    log.info("bench: ingesting %d ratings through Celery", options.ratings)
+    try:
+        ingest = _measure_ingest(options, deadline)
+    except (RuntimeError, OSError) as exc:
+        raise BenchError(f"rating ingestion: {exc}") from exc
+    skipped: dict[str, str] = {}
+    if isinstance(ingest, str):
+        log.warning("bench: rating_ingest_per_s %s", ingest)
+        skipped["rating_ingest_per_s"] = ingest
+    results = serving + training + updates + ([ingest] if isinstance(ingest, Measurement) else [])
     for m in results:
         if not (m.value > 0 and m.baseline > 0):
             raise BenchError(f"{m.name}: non-positive measurement {m.value} / {m.baseline}")
-    return results
+    return BenchResults(results, skipped)
 
 
 # --------------------------------------------------------------------------- output
 
 
 def results_json(results: list[Measurement]) -> dict[str, dict[str, float | str]]:
-    """``{"<figure>": {"value", "unit", "baseline", "ratio"}}``."""
-    return {m.name: m.as_dict() for m in results}
+    """``{"<figure>": {"value", "unit", "baseline", "ratio"}}``; a figure that could not be
+    taken here is ``{"<figure>": {"skipped": "<why>"}}``."""
+    document: dict[str, dict[str, float | str]] = {m.name: m.as_dict() for m in results}
+    for name, note in getattr(results, "skipped", {}).items():
+        document[name] = {"skipped": note}
+    return document
 
 
 def write_outputs(results: list[Measurement], out_dir: Path) -> tuple[Path, Path]:
@@ -647,4 +771,6 @@ def render_table(results: list[Measurement]) -> Any:
             f"{m.ratio:.3g}",
             m.baseline_label,
         )
+    for name, note in getattr(results, "skipped", {}).items():
+        table.add_row(name, "—", "—", "—", note)
     return table
