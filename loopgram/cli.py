@@ -254,7 +254,9 @@ def _with_db(settings: Settings, fn: Any, **kwargs: Any) -> Any:
 def train(
     assistant: Annotated[str, typer.Option(help="whose feedback to learn from")] = "chat",
     method: Annotated[str, typer.Option(help="dpo (pairs) or kto (thumbs)")] = "dpo",
-    config: Annotated[Path | None, typer.Option(help="YAML with TrainConfig fields")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with TrainConfig fields; default TRAIN_CONFIG")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Train a LoRA adapter on the reward buffer now; deploy it as a canary if it wins."""
@@ -264,14 +266,16 @@ def train(
     if assistant not in ASSISTANTS:
         fail(f"unknown assistant {assistant!r}: one of {', '.join(ASSISTANTS)}")
     try:
-        from training.config import TrainConfig
+        from training.config import TrainConfig, train_config
         from training.pipeline import run_training
     except ImportError as exc:
         fail(f"training needs the ml extra (pip install -e '.[ml]'): {exc}")
     try:
         overrides: dict[str, Any] = {"assistant": assistant, "method": method, "progress": True}
-        train_config = (
-            TrainConfig.from_yaml(config, **overrides) if config else TrainConfig(**overrides)
+        options = (
+            TrainConfig.from_yaml(config, **overrides)
+            if config
+            else train_config(settings, **overrides)
         )
     except (OSError, ValueError) as exc:
         fail(f"bad training config: {exc}")
@@ -281,7 +285,7 @@ def train(
     try:
         typer.echo(f"training {assistant} ({method})…", err=True)
         report = run_training(
-            settings=settings, config=train_config, db=db, server=_adapter_server(settings)
+            settings=settings, config=options, db=db, server=_adapter_server(settings)
         )
     finally:
         db.dispose()
@@ -309,9 +313,25 @@ def bench(
     repeats: Annotated[int, typer.Option(min=1, help="samples of load/unload/step")] = 3,
     pairs: Annotated[int, typer.Option(min=2, help="synthetic DPO pairs")] = 16,
     max_seconds: Annotated[float, typer.Option(min=1, help="deadline for the whole run")] = 900.0,
+    updates: Annotated[
+        int | None, typer.Option(min=1, help="text updates (and presses) per dispatcher")
+    ] = None,
+    ratings: Annotated[
+        int | None, typer.Option(min=1, help="ratings ingested through Celery")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL server for ingestion; default DATABASE_URL or local"),
+    ] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Redis for the broker (db 14 is used and flushed)")
+    ] = None,
+    services: Annotated[
+        bool, typer.Option("--services/--no-services", help="use Redis and PostgreSQL")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
 ) -> None:
-    """Serving and training costs, each as a ratio against a baseline from the same run."""
+    """Serving, training and bot costs, each as a ratio against a baseline from the same run."""
     settings = _settings()
     if quick and model is not None:
         fail("--quick builds its own tiny model: drop --model or --quick")
@@ -348,6 +368,15 @@ def bench(
                 dpo_pairs=pairs,
                 max_seconds=max_seconds,
             )
+        options = _bench_service_options(
+            options,
+            settings,
+            updates=updates,
+            ratings=ratings,
+            database_url=database_url,
+            redis_url=redis_url,
+            services=services,
+        )
         console = Console(stderr=True)
         try:
             # Libraries may print to stdout; with --json it carries one document only.
@@ -356,12 +385,47 @@ def bench(
         except benchmark.BenchError as exc:
             fail(str(exc), code=1)
         json_path, png_path = benchmark.write_outputs(results, out)
+    for name, note in getattr(results, "skipped", {}).items():
+        typer.echo(f"{name}: {note}", err=True)
     if as_json:
         console.print(benchmark.render_table(results))
         typer.echo(json.dumps(benchmark.results_json(results)))
     else:
         Console().print(benchmark.render_table(results))
         typer.echo(f"wrote {json_path} and {png_path}")
+
+
+def _bench_service_options(
+    options: Any,
+    settings: Settings,
+    *,
+    updates: int | None,
+    ratings: int | None,
+    database_url: str | None,
+    redis_url: str | None,
+    services: bool,
+) -> Any:
+    """The bot/worker part of the bench options: counts, and the servers (the configured
+    ones, else the local defaults); the bench owns Redis db 14 and flushes it."""
+    from dataclasses import replace
+
+    from sqlalchemy.engine import make_url
+
+    from workers.bench_ingest import bench_redis_url
+
+    if database_url is None:
+        configured = settings.db.database_url
+        is_pg = make_url(configured).get_backend_name() == "postgresql"
+        database_url = configured if is_pg else "postgresql://postgres@127.0.0.1:5432/postgres"
+    redis = redis_url or settings.redis.redis_url or "redis://127.0.0.1:6379/0"
+    return replace(
+        options,
+        updates=updates or options.updates,
+        ratings=ratings or options.ratings,
+        database_url=database_url,
+        redis_url=bench_redis_url(redis, 14),
+        services=services,
+    )
 
 
 @adapters_app.command("list")
@@ -429,14 +493,76 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="where the demo keeps its files")] = Path(
         "./data/demo"
     ),
+    tour: Annotated[
+        bool, typer.Option("--tour", help="a scripted conversation instead (about a minute)")
+    ] = False,
 ) -> None:
-    """A scripted conversation through the real bot and a local Bot API emulator (no token)."""
+    """The loop learning, in minutes: simulated people rate the real bot (local Bot API
+    emulator, no token), it trains and canaries adapters, and the held-out 👍 rate is
+    compared with shuffled ratings. `--tour` plays a scripted conversation instead."""
     settings = _settings()
-    from bot.demo import run_demo
+    if tour:
+        from bot.demo import run_demo
 
-    result = _run_async(run_demo(settings, data_dir=data_dir, quiet=as_json))
-    if as_json:
-        typer.echo(json.dumps(result, ensure_ascii=False, default=str))
+        result = _run_async(run_demo(settings, data_dir=data_dir, quiet=as_json))
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False, default=str))
+        return
+    from bot.simulation.command import run_demo_command
+
+    code = run_demo_command(data_dir=data_dir, out=data_dir / "report", as_json=as_json)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def simulate(
+    rounds: Annotated[int, typer.Option(min=1, help="serve → train → canary rounds")] = 3,
+    people: Annotated[int, typer.Option(min=2, help="simulated people")] = 16,
+    assistants: Annotated[str, typer.Option(help="comma-separated: paraphrase,summarize")] = (
+        "paraphrase"
+    ),
+    languages: Annotated[
+        str, typer.Option(help="comma-separated en,ru (the built-in model writes English only)")
+    ] = "en",
+    passes: Annotated[int, typer.Option(min=1, help="times each traffic prompt is asked")] = 2,
+    traffic: Annotated[int, typer.Option(min=0, help="prompts per round at most; 0 = all")] = 0,
+    eval_samples: Annotated[int, typer.Option(min=1, help="answers per held-out prompt")] = 4,
+    max_tokens: Annotated[int, typer.Option(min=8, help="answer length cap")] = 64,
+    noise: Annotated[float, typer.Option(min=0, max=1, help="chance a press is wrong")] = 0.1,
+    seed: Annotated[int, typer.Option(help="people, prompts and training seed")] = 0,
+    control: Annotated[bool, typer.Option(help="train the shuffled-ratings control")] = True,
+    data_dir: Annotated[Path, typer.Option(help="the simulated deployment's files")] = Path(
+        "./data/simulation"
+    ),
+    out: Annotated[Path, typer.Option(help="report folder (JSON, PNG, Markdown, HTML)")] = Path(
+        "./data/simulation/report"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """Closed-loop simulation: simulated people rate the real bot, the loop trains, and the
+    held-out 👍 rate per round is compared with no training and with shuffled ratings."""
+    _settings()
+    from bot.simulation.command import run_simulation_command
+
+    code = run_simulation_command(
+        rounds=rounds,
+        people=people,
+        assistants=assistants,
+        languages=languages,
+        passes=passes,
+        traffic=traffic,
+        eval_samples=eval_samples,
+        max_tokens=max_tokens,
+        noise=noise,
+        seed=seed,
+        control=control,
+        data_dir=data_dir,
+        out=out,
+        as_json=as_json,
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -116,6 +116,15 @@ def _upsert_rating(session: Session, feedback: Feedback) -> Rating:
         except IntegrityError:
             # A concurrent worker inserted the same (interaction, user) first.
             rating = session.exec(query).one()
+    _merge_press(rating, feedback)
+    rating.updated_at = utcnow()
+    session.add(rating)
+    session.flush()
+    return rating
+
+
+def _merge_press(rating: Rating | _RatingRow, feedback: Feedback) -> None:
+    """A new press on a rated answer: a changed verdict drops the old reason and comment."""
     if rating.value != feedback.value:
         rating.reason = None
         rating.comment = None
@@ -125,10 +134,6 @@ def _upsert_rating(session: Session, feedback: Feedback) -> Rating:
         rating.reason = feedback.reason
     if feedback.comment is not None:
         rating.comment = feedback.comment
-    rating.updated_at = utcnow()
-    session.add(rating)
-    session.flush()
-    return rating
 
 
 def _sync_review_flag(session: Session, interaction: Interaction, rating: Rating) -> bool:
@@ -449,15 +454,7 @@ def _replay_one(
         )
         state.ratings[key] = rating
     else:
-        if rating.value != feedback.value:
-            rating.reason = None
-            rating.comment = None
-        rating.value = feedback.value
-        rating.source = feedback.source
-        if feedback.reason is not None:
-            rating.reason = feedback.reason
-        if feedback.comment is not None:
-            rating.comment = feedback.comment
+        _merge_press(rating, feedback)
     rating.dirty = True
 
     # The review flag (`_sync_review_flag`).

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from loopgram.settings import Settings
 
 METHODS = ("dpo", "kto")
 
@@ -27,6 +30,13 @@ class TrainConfig:
     eval_fraction: float = field(default=0.2, metadata={"help": "held-out share for the gate"})
     min_examples: int = field(default=8, metadata={"help": "fewer training examples: no run"})
     max_examples: int = field(default=20_000, metadata={"help": "newest examples kept at most"})
+    whole_buffer: bool = field(
+        default=True,
+        metadata={
+            "help": "train a fresh adapter on every pair so far (newest max_examples), not only "
+            "on what arrived since the last run: a new adapter must not forget earlier feedback"
+        },
+    )
     gate_margin: float = field(
         default=0.0, metadata={"help": "candidate must beat active reward margin by this"}
     )
@@ -62,3 +72,11 @@ class TrainConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def train_config(settings: Settings, **overrides: Any) -> TrainConfig:
+    """The options of a scheduled run: TRAIN_CONFIG's YAML when set, with `overrides` on top."""
+    path = settings.learning.train_config
+    if path is None:
+        return TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig.from_yaml(Path(path), **overrides)

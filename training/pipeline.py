@@ -97,7 +97,7 @@ def _run(
     from training.evaluate import PolicyScorer, gate
     from training.trainer import train_adapter
 
-    train_rows, eval_rows, pair_ids = db.call(_dataset, config=config)
+    train_rows, eval_rows, pair_ids = db.call(dataset_for, config=config)
     if len(train_rows) < config.min_examples:
         raise NotEnoughDataError(
             f"{len(train_rows)} training examples for {config.assistant}, "
@@ -206,11 +206,14 @@ def _judge(
     return {"available": True, **score.as_dict()}
 
 
-def _dataset(
+def dataset_for(
     *, session: Session, config: TrainConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
+    """(train rows, held-out rows for the gate, ids of the stored pairs trained on)."""
     if config.method == "dpo":
-        pairs = datasets.build_preference_dataset(session=session, assistant=config.assistant)
+        pairs = datasets.build_preference_dataset(
+            session=session, assistant=config.assistant, include_consumed=config.whole_buffer
+        )
         return _rows(pairs[-config.max_examples :], config)
     thumbs = datasets.build_kto_dataset(session=session, assistant=config.assistant)
     return _rows(thumbs[-config.max_examples :], config)
@@ -285,11 +288,17 @@ def _reject_adapter(*, session: Session, name: str) -> None:
 
 
 def due_assistants(*, session: Session, min_new_examples: int) -> list[str]:
-    """Assistants whose buffer has grown enough since their last successful run."""
+    """Assistants whose buffer has grown enough since their last successful run.
+
+    An assistant with a canary being judged waits: a new candidate would be gated against an
+    active adapter that may be replaced a minute later, and two canaries cannot share traffic.
+    """
     from loopgram.assistants import ASSISTANTS
 
     due = []
     for name in ASSISTANTS:
+        if adapters.serving(session=session, assistant=name)[1] is not None:
+            continue
         counts = datasets.buffer_counts(session=session, assistant=name)
         if counts["new_examples"] >= min_new_examples:
             due.append(name)

@@ -97,6 +97,12 @@ def train_adapter(
             processing_class=tokenizer,
             peft_config=peft_config,
         )
+    if len(trainer.train_dataset) == 0:
+        # TRL drops examples with nothing left to learn from once truncated to max_length.
+        raise ValueError(
+            f"none of the {len(rows)} examples fits max_length={config.max_length} tokens "
+            "with its answer: raise max_length"
+        )
     trainer.train()
     trainer.save_model(str(work / "adapter"))
     tokenizer.save_pretrained(str(work / "adapter"))

@@ -83,7 +83,9 @@ def test_a_training_task_sent_from_the_bot_process_reaches_the_training_queue(
 
 
 def test_the_scheduled_check_queues_a_run_for_the_training_worker(
-    tmp_path: Path, sqlite_db, monkeypatch  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    sqlite_db,
+    monkeypatch,  # type: ignore[no-untyped-def]
 ) -> None:
     """maybe_train runs in the embedded worker's thread; the run it queues must land in this
     deployment's `training` queue (it once went to a fallback app's broker and was lost)."""

@@ -1,0 +1,142 @@
+"""The `loopgram simulate` and `loopgram demo` commands: options in, report out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bot.simulation.people import Behaviour
+from bot.simulation.preferences import JUDGES
+from bot.simulation.prompts import LANGUAGES, PromptSetError
+from bot.simulation.report import write_report
+from bot.simulation.runner import Simulation, SimulationOptions, SimulationResult
+
+
+class SimulationInputError(ValueError):
+    pass
+
+
+def _names(raw: str, allowed: Any, what: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    unknown = [name for name in names if name not in allowed]
+    if not names or unknown:
+        raise SimulationInputError(
+            f"{what} must be a comma-separated list of {', '.join(sorted(allowed))}; got {raw!r}"
+        )
+    return names
+
+
+def build_options(
+    *,
+    rounds: int,
+    people: int,
+    assistants: str,
+    languages: str,
+    passes: int,
+    traffic: int,
+    eval_samples: int,
+    max_tokens: int,
+    noise: float,
+    seed: int,
+    control: bool,
+    data_dir: Path,
+) -> SimulationOptions:
+    chosen_languages = _names(languages, LANGUAGES, "--languages")
+    if people < 2 * len(chosen_languages):
+        raise SimulationInputError("--people must give every language at least two people")
+    try:
+        return SimulationOptions(
+            data_dir=data_dir,
+            assistants=_names(assistants, JUDGES, "--assistants"),
+            languages=chosen_languages,
+            rounds=rounds,
+            people=people,
+            passes=passes,
+            traffic=traffic,
+            eval_samples=eval_samples,
+            max_tokens=max_tokens,
+            behaviour=Behaviour(noise=noise),
+            seed=seed,
+            shuffled_control=control,
+        )
+    except ValueError as exc:
+        raise SimulationInputError(str(exc)) from exc
+
+
+def run_simulation(
+    options: SimulationOptions, *, out: Path, quiet: bool
+) -> tuple[SimulationResult, dict[str, Path]]:
+    console = Console(stderr=True, quiet=quiet, highlight=False)
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] {message}")
+
+    simulation = Simulation(options, progress=progress)
+    root = logging.getLogger()
+    level = root.level
+    # The progress lines tell the story; per-request logs would bury them.
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        # Libraries may print to stdout; with --json it carries one document only.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = asyncio.run(simulation.run())
+    finally:
+        root.setLevel(level)
+    return result, write_report(result, out)
+
+
+def run_simulation_command(*, out: Path, as_json: bool, **raw: Any) -> int:
+    try:
+        options = build_options(**raw)
+        result, paths = run_simulation(options, out=out, quiet=False)
+    except (SimulationInputError, PromptSetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if as_json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False))
+    else:
+        print(paths["markdown"].read_text("utf-8"))
+        print(f"report: {paths['html']}  chart: {paths['png']}")
+        print(result.summary())
+    return 0
+
+
+DEMO_ROUNDS = 2
+
+
+def demo_options(data_dir: Path) -> SimulationOptions:
+    """The short simulation `loopgram demo` runs: a few minutes on 2 CPU cores."""
+    return SimulationOptions(
+        data_dir=data_dir,
+        rounds=DEMO_ROUNDS,
+        people=8,
+        passes=1,
+        eval_samples=3,
+    )
+
+
+def run_demo_command(*, data_dir: Path, out: Path, as_json: bool) -> int:
+    try:
+        result, paths = run_simulation(demo_options(data_dir), out=out, quiet=False)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    if as_json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False))
+        return 0
+    print(paths["markdown"].read_text("utf-8"))
+    print(f"chart: {paths['png']}  report: {paths['html']}")
+    print(result.summary())
+    return 0

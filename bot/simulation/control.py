@@ -1,0 +1,46 @@
+"""The shuffled-ratings control: the same data and training, with the preferences scrambled.
+
+Each pair the last real run could train on has its chosen and rejected answers swapped
+with probability one half, so the answers, prompts and amount of data stay the same and
+only the link between an answer and the people's verdict is broken. A gain that survives
+this would come from training itself (more data, a format), not from the feedback.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+from loopgram.db import Database
+from loopgram.settings import Settings
+from training.config import TrainConfig
+
+
+def shuffled_rows(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    shuffled = []
+    for row in rows:
+        if rng.random() < 0.5:
+            row = {**row, "chosen": row["rejected"], "rejected": row["chosen"]}
+        shuffled.append(row)
+    return shuffled
+
+
+def train_shuffled_control(
+    settings: Settings, config: TrainConfig, db: Database, *, seed: int
+) -> tuple[Path, int]:
+    """Train the control adapter; returns its folder and the number of pairs it saw."""
+    from training.pipeline import dataset_for, resolve_model_path
+    from training.trainer import train_adapter
+
+    train_rows, _eval_rows, _ids = db.call(dataset_for, config=config)
+    if len(train_rows) < config.min_examples:
+        raise ValueError(f"{len(train_rows)} pairs to train on, fewer than {config.min_examples}")
+    rows = shuffled_rows(train_rows, seed=seed)
+    name = f"{config.assistant}-shuffled-control"
+    output = Path(settings.learning.adapters_dir).resolve() / config.assistant / name
+    outcome = train_adapter(
+        config, rows, model_path=resolve_model_path(settings), output_dir=output
+    )
+    return outcome.adapter_path, len(rows)

@@ -1,0 +1,484 @@
+"""`loopgram simulate`: rounds of real traffic, real training and real canaries.
+
+Per round: simulated people talk to the real bot (emulated Telegram, built-in model server,
+embedded worker and beat, a training worker process); the beat schedule notices the full
+buffer and trains; the gate and the canary decide; then the held-out 👍 rate of whatever
+the bot now serves is measured. The people's taste is never handed to the training code:
+it sees only their presses. Controls in the same run: the base model (no training) and an
+adapter trained on the same pairs with the preferences shuffled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlmodel import Session, col, select
+
+from bot.emulated import emulated_bot
+from bot.simulation.heldout import RateEstimate, heldout_rate
+from bot.simulation.people import Behaviour, Person
+from bot.simulation.prompts import Prompt, load_prompt_set
+from bot.simulation.traffic import Conversation, Exchange, run_traffic
+from loopgram import adapters
+from loopgram.llm import LLMClient
+from loopgram.models import Adapter, Rating, TrainingRun
+from loopgram.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_FIRST_USER_ID = 7_000_001
+_HOLD = 10**9
+"""TRAIN_MIN_NEW_EXAMPLES while a round's traffic is being served: no run starts."""
+
+
+@dataclass(frozen=True)
+class SimulationOptions:
+    data_dir: Path
+    assistants: tuple[str, ...] = ("paraphrase",)
+    languages: tuple[str, ...] = ("en",)
+    rounds: int = 3
+    people: int = 16
+    passes: int = 2
+    """Times each traffic prompt is asked per round (by different people)."""
+    traffic: int = 0
+    """Prompts per round at most (0 = every traffic prompt `passes` times)."""
+    eval_samples: int = 4
+    """Answers sampled per held-out prompt for each measured model."""
+    max_tokens: int = 64
+    concurrency: int = 8
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    seed: int = 0
+    shuffled_control: bool = True
+    canary_share: float = 0.5
+    canary_min_ratings: int = 20
+    canary_max_ratings: int = 60
+    canary_margin: float = 0.1
+    train: dict[str, Any] = field(
+        default_factory=lambda: {
+            "epochs": 2.0,
+            "batch_size": 8,
+            "max_length": 320,
+            "learning_rate": 2e-4,
+            "judge_samples": 0,
+            "min_examples": 8,
+        }
+    )
+    round_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1 or self.people < 2 or self.passes < 1 or self.eval_samples < 1:
+            raise ValueError("rounds ≥ 1, people ≥ 2, passes ≥ 1 and eval samples ≥ 1")
+
+
+@dataclass
+class RoundResult:
+    round: int
+    heldout: RateEstimate
+    adapter: str | None
+    deployed: bool
+    candidate: str | None = None
+    run_status: str = "no run"
+    detail: str = ""
+    canary: str = ""
+    traffic_liked: float = 0.0
+    traffic_answers: int = 0
+    traffic_failures: int = 0
+    pairs: int = 0
+    train_seconds: float = 0.0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            **self.heldout.as_dict(),
+            "adapter": self.adapter,
+            "deployed": self.deployed,
+            "candidate": self.candidate,
+            "run_status": self.run_status,
+            "detail": self.detail,
+            "canary": self.canary,
+            "traffic_thumbs_up_rate": round(self.traffic_liked, 4),
+            "traffic_answers": self.traffic_answers,
+            "traffic_failures": self.traffic_failures,
+            "train_examples": self.pairs,
+            "train_seconds": round(self.train_seconds, 1),
+            "seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass
+class SimulationResult:
+    baseline: RateEstimate
+    rounds: list[RoundResult]
+    shuffled_control: RateEstimate | None
+    control_detail: str
+    options: SimulationOptions
+    seconds: float
+
+    def summary(self) -> str:
+        final = self.rounds[-1].heldout if self.rounds else self.baseline
+        control = (
+            f"shuffled control {self.shuffled_control.rate:.2f}"
+            if self.shuffled_control is not None
+            else f"no shuffled control: {self.control_detail}"
+        )
+        return (
+            f"👍 rate {self.baseline.rate:.2f} → {final.rate:.2f} after "
+            f"{len(self.rounds)} round{'s' if len(self.rounds) != 1 else ''} ({control})"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        control: dict[str, Any] = (
+            {**self.shuffled_control.as_dict(), "adapter": self.shuffled_control.model}
+            if self.shuffled_control is not None
+            else {"thumbs_up_rate": None, "detail": self.control_detail}
+        )
+        return {
+            "rounds": [r.as_dict() for r in self.rounds],
+            "baseline": {**self.baseline.as_dict(), "adapter": None},
+            "shuffled_control": control,
+            "summary": self.summary(),
+            "seconds": round(self.seconds, 1),
+            "settings": {
+                "assistants": list(self.options.assistants),
+                "languages": list(self.options.languages),
+                "people": self.options.people,
+                "noise": self.options.behaviour.noise,
+                "eval_samples": self.options.eval_samples,
+                "max_tokens": self.options.max_tokens,
+                "seed": self.options.seed,
+            },
+        }
+
+
+# ------------------------------------------------------------------------ environment
+
+
+def simulation_env(options: SimulationOptions) -> dict[str, str]:
+    """The settings of the simulated deployment, as environment variables: the training
+    worker is a separate process and reads them the same way."""
+    data = options.data_dir.resolve()
+    train_config = data / "train.yaml"
+    return {
+        "DATA_DIR": str(data),
+        "DATABASE_URL": f"sqlite:///{data / 'loopgram.db'}",
+        "REDIS_URL": "",
+        "LLM_BASE_URL": "",
+        # A free port: the simulation must not collide with a `loopgram run` on this machine.
+        "BUILTIN_MODEL_PORT": "0",
+        "BOT_MODE": "polling",
+        "QDRANT_PATH": str(data / "qdrant"),
+        "ADAPTERS_DIR": str(data / "adapters"),
+        "LLM_MAX_TOKENS": str(options.max_tokens),
+        # Many people ask at once and a CPU answers in turn: waiting is expected here.
+        "LLM_FIRST_TOKEN_TIMEOUT": "600",
+        "LLM_TIMEOUT": "900",
+        "STREAM_EDIT_INTERVAL": "0.5",
+        # Training is held while people talk (see Simulation._release_training).
+        "TRAIN_MIN_NEW_EXAMPLES": str(_HOLD),
+        "TRAIN_CONFIG": str(train_config),
+        "TRAIN_CHECK_SECONDS": "3",
+        "CANARY_CHECK_SECONDS": "3",
+        "CANARY_SHARE": str(options.canary_share),
+        "CANARY_MIN_RATINGS": str(options.canary_min_ratings),
+        "CANARY_MAX_RATINGS": str(options.canary_max_ratings),
+        "CANARY_MARGIN": str(options.canary_margin),
+        "ROUTING_CACHE_SECONDS": "1",
+        "ADMIN_IDS": "",
+        "ALLOWED_CHAT_IDS": "",
+    }
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _prepare_data_dir(path: Path) -> None:
+    """A fresh deployment each run; the converted base model is kept (half a minute)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for child in path.iterdir():
+        if child.name == "models":
+            continue
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+
+
+# ----------------------------------------------------------------------------- runner
+
+
+class Simulation:
+    def __init__(
+        self,
+        options: SimulationOptions,
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.progress = progress or (lambda _message: None)
+        self.prompts = load_prompt_set(
+            assistants=list(options.assistants),
+            languages=list(options.languages),
+            seed=options.seed,
+        )
+        self.traffic_per_round = len(self.prompts.train) * options.passes
+        if options.traffic:
+            self.traffic_per_round = min(self.traffic_per_round, options.traffic)
+        self.rng = random.Random(options.seed)
+
+    async def run(self) -> SimulationResult:
+        started = time.monotonic()
+        options = self.options
+        await asyncio.to_thread(_prepare_data_dir, options.data_dir)
+        train_yaml = options.data_dir / "train.yaml"
+        train_yaml.write_text(yaml.safe_dump({**options.train, "seed": options.seed}), "utf-8")
+        with environment(simulation_env(options)):
+            settings = Settings.load()
+            async with emulated_bot(settings, with_training=True) as env:
+                self.settings = env.stack.settings
+                self.db = env.stack.db
+                llm = LLMClient(self.settings.llm)
+                try:
+                    return await self._rounds(env.emulator, llm, started)
+                finally:
+                    await llm.close()
+
+    async def _rounds(self, emulator: Any, llm: LLMClient, started: float) -> SimulationResult:
+        options = self.options
+        conversations = self._people(emulator)
+        self.progress("measuring the base model on held-out prompts")
+        base = self.settings.llm.llm_model
+        baseline = await self._measure(llm, {a: base for a in options.assistants})
+        self.progress(f"baseline 👍 rate {baseline.rate:.2f} ({baseline.total} answers)")
+        rounds = []
+        for number in range(1, options.rounds + 1):
+            result = await self._round(number, conversations, llm)
+            rounds.append(result)
+            self.progress(
+                f"round {number}: {result.run_status} {result.candidate or ''} "
+                f"{result.canary}; serving {result.adapter or 'base'}: held-out 👍 "
+                f"{result.heldout.rate:.2f} [{result.heldout.interval[0]:.2f}–"
+                f"{result.heldout.interval[1]:.2f}]"
+            )
+        control, detail = None, ""
+        if options.shuffled_control:
+            control, detail = await self._shuffled_control(llm)
+        return SimulationResult(
+            baseline, rounds, control, detail, options, time.monotonic() - started
+        )
+
+    def _people(self, emulator: Any) -> list[Conversation]:
+        options = self.options
+        conversations = []
+        for index in range(options.people):
+            lang = options.languages[index % len(options.languages)]
+            person = Person(_FIRST_USER_ID + index, lang, options.behaviour, options.seed)
+            conversations.append(
+                Conversation(
+                    emulator, person, first_name=f"Sim{index + 1}", timeout=options.round_timeout
+                )
+            )
+        return conversations
+
+    async def _measure(self, llm: LLMClient, models: dict[str, str]) -> RateEstimate:
+        return await heldout_rate(
+            llm,
+            self.prompts.heldout,
+            models=models,
+            samples_per_prompt=self.options.eval_samples,
+            concurrency=self.options.concurrency,
+            max_tokens=self.options.max_tokens,
+        )
+
+    def _traffic_prompts(self, count: int | None = None) -> list[Prompt]:
+        prompts = list(self.prompts.train) * self.options.passes
+        self.rng.shuffle(prompts)
+        return prompts[:count] if count else prompts
+
+    async def _round(
+        self, number: int, conversations: list[Conversation], llm: LLMClient
+    ) -> RoundResult:
+        round_started = time.monotonic()
+        last_run = await self.db.run(_last_run_id)
+        prompts = self._traffic_prompts(self.traffic_per_round)
+        self.progress(f"round {number}: {len(prompts)} prompts from {len(conversations)} people")
+        exchanges = await run_traffic(conversations, prompts)
+        await self._wait_stored(exchanges)
+        answered = [e for e in exchanges if not e.failed]
+        liked = sum(e.judgement.liked for e in answered) / max(1, len(answered))
+        self.progress(f"round {number}: traffic 👍 {liked:.2f}; waiting for the training run")
+        self._release_training()
+        try:
+            runs = await self._wait_runs(after=last_run)
+        finally:
+            self._hold_training()
+        result = RoundResult(
+            number,
+            heldout=RateEstimate(0, 0, ""),
+            adapter=None,
+            deployed=False,
+            traffic_liked=liked,
+            traffic_answers=len(answered),
+            traffic_failures=len(exchanges) - len(answered),
+        )
+        statuses, candidates, canaries, details = [], [], [], []
+        for run in runs:
+            statuses.append(run.status)
+            details.append(str(run.error or (run.evaluation or {}).get("reason", ""))[:300])
+            result.pairs += run.train_examples
+            result.train_seconds += float((run.metrics or {}).get("train_seconds", 0.0))
+            candidate = await self.db.run(_adapter_of_run, run_id=run.id)
+            if candidate is None:
+                continue
+            candidates.append(candidate.name)
+            if candidate.status == "canary":
+                self.progress(f"round {number}: canary {candidate.name}; serving canary traffic")
+                outcome = await self._canary_phase(conversations, candidate.name)
+                canaries.append(outcome if len(runs) == 1 else f"{candidate.name} {outcome}")
+                result.deployed = result.deployed or outcome == "promoted"
+        result.run_status = ", ".join(statuses) or "no run"
+        result.candidate = ", ".join(candidates) or None
+        result.canary = ", ".join(canaries)
+        result.detail = "; ".join(d for d in details if d)
+        serving = await self._serving()
+        result.adapter = ", ".join(sorted(set(serving.values()) - {self.settings.llm.llm_model}))
+        result.adapter = result.adapter or None
+        result.heldout = await self._measure(llm, serving)
+        result.seconds = time.monotonic() - round_started
+        return result
+
+    async def _wait_stored(self, exchanges: list[Exchange], within: float = 120.0) -> None:
+        """The worker stores presses asynchronously; a round ends when all of them landed."""
+        wanted = {(iid, e.user_id): value for e in exchanges for iid, value in e.presses}
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            stored = await self.db.run(_ratings, keys=list(wanted))
+            if all(stored.get(key) == value for key, value in wanted.items()):
+                return
+            await asyncio.sleep(0.5)
+        missing = [k for k, v in wanted.items() if stored.get(k) != v]
+        raise TimeoutError(f"{len(missing)} of {len(wanted)} presses were not stored in time")
+
+    def _release_training(self) -> None:
+        """Let the beat schedule train on what the round stored.
+
+        Like an operator who sets TRAIN_MIN_NEW_EXAMPLES to a round's worth of feedback: each
+        round's run sees the whole round (a run that started mid-round would train on part of
+        it while competing with the traffic for the CPU). The embedded worker reads these
+        settings live; the decision to train is still the scheduled `maybe_train`'s."""
+        self.settings.learning.train_min_new_examples = self.options.train.get("min_examples", 8)
+
+    def _hold_training(self) -> None:
+        self.settings.learning.train_min_new_examples = _HOLD
+
+    async def _serving(self) -> dict[str, str]:
+        """The model the bot serves each assistant now: its active adapter, else the base."""
+        base = self.settings.llm.llm_model
+        serving = {}
+        for assistant in self.options.assistants:
+            active: str | None = await self.db.run(_active_name, assistant=assistant)
+            serving[assistant] = active or base
+        return serving
+
+    async def _wait_runs(self, *, after: int) -> list[TrainingRun]:
+        """The runs the beat schedule starts for this round's feedback (one per assistant
+        whose buffer filled), once they have finished."""
+        settle = time.monotonic() + 60  # no run by then: the buffer stayed below the threshold
+        deadline = time.monotonic() + self.options.round_timeout
+        while time.monotonic() < deadline:
+            runs = await self.db.run(_runs_after, run_id=after)
+            if runs:
+                self._hold_training()  # one run per assistant and round
+            done = [r for r in runs if r.status != "running"]
+            trained = {r.assistant for r in runs}
+            everyone = trained >= set(self.options.assistants)
+            if runs and len(done) == len(runs) and (everyone or time.monotonic() > settle):
+                return runs
+            if not runs and time.monotonic() > settle:
+                return []
+            await asyncio.sleep(1.0)
+        raise TimeoutError("the training runs did not finish within the round's time limit")
+
+    async def _canary_phase(self, conversations: list[Conversation], name: str) -> str:
+        """Serve traffic until the canary is promoted or rolled back."""
+        batch = max(len(conversations), self.traffic_per_round // 2)
+        for _ in range(8):
+            await run_traffic(conversations, self._traffic_prompts(batch))
+            for _tick in range(20):  # the beat judges canaries every few seconds
+                status = await self.db.run(_adapter_status, name=name)
+                if status != "canary":
+                    return "promoted" if status == "active" else "rolled back"
+                await asyncio.sleep(0.5)
+        return "undecided"
+
+    async def _shuffled_control(self, llm: LLMClient) -> tuple[RateEstimate | None, str]:
+        from bot.simulation.control import train_shuffled_control
+        from loopgram.adapter_server import HttpAdapterServer
+        from training.config import train_config
+
+        server = HttpAdapterServer.from_settings(self.settings)
+        models, notes = {}, []
+        for assistant in self.options.assistants:
+            config = train_config(self.settings, assistant=assistant, method="dpo")
+            self.progress(f"training the shuffled-ratings control of {assistant} on the same pairs")
+            try:
+                path, pairs = await asyncio.to_thread(
+                    train_shuffled_control, self.settings, config, self.db, seed=self.options.seed
+                )
+            except Exception as exc:  # reported as missing; the rounds still stand
+                log.exception("simulation.control_failed assistant=%s", assistant)
+                return None, f"control training failed for {assistant}: {exc}"
+            await asyncio.to_thread(server.load, path.name, str(path))
+            models[assistant] = path.name
+            notes.append(f"{assistant}: {pairs} pairs with chosen/rejected shuffled")
+        return await self._measure(llm, models), "; ".join(notes)
+
+
+def _last_run_id(*, session: Session) -> int:
+    return max((i for i in session.exec(select(TrainingRun.id)).all() if i is not None), default=0)
+
+
+def _runs_after(*, session: Session, run_id: int) -> list[TrainingRun]:
+    return list(
+        session.exec(
+            select(TrainingRun).where(col(TrainingRun.id) > run_id).order_by(col(TrainingRun.id))
+        ).all()
+    )
+
+
+def _adapter_of_run(*, session: Session, run_id: int | None) -> Adapter | None:
+    return session.exec(select(Adapter).where(Adapter.training_run_id == run_id)).first()
+
+
+def _adapter_status(*, session: Session, name: str) -> str:
+    return str(adapters.get_by_name(session=session, name=name).status)
+
+
+def _active_name(*, session: Session, assistant: str) -> str | None:
+    active, _canary = adapters.serving(session=session, assistant=assistant)
+    return active.name if active else None
+
+
+def _ratings(*, session: Session, keys: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    ids = sorted({iid for iid, _ in keys})
+    rows = session.exec(select(Rating).where(col(Rating.interaction_id).in_(ids))).all()
+    return {(r.interaction_id, r.user_id): r.value for r in rows}

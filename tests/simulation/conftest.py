@@ -1,0 +1,3 @@
+from tests.training.conftest import tiny_model
+
+__all__ = ["tiny_model"]

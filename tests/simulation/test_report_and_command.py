@@ -1,0 +1,89 @@
+"""The report's JSON shape (the CLI contract), its files, and clear errors on bad options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.simulation.heldout import RateEstimate, as_user_sees
+from bot.simulation.report import write_report
+from bot.simulation.runner import RoundResult, SimulationOptions, SimulationResult
+from loopgram.cli import app
+
+
+def _result(tmp_path: Path, *, control: bool = True) -> SimulationResult:
+    options = SimulationOptions(data_dir=tmp_path / "data", rounds=2)
+    rounds = [
+        RoundResult(
+            1,
+            RateEstimate(20, 48, "paraphrase-v1"),
+            "paraphrase-v1",
+            True,
+            candidate="paraphrase-v1",
+            run_status="succeeded",
+            canary="promoted",
+        ),
+        RoundResult(
+            2,
+            RateEstimate(30, 48, "paraphrase-v1"),
+            "paraphrase-v1",
+            False,
+            candidate="paraphrase-v2",
+            run_status="rejected",
+        ),
+    ]
+    return SimulationResult(
+        baseline=RateEstimate(12, 48, "loopgram-base"),
+        rounds=rounds,
+        shuffled_control=RateEstimate(13, 48, "paraphrase-shuffled-control") if control else None,
+        control_detail="" if control else "control training failed: boom",
+        options=options,
+        seconds=12.5,
+    )
+
+
+def test_json_follows_the_cli_contract_and_every_file_is_written(tmp_path: Path) -> None:
+    paths = write_report(_result(tmp_path), tmp_path / "report")
+    data = json.loads(paths["json"].read_text("utf-8"))
+    for point in data["rounds"]:
+        assert {"round", "thumbs_up_rate", "ci_low", "ci_high", "adapter", "deployed"} <= set(point)
+        assert point["ci_low"] <= point["thumbs_up_rate"] <= point["ci_high"]
+    assert data["rounds"][1]["deployed"] is False
+    assert data["baseline"]["thumbs_up_rate"] == 0.25
+    assert data["shuffled_control"]["thumbs_up_rate"] == pytest.approx(13 / 48, abs=1e-4)
+    assert data["summary"] == "👍 rate 0.25 → 0.62 after 2 rounds (shuffled control 0.27)"
+    assert paths["png"].read_bytes().startswith(b"\x89PNG")
+    assert data["summary"] in paths["markdown"].read_text("utf-8")
+    assert "paraphrase-v2" in paths["html"].read_text("utf-8")
+
+
+def test_a_missing_control_is_reported_not_hidden(tmp_path: Path) -> None:
+    result = _result(tmp_path, control=False)
+    data = json.loads(write_report(result, tmp_path / "r")["json"].read_text("utf-8"))
+    assert data["shuffled_control"] == {
+        "thumbs_up_rate": None,
+        "detail": "control training failed: boom",
+    }
+    assert "no shuffled control: control training failed" in result.summary()
+
+
+def test_answers_are_judged_as_telegram_shows_them() -> None:
+    assert as_user_sees("**Short** & <b>sweet</b>") == "Short & <b>sweet</b>"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--assistants", "nope"], "--assistants must be a comma-separated list"),
+        (["--languages", "de"], "--languages must be a comma-separated list"),
+        (["--languages", "en,ru", "--people", "3"], "every language at least two people"),
+    ],
+)
+def test_bad_options_fail_with_one_clear_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["simulate", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
