@@ -3,9 +3,10 @@
 Only the simulation knows these rules. The bot and the training code see nothing but the
 presses they cause, so any gain on held-out prompts has to come from the ratings.
 
-Each rule is a score (higher is better) and a verdict (liked or not). Everyone dislikes an
-answer that ignores the source (too little of its content kept), a verbatim copy, and
-chatter about the task ("Here is the rewritten text: ..."). On top of that:
+Each rule is a score (higher is better: it decides between two versions after 🔄) and a
+verdict (liked or not). Everyone dislikes an answer that ignores the source (too little of
+its content kept), a verbatim copy, and chatter about the task ("Here is the rewritten
+text: ..."). On top of that:
 - paraphrase users want a concise rewrite: no longer than the original;
 - summary users want a short bullet list: at least two bullet lines, at most 60% of the
   source's length.
@@ -58,17 +59,15 @@ class Judgement:
     why: str
 
 
-def _common(source: str, answer: str, min_coverage: float) -> Judgement | None:
-    """The faults nobody forgives, or None when the answer has none of them."""
+def _fatal(source: str, answer: str, min_coverage: float) -> Judgement | None:
+    """The faults that make any answer the worst choice, or None."""
     if not answer.strip():
-        return Judgement(False, -3.0, "empty")
+        return Judgement(False, -10.0, "empty")
     coverage = source_coverage(source, answer)
     if coverage < min_coverage:
-        return Judgement(False, -2.0 + coverage, "ignores the source")
+        return Judgement(False, -5.0 + coverage, "ignores the source")
     if is_copy(source, answer):
-        return Judgement(False, -1.5, "a copy")
-    if _CHATTER.search(answer):
-        return Judgement(False, -1.0 - _length_ratio(source, answer) / 10, "chatter")
+        return Judgement(False, -3.0, "a copy")
     return None
 
 
@@ -76,23 +75,33 @@ def _length_ratio(source: str, answer: str) -> float:
     return len(words(answer)) / max(1, len(words(source)))
 
 
+_CHATTER_PENALTY = 0.5
+
+
 def judge_paraphrase(source: str, answer: str) -> Judgement:
-    fault = _common(source, answer, min_coverage=0.4)
+    """Shorter is better (between two versions the shorter one wins unless it is off the
+    source or a copy); liked when no longer than the original and free of chatter."""
+    fault = _fatal(source, answer, min_coverage=0.4)
     if fault is not None:
         return fault
     ratio = _length_ratio(source, answer)
+    if _CHATTER.search(answer):
+        return Judgement(False, -ratio - _CHATTER_PENALTY, "chatter")
     if ratio > 1.0:
-        return Judgement(False, -ratio / 10, "longer than the original")
-    return Judgement(True, 1.0 - ratio / 10, "concise")
+        return Judgement(False, -ratio, "longer than the original")
+    return Judgement(True, 1.0 - ratio, "concise")
 
 
 def judge_summary(source: str, answer: str) -> Judgement:
-    fault = _common(source, answer, min_coverage=0.15)
+    """Bullets and brevity; liked as a list of at least two bullets within 60% of the source."""
+    fault = _fatal(source, answer, min_coverage=0.15)
     if fault is not None:
         return fault
     ratio = _length_ratio(source, answer)
     bullets = bullet_lines(answer)
     score = min(bullets, 4) / 4 - ratio
+    if _CHATTER.search(answer):
+        return Judgement(False, score - _CHATTER_PENALTY, "chatter")
     if bullets < 2:
         return Judgement(False, score, "not a bullet list")
     if ratio > 0.6:

@@ -74,6 +74,7 @@ def _chart(data: dict[str, Any], path: Path) -> None:
             label="shuffled-ratings control",
         )
     ax.set_xticks(xs, ["base"] + [f"round {p['round']}" for p in data["rounds"]])
+    ax.set_xlim(-0.5, len(points) - 0.25)  # room for the control beside the last round
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of held-out answers liked")
     # The default font has no emoji glyphs.

@@ -62,7 +62,7 @@ class SimulationOptions:
     shuffled_control: bool = True
     canary_share: float = 0.5
     canary_min_ratings: int = 20
-    canary_max_ratings: int = 60
+    canary_max_ratings: int = 80
     canary_margin: float = 0.1
     train: dict[str, Any] = field(
         default_factory=lambda: {
