@@ -18,6 +18,7 @@ from bot.simulation.preferences import JUDGES
 from bot.simulation.prompts import LANGUAGES, PromptSetError
 from bot.simulation.report import write_report
 from bot.simulation.runner import Simulation, SimulationOptions, SimulationResult
+from loopgram.errors import LoopgramError
 
 
 class SimulationInputError(ValueError):
@@ -94,23 +95,46 @@ def run_simulation(
     return result, write_report(result, out)
 
 
-def run_simulation_command(*, out: Path, as_json: bool, **raw: Any) -> int:
+def _run_reporting_errors(
+    options: SimulationOptions, out: Path
+) -> tuple[SimulationResult, dict[str, Path]] | int:
+    """The run, or an exit code after one clear line on stderr."""
     try:
-        options = build_options(**raw)
-        result, paths = run_simulation(options, out=out, quiet=False)
-    except (SimulationInputError, PromptSetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return run_simulation(options, out=out, quiet=False)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except LoopgramError as exc:  # the model server failed the held-out evaluation
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError as exc:
+        print(f"error: the simulated deployment stalled: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot use {options.data_dir} or {out}: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_simulation_command(*, out: Path, as_json: bool, **raw: Any) -> int:
+    try:
+        options = build_options(**raw)
+    except (SimulationInputError, PromptSetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    outcome = _run_reporting_errors(options, out)
+    if isinstance(outcome, int):
+        return outcome
+    _print_result(*outcome, as_json=as_json)
+    return 0
+
+
+def _print_result(result: SimulationResult, paths: dict[str, Path], *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result.as_dict(), ensure_ascii=False))
-    else:
-        print(paths["markdown"].read_text("utf-8"))
-        print(f"report: {paths['html']}  chart: {paths['png']}")
-        print(result.summary())
-    return 0
+        return
+    print(paths["markdown"].read_text("utf-8"))
+    print(f"chart: {paths['png']}  report: {paths['html']}")
+    print(result.summary())
 
 
 DEMO_ROUNDS = 2
@@ -128,15 +152,8 @@ def demo_options(data_dir: Path) -> SimulationOptions:
 
 
 def run_demo_command(*, data_dir: Path, out: Path, as_json: bool) -> int:
-    try:
-        result, paths = run_simulation(demo_options(data_dir), out=out, quiet=False)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    if as_json:
-        print(json.dumps(result.as_dict(), ensure_ascii=False))
-        return 0
-    print(paths["markdown"].read_text("utf-8"))
-    print(f"chart: {paths['png']}  report: {paths['html']}")
-    print(result.summary())
+    outcome = _run_reporting_errors(demo_options(data_dir), out)
+    if isinstance(outcome, int):
+        return outcome
+    _print_result(*outcome, as_json=as_json)
     return 0

@@ -87,3 +87,12 @@ def test_bad_options_fail_with_one_clear_line(args: list[str], message: str) -> 
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_an_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder", "utf-8")
+    result = CliRunner().invoke(app, ["simulate", "--data-dir", str(blocker / "sim")])
+    assert result.exit_code == 2
+    assert "error: cannot use" in result.output
+    assert "Traceback" not in result.output
