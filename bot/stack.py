@@ -22,6 +22,7 @@ from loopgram.settings import Settings
 from workers import context
 from workers.celery_app import create_celery
 from workers.embedded import EmbeddedWorker
+from workers.lifetime import PARENT_PID_ENV
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def _start_training_worker(settings: Settings) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DATA_DIR": str(settings.app.data_dir)}
     env["DATABASE_URL"] = settings.db.database_url
+    # The worker dies with this process, even on SIGKILL (see workers/lifetime.py).
+    env[PARENT_PID_ENV] = str(os.getpid())
     if settings.llm.uses_builtin_server:
         # The built-in server may have bound a free port: adapters must be loaded there.
         env["BUILTIN_MODEL_HOST"] = settings.llm.builtin_model_host

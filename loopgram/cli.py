@@ -110,7 +110,9 @@ def worker(
     """A Celery worker (Redis broker); extra arguments go to Celery."""
     settings = _settings()
     from workers.celery_app import celery_app
+    from workers.lifetime import die_with_parent
 
+    die_with_parent()
     if ping:
         replies = celery_app.control.ping(timeout=3.0)
         raise typer.Exit(0 if replies else 1)
