@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,10 @@ def build_options(
         raise SimulationInputError(str(exc)) from exc
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_simulation(
     options: SimulationOptions, *, out: Path, quiet: bool
 ) -> tuple[SimulationResult, dict[str, Path]]:
@@ -84,6 +89,8 @@ def run_simulation(
     simulation = Simulation(options, progress=progress)
     root = logging.getLogger()
     level = root.level
+    # `kill` stops it like Ctrl-C: the stack shuts down (training worker included).
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     # The progress lines tell the story; per-request logs would bury them.
     root.setLevel(max(level, logging.WARNING))
     try:
@@ -92,6 +99,7 @@ def run_simulation(
             result = asyncio.run(simulation.run())
     finally:
         root.setLevel(level)
+        signal.signal(signal.SIGTERM, previous)
     return result, write_report(result, out)
 
 
