@@ -23,6 +23,7 @@ from loopgram.models import AdapterStatus, RunStatus, TrainingRun, utcnow
 from loopgram.settings import Settings
 from training import datasets
 from training.config import TrainConfig
+from training.datasets import Example
 from training.lock import training_lock
 from training.resources import WouldNotFitError, check_fits
 
@@ -214,9 +215,15 @@ def dataset_for(
         pairs = datasets.build_preference_dataset(
             session=session, assistant=config.assistant, include_consumed=config.whole_buffer
         )
-        return _rows(pairs[-config.max_examples :], config)
+        return _rows(_newest(pairs, config.max_examples), config)
     thumbs = datasets.build_kto_dataset(session=session, assistant=config.assistant)
-    return _rows(thumbs[-config.max_examples :], config)
+    return _rows(_newest(thumbs, config.max_examples), config)
+
+
+def _newest(examples: list[Example], limit: int) -> list[Example]:
+    """The `limit` examples on the most recent answers, whatever kind of pair they are."""
+    ordered = sorted(examples, key=lambda e: max(e.interaction_ids, default=0))
+    return ordered[-limit:]
 
 
 def _rows(
