@@ -54,8 +54,9 @@ from loopgram.settings import (
     RedisSettings,
     Settings,
 )
+from workers.bench_ingest import redis_reachable
 
-__all__ = ["FakeSession", "UpdateRates", "measure_updates", "redis_reachable"]
+__all__ = ["FakeSession", "UpdateRates", "measure_updates"]
 
 log = logging.getLogger(__name__)
 
@@ -201,23 +202,6 @@ class UpdateRates:
     callback_bare: float
     sink: str
     """Where the ratings went: ``redis`` or ``memory``."""
-
-
-def redis_reachable(url: str | None) -> str | None:
-    """None when Redis at ``url`` answers PING, else why not (one line)."""
-    if not url:
-        return "no Redis URL"
-    import redis
-
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:
-        return f"Redis at {url} is unreachable ({type(exc).__name__}: {exc})"
-    return None
 
 
 def _flush_redis(url: str) -> None:

@@ -77,7 +77,6 @@ def bench_redis_url(url: str, db_number: int) -> str:
 def services_problem(database_url: str | None, redis_url: str | None) -> str | None:
     """None when PostgreSQL and Redis both answer, else why the ingestion bench must skip."""
     import psycopg
-    import redis
 
     if not database_url or make_url(database_url).get_backend_name() != "postgresql":
         return f"ingestion needs PostgreSQL, got {database_url or 'no database URL'}"
@@ -88,14 +87,23 @@ def services_problem(database_url: str | None, redis_url: str | None) -> str | N
             pass
     except Exception as exc:
         return f"PostgreSQL is unreachable ({type(exc).__name__}: {_one_line(exc)})"
+    return redis_reachable(redis_url)
+
+
+def redis_reachable(url: str | None) -> str | None:
+    """None when Redis at ``url`` answers PING, else why not (one line)."""
+    if not url:
+        return "no Redis URL"
+    import redis
+
     try:
-        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         try:
             client.ping()
         finally:
             client.close()
     except Exception as exc:
-        return f"Redis at {redis_url} is unreachable ({type(exc).__name__}: {_one_line(exc)})"
+        return f"Redis at {url} is unreachable ({type(exc).__name__}: {_one_line(exc)})"
     return None
 
 
