@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,21 +14,13 @@ from sqlmodel import Session, func, select
 from loopgram.db import Database
 from loopgram.models import Interaction, Rating, ReviewItem
 from loopgram.settings import Settings
-from tests.integration.test_worker_tasks import wait_until
-from workers import context, tasks
+from tests.integration.test_worker_tasks import wait_until, worker_db
+from workers import tasks
 from workers.celery_app import create_celery
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture
-def worker_db(pg_url: str, redis_url: str, settings_factory) -> Iterator[tuple[Settings, Database]]:  # type: ignore[no-untyped-def]
-    settings = settings_factory(DATABASE_URL=pg_url, REDIS_URL=redis_url)
-    db = Database.from_settings(settings.db)
-    context.use_database(db)
-    yield settings, db
-    context.use_database(None)
-    db.dispose()
+__all__ = ["worker_db"]  # the fixture, shared with the single-task worker tests
 
 
 def _answers(db: Database, n: int) -> list[int]:
