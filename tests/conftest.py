@@ -33,8 +33,10 @@ TABLES = (
     "preference_pair",
     "audit_log",
     "processed_update",
+    "labeled_example",
     "interaction",
     "chat",
+    "label_set",
     '"user"',
 )
 

@@ -3,7 +3,7 @@ start-greeting = Hi, { $name }! 👋 I'm an assistant that learns from your rati
     Just write me a message. Rate every answer with 👍 or 👎 — or press 🔄 for another version.
     /assistant picks what I do: chat, paraphrase, summarize, moderate or label. /help tells more.
 help-text = <b>How it works</b>
-    • Write a message (or send a .txt/.md file) — I answer with the current assistant.
+    • Write a message or send a file (txt, md, pdf, docx) — I answer with the current assistant.
     • 👍 / 👎 under an answer rate it; after 👎 tell me what was wrong.
     • 🔄 gives another version; rating one of the two tells me which is better.
     • Your ratings train the next version of the model.
@@ -11,6 +11,8 @@ help-text = <b>How it works</b>
     <b>Commands</b>
     /assistant — choose the assistant
     /chat, /paraphrase, /summarize, /moderate, /label — switch directly
+    /labels — the labels the labeling assistant uses (admins: /labels a, b, c)
+    Buttons under paraphrases and summaries change the style, format or language.
     /reset — forget this chat's conversation
     /help — this message
 
@@ -20,25 +22,25 @@ command-start = Start
 command-help = How to use the bot
 command-assistant = Choose an assistant
 command-reset = Forget the conversation
+command-paraphrase = Rewrite a text
+command-summarize = Summarize a text or a file
+command-moderate = Check a text against the rules
+command-label = Label an item or a CSV/XLSX file
+command-labels = The labels in use
 
 ## Assistants
 assistant-pick = Which assistant should answer in this chat?
 assistant-switched = Assistant: { $title }
 assistant-chat-title = Chat
 assistant-chat-description = General questions and conversation.
-assistant-chat-system = You are a helpful, honest assistant in a Telegram chat. Answer the user's last message clearly and concisely, in English unless the user writes in another language. Use short paragraphs or lists. If you do not know something, say so instead of inventing it.
 assistant-paraphrase-title = Paraphrase
 assistant-paraphrase-description = Send a text and I'll rewrite it keeping its meaning.
-assistant-paraphrase-system = You rewrite texts. Rewrite the user's text so that it keeps its full meaning but uses different wording. Keep the language of the original. Do not add facts, comments or explanations; output only the rewritten text.
 assistant-summarize-title = Summarize
-assistant-summarize-description = Send a text or a .txt/.md file and I'll summarize it.
-assistant-summarize-system = You write summaries. Summarize the user's text in a few sentences, keeping the key facts, names and numbers. Write in the language of the text. Do not add anything that is not in the text.
+assistant-summarize-description = Send a text or a file (txt, md, pdf, docx) and I'll summarize it, even a very long one.
 assistant-moderate-title = Moderate
 assistant-moderate-description = Send a text and I'll say whether it breaks common rules (spam, abuse, threats, adult content).
-assistant-moderate-system = You are a content moderator. Decide whether the user's text is ok, spam, abuse, a threat, adult content or other harmful content. Answer with the label first, then one short sentence explaining why.
 assistant-label-title = Label
-assistant-label-description = Send an item and I'll classify it.
-assistant-label-system = You classify items. Give the most fitting short category label for the user's text, then one short sentence explaining the choice.
+assistant-label-description = Send an item and I'll label it with this chat's label set (/labels), or send a CSV/XLSX file to label every row.
 
 ## Feedback
 feedback-thanks = Thanks! 👍
@@ -62,10 +64,10 @@ button-retry = 🔁 Try again
 ## Input problems
 empty-message = Your message is empty — write me some text.
 unknown-command = I don't know that command. /help lists what I can do.
-only-text = I only understand text and text files (.txt, .md) for now.
-file-unsupported = I can't read this file type yet. Send text or a .txt/.md file.
+only-text = I only understand text and files (txt, md, pdf, docx, html, csv) for now.
+file-unsupported = I can't read this file type. Send text, or a txt, md, pdf, docx, html or csv file.
 file-too-big = This file is too big (max { $limit_kb } KB).
-file-not-utf8 = I couldn't read this file: it is not UTF-8 text.
+file-not-utf8 = I couldn't recognise this file's encoding; save it as UTF-8 and send it again.
 file-empty = This file is empty.
 
 ## Errors
@@ -104,3 +106,71 @@ train-queued = Training of { $assistant } ({ $method }) is queued. You will get 
 error-adapter-server = The model server refused or is unreachable: { $detail }
 error-adapter-state = Not possible right now: { $detail }
 error-adapter-unknown = No such adapter: { $detail }. /adapters lists them.
+
+## Assistants: options, structured answers, per-chat settings
+assistant-disabled = { $title } is turned off in this chat.
+assistant-disabled-now = { $title } is now off in this chat.
+assistant-enabled = { $title } is now on in this chat.
+assistants-usage = Usage: /enable <assistant> or /disable <assistant>. In this chat: { $states }
+chat-admin-only = Only the bot's admins and this group's administrators can change that.
+state-on = on
+state-off = off
+option-style-neutral = Neutral
+option-style-formal = Formal
+option-style-friendly = Friendly
+option-style-concise = Concise
+option-style-simpler = Simpler
+option-target-same = Same language
+option-target-en = → English
+option-target-ru = → Русский
+option-format-short = Short
+option-format-line = One line
+option-format-bullets = Bullets
+option-format-detailed = Detailed
+option-format-facts = Key facts
+button-meaning-check = 🔍 Meaning
+meaning-kept = ✅ Meaning kept (similarity { $similarity }).
+meaning-partly = ⚠️ Meaning partly kept (similarity { $similarity }): compare with the original.
+meaning-changed = ❌ The meaning changed (similarity { $similarity }).
+meaning-copy = ⚠️ This is almost a copy of the original.
+meaning-missing-numbers = Numbers missing from the rewrite: { $numbers }
+summary-progress = 📖 Reading a long text: part { $done } of { $total }…
+error-structured-output = 😔 The model's answer could not be read, even after a second try. Press "Try again".
+moderation-verdict = { $icon } { $label } — confidence { $confidence }
+    Reason: { $reason }
+    Suggested action: { $action }
+moderation-label-ok = OK
+moderation-label-spam = Spam
+moderation-label-abuse = Abuse
+moderation-label-threat = Threat
+moderation-label-adult = Adult content
+moderation-label-other = Other harmful content
+moderation-action-none = none
+moderation-action-warn = warn
+moderation-action-delete = delete
+moderation-action-review = send to moderators
+moderation-status = 🛡 Moderation of every message: { $state }. Automatic action: { $action } at confidence ≥ { $threshold }; harmful or unsure messages go to the moderators.
+moderation-usage = Usage: /moderation on|off, /moderation action none|warn|delete, /moderation threshold 0.5–1.0
+moderation-groups-only = Moderation of every message works in groups. Here, switch to /moderate and send a text.
+moderation-warning = ⚠️ This message may break the chat rules ({ $label }). Moderators will take a look.
+moderation-deleted = 🗑 A message was removed: { $label }.
+label-result = 🏷 { $label } — confidence { $confidence }
+labels-current = Label set “{ $name }”:
+labels-saved = ✅ Saved. New items are labeled with this set.
+labels-invalid = This label set is not valid: { $detail }. Give 2–{ $max } unique labels, e.g. /labels question, complaint, praise
+labels-invalid-yaml = This YAML file is not a label set. Expected: a "labels:" list of names, or of name + description.
+labels-file-yaml = Send the label set as a .yaml file with /labels as its caption.
+file-broken = I couldn't open this file: it looks damaged.
+file-encrypted = This file is password-protected; I can't read it.
+file-no-text = I found no text in this file (a scan? I can't read images).
+label-file-progress = 🏷 Labeling the table: { $done } of { $total } rows…
+label-file-done = ✅ Labeled { $rows } rows: { $labeled } labeled, { $review } marked for review (low confidence), { $invalid } without a valid label. The result is below.
+label-file-no-rows = This table has no rows to label: I need a header row and at least one row under it.
+label-file-no-column = There is no column “{ $column }” in this table. Columns: { $columns }.
+label-file-broken = I couldn't read this table: the file looks damaged. Send a .csv or .xlsx file.
+label-file-too-many-rows = This table has more than { $limit } rows. Split it into parts of up to { $limit } rows.
+label-batch-stopped = 😔 The model stopped answering after { $done } of { $total } rows. The labeled rows are saved; send the same file again later and I'll continue from there.
+label-resume-mismatch = { $out } belongs to a run on another file or with other options. Use --restart to start over, or choose another --out.
+label-resume-broken = { $out } was changed after the run stopped, so I can't continue it. Use --restart to start over.
+label-out-exists = { $out } already exists. Use --restart to overwrite it, or choose another --out.
+label-model-down = The model server at { $url } is not answering. Start it with `loopgram serve-model` or set LLM_BASE_URL. { $done } of { $total } rows are saved in { $out }.

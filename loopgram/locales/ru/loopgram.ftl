@@ -3,7 +3,7 @@ start-greeting = Привет, { $name }! 👋 Я ассистент, котор
     Просто напишите сообщение. Оценивайте ответы 👍 или 👎 — или нажмите 🔄, чтобы получить другой вариант.
     /assistant — выбрать, что я делаю: чат, перефразирование, пересказ, модерация или разметка. Подробнее — /help.
 help-text = <b>Как это работает</b>
-    • Напишите сообщение (или пришлите файл .txt/.md) — отвечу выбранным ассистентом.
+    • Напишите сообщение или пришлите файл (txt, md, pdf, docx) — отвечу выбранным ассистентом.
     • 👍 / 👎 под ответом — оценка; после 👎 расскажите, что было не так.
     • 🔄 — другой вариант ответа; оценка одного из двух покажет, какой лучше.
     • Ваши оценки обучают следующую версию модели.
@@ -11,6 +11,8 @@ help-text = <b>Как это работает</b>
     <b>Команды</b>
     /assistant — выбрать ассистента
     /chat, /paraphrase, /summarize, /moderate, /label — переключиться сразу
+    /labels — метки ассистента разметки (админы: /labels a, b, c)
+    Кнопки под пересказами и перефразами меняют стиль, формат или язык.
     /reset — забыть разговор в этом чате
     /help — эта справка
 
@@ -20,25 +22,25 @@ command-start = Начать
 command-help = Как пользоваться ботом
 command-assistant = Выбрать ассистента
 command-reset = Забыть разговор
+command-paraphrase = Перефразировать текст
+command-summarize = Пересказать текст или файл
+command-moderate = Проверить текст на нарушения
+command-label = Разметить элемент или файл CSV/XLSX
+command-labels = Метки разметки
 
 ## Ассистенты
 assistant-pick = Какой ассистент будет отвечать в этом чате?
 assistant-switched = Ассистент: { $title }
 assistant-chat-title = Чат
 assistant-chat-description = Общие вопросы и разговор.
-assistant-chat-system = Ты полезный и честный ассистент в чате Telegram. Отвечай на последнее сообщение пользователя ясно и кратко, по-русски, если пользователь не пишет на другом языке. Используй короткие абзацы или списки. Если чего-то не знаешь, так и скажи, ничего не выдумывай.
 assistant-paraphrase-title = Перефразирование
 assistant-paraphrase-description = Пришлите текст — я перепишу его, сохранив смысл.
-assistant-paraphrase-system = Ты переписываешь тексты. Перепиши текст пользователя другими словами, полностью сохранив смысл. Пиши на языке оригинала. Не добавляй фактов, комментариев и пояснений; выведи только переписанный текст.
 assistant-summarize-title = Пересказ
-assistant-summarize-description = Пришлите текст или файл .txt/.md — я кратко перескажу его.
-assistant-summarize-system = Ты пишешь краткие пересказы. Перескажи текст пользователя в нескольких предложениях, сохранив ключевые факты, имена и числа. Пиши на языке текста. Не добавляй того, чего нет в тексте.
+assistant-summarize-description = Пришлите текст или файл (txt, md, pdf, docx) — я кратко перескажу его, даже очень длинный.
 assistant-moderate-title = Модерация
 assistant-moderate-description = Пришлите текст — я скажу, нарушает ли он обычные правила (спам, оскорбления, угрозы, контент для взрослых).
-assistant-moderate-system = Ты модератор контента. Определи, является ли текст пользователя нормальным, спамом, оскорблением, угрозой, контентом для взрослых или другим вредным контентом. Сначала напиши метку, затем одно короткое предложение с объяснением.
 assistant-label-title = Разметка
-assistant-label-description = Пришлите элемент — я отнесу его к категории.
-assistant-label-system = Ты классифицируешь элементы. Назови самую подходящую короткую категорию для текста пользователя, затем одно короткое предложение с объяснением выбора.
+assistant-label-description = Пришлите элемент — я размечу его метками этого чата (/labels), или пришлите файл CSV/XLSX, чтобы разметить каждую строку.
 
 ## Оценки
 feedback-thanks = Спасибо! 👍
@@ -62,10 +64,10 @@ button-retry = 🔁 Повторить
 ## Проблемы со вводом
 empty-message = Сообщение пустое — напишите мне текст.
 unknown-command = Я не знаю такой команды. Список команд — /help.
-only-text = Пока я понимаю только текст и текстовые файлы (.txt, .md).
-file-unsupported = Такой тип файла я пока не читаю. Пришлите текст или файл .txt/.md.
+only-text = Пока я понимаю только текст и файлы (txt, md, pdf, docx, html, csv).
+file-unsupported = Такой тип файла я не читаю. Пришлите текст или файл txt, md, pdf, docx, html или csv.
 file-too-big = Файл слишком большой (не больше { $limit_kb } КБ).
-file-not-utf8 = Не удалось прочитать файл: это не текст в UTF-8.
+file-not-utf8 = Не удалось распознать кодировку файла; сохраните его в UTF-8 и пришлите снова.
 file-empty = Файл пустой.
 
 ## Ошибки
@@ -104,3 +106,71 @@ train-queued = Обучение { $assistant } ({ $method }) поставлен�
 error-adapter-server = Сервер модели отказал или недоступен: { $detail }
 error-adapter-state = Сейчас это невозможно: { $detail }
 error-adapter-unknown = Такого адаптера нет: { $detail }. Список — /adapters.
+
+## Ассистенты: варианты, структурированные ответы, настройки чата
+assistant-disabled = { $title } выключен в этом чате.
+assistant-disabled-now = { $title } теперь выключен в этом чате.
+assistant-enabled = { $title } теперь включён в этом чате.
+assistants-usage = Использование: /enable <ассистент> или /disable <ассистент>. В этом чате: { $states }
+chat-admin-only = Это могут менять только админы бота и администраторы этой группы.
+state-on = включена
+state-off = выключена
+option-style-neutral = Нейтрально
+option-style-formal = Официально
+option-style-friendly = Дружелюбно
+option-style-concise = Короче
+option-style-simpler = Проще
+option-target-same = Тот же язык
+option-target-en = → English
+option-target-ru = → Русский
+option-format-short = Кратко
+option-format-line = Одна строка
+option-format-bullets = Пункты
+option-format-detailed = Подробно
+option-format-facts = Ключевые факты
+button-meaning-check = 🔍 Смысл
+meaning-kept = ✅ Смысл сохранён (сходство { $similarity }).
+meaning-partly = ⚠️ Смысл сохранён частично (сходство { $similarity }): сверьте с оригиналом.
+meaning-changed = ❌ Смысл изменился (сходство { $similarity }).
+meaning-copy = ⚠️ Это почти копия оригинала.
+meaning-missing-numbers = В пересказе пропали числа: { $numbers }
+summary-progress = 📖 Читаю длинный текст: часть { $done } из { $total }…
+error-structured-output = 😔 Не удалось разобрать ответ модели даже со второй попытки. Нажмите «Повторить».
+moderation-verdict = { $icon } { $label } — уверенность { $confidence }
+    Причина: { $reason }
+    Рекомендуемое действие: { $action }
+moderation-label-ok = Нормально
+moderation-label-spam = Спам
+moderation-label-abuse = Оскорбление
+moderation-label-threat = Угроза
+moderation-label-adult = Контент для взрослых
+moderation-label-other = Другой вредный контент
+moderation-action-none = нет
+moderation-action-warn = предупредить
+moderation-action-delete = удалить
+moderation-action-review = передать модераторам
+moderation-status = 🛡 Модерация каждого сообщения: { $state }. Автоматическое действие: { $action } при уверенности ≥ { $threshold }; вредные и сомнительные сообщения уходят модераторам.
+moderation-usage = Использование: /moderation on|off, /moderation action none|warn|delete, /moderation threshold 0.5–1.0
+moderation-groups-only = Модерация каждого сообщения работает в группах. Здесь переключитесь на /moderate и пришлите текст.
+moderation-warning = ⚠️ Это сообщение может нарушать правила чата ({ $label }). Модераторы посмотрят.
+moderation-deleted = 🗑 Сообщение удалено: { $label }.
+label-result = 🏷 { $label } — уверенность { $confidence }
+labels-current = Набор меток «{ $name }»:
+labels-saved = ✅ Сохранено. Новые элементы размечаются этим набором.
+labels-invalid = Набор меток неверен: { $detail }. Нужно от 2 до { $max } разных меток, например: /labels вопрос, жалоба, благодарность
+labels-invalid-yaml = Этот YAML-файл — не набор меток. Нужен список «labels:» из названий или из названий с описаниями.
+labels-file-yaml = Пришлите набор меток файлом .yaml с подписью /labels.
+file-broken = Не удалось открыть файл: похоже, он повреждён.
+file-encrypted = Файл защищён паролем, я не могу его прочитать.
+file-no-text = В файле не нашлось текста (скан? картинки я читать не умею).
+label-file-progress = 🏷 Размечаю таблицу: { $done } из { $total } строк…
+label-file-done = ✅ Размечено { $rows } строк: { $labeled } с меткой, { $review } отмечены для проверки (низкая уверенность), { $invalid } без верной метки. Результат ниже.
+label-file-no-rows = В таблице нет строк для разметки: нужна строка заголовков и хотя бы одна строка под ней.
+label-file-no-column = В таблице нет столбца «{ $column }». Столбцы: { $columns }.
+label-file-broken = Не удалось прочитать таблицу: файл, похоже, повреждён. Пришлите файл .csv или .xlsx.
+label-file-too-many-rows = В таблице больше { $limit } строк. Разбейте её на части не больше { $limit } строк.
+label-batch-stopped = 😔 Модель перестала отвечать после { $done } из { $total } строк. Размеченные строки сохранены; пришлите тот же файл позже — я продолжу с того же места.
+label-resume-mismatch = { $out } относится к разметке другого файла или с другими настройками. Начните заново с --restart или выберите другой --out.
+label-resume-broken = { $out } изменён после остановки, продолжить разметку нельзя. Начните заново с --restart.
+label-out-exists = { $out } уже существует. Перезапишите его с --restart или выберите другой --out.
+label-model-down = Сервер модели { $url } не отвечает. Запустите его командой `loopgram serve-model` или задайте LLM_BASE_URL. Сохранено { $done } из { $total } строк в { $out }.
