@@ -15,12 +15,16 @@ from aiogram.types import BotCommand
 from celery import Celery
 
 from bot.feedback_sink import FeedbackSink
+from bot.group_moderation import GroupModerationMiddleware
 from bot.handlers import get_routers
 from bot.middlewares import DedupMiddleware, UserContextMiddleware
 from bot.responding import Responder
 from loopgram.answering import AnswerService
 from loopgram.db import Database
+from loopgram.embeddings import get_embedder
 from loopgram.errors import LoopgramError
+from loopgram.few_shot import NeighbourExamples
+from loopgram.group_moderation import GroupModerator
 from loopgram.i18n import t
 from loopgram.llm import LLMClient
 from loopgram.routing import AdapterRouter
@@ -69,6 +73,7 @@ class BotRuntime:
     responder: Responder
     feedback_sink: FeedbackSink
     dispatcher: Dispatcher
+    moderation: GroupModerationMiddleware
 
 
 def create_runtime(
@@ -85,7 +90,15 @@ def create_runtime(
         canary_share=settings.learning.canary_share,
         cache_seconds=settings.learning.routing_cache_seconds,
     )
-    answers = AnswerService(db=db, llm=llm, settings=settings.bot, router=router)
+    answers = AnswerService(
+        db=db,
+        llm=llm,
+        settings=settings.bot,
+        router=router,
+        examples=NeighbourExamples(
+            db, embedder=lambda: get_embedder(settings.embedding.embedding_model)
+        ),
+    )
     responder = Responder(answers=answers, stream_interval=settings.bot.stream_edit_interval)
     sink = FeedbackSink(
         celery_app=celery_app,
@@ -103,14 +116,26 @@ def create_runtime(
     )
     dp.update.outer_middleware(DedupMiddleware(db))
     dp.update.outer_middleware(UserContextMiddleware(db, settings))
+    moderation = GroupModerationMiddleware(GroupModerator(answers))
+    dp.message.outer_middleware(moderation)
     dp.include_routers(*get_routers())
-    return BotRuntime(settings, db, llm, answers, responder, sink, dp)
+    return BotRuntime(settings, db, llm, answers, responder, sink, dp, moderation)
 
 
 async def set_commands(bot: Bot) -> None:
     for lang in ("en", "ru"):
         commands = [
             BotCommand(command=name, description=t(lang, f"command-{name}"))
-            for name in ("start", "help", "assistant", "reset")
+            for name in (
+                "start",
+                "help",
+                "assistant",
+                "paraphrase",
+                "summarize",
+                "moderate",
+                "label",
+                "labels",
+                "reset",
+            )
         ]
         await bot.set_my_commands(commands, language_code=None if lang == "en" else lang)

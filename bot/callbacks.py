@@ -26,3 +26,17 @@ class ReasonCb(CallbackData, prefix="rr"):
 
 class AssistantCb(CallbackData, prefix="as"):
     name: str
+
+
+class OptionCb(CallbackData, prefix="o"):
+    """Answer again with one option changed (a paraphrase's style, a summary's format)."""
+
+    iid: int
+    group: str
+    value: str
+
+
+class MeaningCb(CallbackData, prefix="mc"):
+    """Check that a paraphrase kept the original's meaning."""
+
+    iid: int

@@ -12,7 +12,8 @@ from aiogram.types import Message
 
 
 class AddressedToBot(BaseFilter):
-    """Private chats always; groups only when the bot is mentioned or replied to."""
+    """Private chats always; groups only when the bot is mentioned, replied to, or sent a
+    /command@bot_username."""
 
     async def __call__(self, message: Message, bot: Bot) -> bool | dict[str, Any]:
         if message.chat.type == ChatType.PRIVATE:
@@ -27,6 +28,12 @@ class AddressedToBot(BaseFilter):
             if entity.type == "mention" and entity.extract_from(text).lower() == mention:
                 return True
             if entity.type == "text_mention" and entity.user and entity.user.id == me.id:
+                return True
+            if (  # /command@this_bot in a group is meant for this bot
+                entity.type == "bot_command"
+                and mention is not None
+                and entity.extract_from(text).lower().endswith(mention)
+            ):
                 return True
         return False
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from dataclasses import dataclass, field
 
 from aiogram import Bot
 from aiogram.enums import ChatAction
+from aiogram.exceptions import TelegramAPIError
 from aiogram.utils.chat_action import ChatActionSender
 
-from bot.keyboards import rating_keyboard, retry_keyboard
+from bot.keyboards import answer_keyboard, retry_keyboard
 from bot.streaming import AnswerStreamer, DraftSupport
 from loopgram.answering import AnswerService, Question
+from loopgram.assistants.structured import StructuredOutputError
 from loopgram.errors import ModelUnavailableError
 from loopgram.i18n import t
 from loopgram.models import InteractionStatus
@@ -69,14 +72,22 @@ class Responder:
                     message_thread_id=question.message_thread_id,
                     action=ChatAction.TYPING,
                 ):
-                    async for delta in self.answers.stream(prepared):
-                        text += delta
-                        await streamer.push(text)
+                    if self.answers.needs_condensing(prepared):
+                        await self.answers.condense(prepared, _ProgressMessage(streamer, lang))
+                    if prepared.assistant.structured:
+                        text, _ = await self.answers.answer_structured(prepared)
+                    else:
+                        async for delta in self.answers.stream(prepared):
+                            text += delta
+                            await streamer.push(text)
                 if not text.strip():
                     raise ModelUnavailableError("empty answer", key="error-model-empty")
-            except ModelUnavailableError as exc:
+            except (ModelUnavailableError, StructuredOutputError) as exc:
                 failed = await self.answers.store(
-                    prepared, answer=text, status=InteractionStatus.failed, error=str(exc)
+                    prepared,
+                    answer=text or str(exc.params.get("raw", "")),
+                    status=InteractionStatus.failed,
+                    error=str(exc),
                 )
                 message_id = await streamer.send_plain(
                     t(lang, exc.key), retry_keyboard(failed.id or 0, lang)
@@ -84,8 +95,10 @@ class Responder:
                 await self.answers.attach_messages(failed, [message_id])
                 return None
             interaction = await self.answers.store(prepared, answer=text)
-            ids = await streamer.finish(text, rating_keyboard(interaction.id or 0))
+            shown = prepared.assistant.render(text, lang=lang)
+            ids = await streamer.finish(shown, answer_keyboard(interaction, lang))
             await self.answers.attach_messages(interaction, ids)
+            await self.answers.after_answer(interaction)
             log.info(
                 "answer.sent interaction_id=%s chat_id=%s parts=%s stream_updates=%s",
                 interaction.id,
@@ -94,3 +107,24 @@ class Responder:
                 streamer.updates,
             )
             return interaction.id
+
+
+@dataclass
+class _ProgressMessage:
+    """'Reading part 3 of 7…' in the message that the answer will then replace."""
+
+    streamer: AnswerStreamer
+    lang: str
+    min_interval: float = 2.0
+    _last: float = 0.0
+
+    async def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self.min_interval:
+            return
+        self._last = now
+        text = t(self.lang, "summary-progress", done=done, total=total)
+        try:
+            self.streamer.stream_message_id = await self.streamer.send_plain(text, None)
+        except TelegramAPIError as exc:  # progress is a courtesy; the answer still comes
+            log.info("summary.progress_failed error=%s", exc)

@@ -4,14 +4,34 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.handlers import admin, assistant, chat, commands, errors, fallback, feedback
+from bot.handlers import (
+    admin,
+    assistant,
+    chat,
+    chat_settings,
+    commands,
+    errors,
+    fallback,
+    feedback,
+    options,
+)
 
 
 def get_routers() -> list[Router]:
     """Fresh routers for one dispatcher (a router can belong to one parent only, and tests,
     the demo and the playground build several dispatchers in one process)."""
     # feedback before chat: a comment awaited after 👎 must not be answered as a question.
-    modules = (errors, commands, admin, assistant, feedback, chat, fallback)
+    modules = (
+        errors,
+        commands,
+        admin,
+        chat_settings,
+        assistant,
+        feedback,
+        options,
+        chat,
+        fallback,
+    )
     return [_fresh(module.router) for module in modules]
 
 

@@ -26,7 +26,8 @@ async def on_assistant_menu(message: Message, lang: str, db: Database) -> None:
         crud.get_or_create_chat, chat_id=message.chat.id, chat_type=message.chat.type
     )
     await message.answer(
-        t(lang, "assistant-pick"), reply_markup=assistant_keyboard(lang, chat.assistant)
+        t(lang, "assistant-pick"),
+        reply_markup=assistant_keyboard(lang, chat.assistant, chat.disabled_assistants),
     )
 
 
@@ -35,6 +36,12 @@ async def on_assistant_command(
     message: Message, command: CommandObject, lang: str, db: Database
 ) -> None:
     name = command.command.lower()
+    chat = await db.run(
+        crud.get_or_create_chat, chat_id=message.chat.id, chat_type=message.chat.type
+    )
+    if name in chat.disabled_assistants:
+        await message.answer(t(lang, "assistant-disabled", title=ASSISTANTS[name].title(lang)))
+        return
     await db.run(
         crud.set_chat_assistant,
         chat_id=message.chat.id,
@@ -58,6 +65,12 @@ async def on_assistant_pick(
         await query.answer(t(lang, "callback-invalid"), show_alert=True)
         return
     chat = query.message.chat
+    record = await db.run(crud.get_or_create_chat, chat_id=chat.id, chat_type=chat.type)
+    if assistant.name in record.disabled_assistants:
+        await query.answer(
+            t(lang, "assistant-disabled", title=assistant.title(lang)), show_alert=True
+        )
+        return
     await db.run(
         crud.set_chat_assistant, chat_id=chat.id, chat_type=chat.type, assistant=assistant.name
     )
@@ -68,5 +81,5 @@ async def on_assistant_pick(
             t(lang, "assistant-switched", title=title) + "\n" + assistant.description(lang),
             chat_id=chat.id,
             message_id=query.message.message_id,
-            reply_markup=assistant_keyboard(lang, assistant.name),
+            reply_markup=assistant_keyboard(lang, assistant.name, record.disabled_assistants),
         )

@@ -23,7 +23,9 @@ async def on_text(message: Message, bot: Bot, lang: str, responder: Responder) -
     await responder.respond(bot, question_from(message, text, lang))
 
 
-def question_from(message: Message, text: str, lang: str) -> Question:
+def question_from(
+    message: Message, text: str, lang: str, *, from_document: bool = False
+) -> Question:
     """The question a message asks (text, or a file's content), where it was asked."""
     assert message.from_user is not None
     return Question(
@@ -34,4 +36,5 @@ def question_from(message: Message, text: str, lang: str) -> Question:
         text=text,
         message_thread_id=message.message_thread_id if message.is_topic_message else None,
         request_message_id=message.message_id,
+        from_document=from_document,
     )

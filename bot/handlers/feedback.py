@@ -26,9 +26,9 @@ from sqlmodel import Session, select
 from bot.callbacks import RateAction, RateCb, ReasonCb
 from bot.feedback_sink import FeedbackSink
 from bot.filters import AddressedToBot
-from bot.keyboards import rating_keyboard, reason_keyboard
+from bot.keyboards import answer_keyboard, reason_keyboard
+from bot.ownership import owned_interaction
 from bot.responding import Responder
-from loopgram import crud
 from loopgram.answering import AnswerService
 from loopgram.db import Database
 from loopgram.feedback import REASONS, Feedback
@@ -45,25 +45,6 @@ THUMBS_DOWN = {"👎", "💩", "🤮"}
 
 class CommentForm(StatesGroup):
     waiting = State()
-
-
-async def _owned_interaction(
-    query: CallbackQuery, iid: int, lang: str, db: Database
-) -> Interaction | None:
-    """The interaction behind a button, or None after telling the presser why not."""
-    interaction = await db.run(crud.get_interaction, interaction_id=iid)
-    if interaction is None:
-        await query.answer(t(lang, "feedback-unknown"), show_alert=True)
-        return None
-    if (
-        interaction.user_id != query.from_user.id
-        or query.message is None
-        or query.message.chat.id != interaction.chat_id
-    ):
-        log.warning("feedback.foreign_press interaction_id=%s user_id=%s", iid, query.from_user.id)
-        await query.answer(t(lang, "feedback-not-yours"), show_alert=True)
-        return None
-    return interaction
 
 
 async def _set_markup(bot: Bot, query: CallbackQuery, markup: InlineKeyboardMarkup) -> None:
@@ -87,7 +68,7 @@ async def on_rate(
     answers: AnswerService,
     event_update: Update,
 ) -> None:
-    interaction = await _owned_interaction(query, callback_data.iid, lang, db)
+    interaction = await owned_interaction(query, callback_data.iid, lang, db)
     if interaction is None or interaction.id is None:
         return
     action = callback_data.action
@@ -120,7 +101,7 @@ async def on_rate(
         )
     )
     if value > 0:
-        await _set_markup(bot, query, rating_keyboard(interaction.id, selected=1))
+        await _set_markup(bot, query, answer_keyboard(interaction, lang, selected=1))
     else:
         await _set_markup(bot, query, reason_keyboard(interaction.id, lang))
 
@@ -139,7 +120,7 @@ async def on_reason(
     if callback_data.reason not in REASONS:
         await query.answer(t(lang, "callback-invalid"), show_alert=True)
         return
-    interaction = await _owned_interaction(query, callback_data.iid, lang, db)
+    interaction = await owned_interaction(query, callback_data.iid, lang, db)
     if interaction is None or interaction.id is None:
         return
     await query.answer(t(lang, "feedback-reason-saved"))
@@ -152,7 +133,7 @@ async def on_reason(
             update_id=event_update.update_id,
         )
     )
-    await _set_markup(bot, query, rating_keyboard(interaction.id, selected=-1))
+    await _set_markup(bot, query, answer_keyboard(interaction, lang, selected=-1))
     await state.set_state(CommentForm.waiting)
     await state.update_data(iid=interaction.id)
     if query.message is not None:

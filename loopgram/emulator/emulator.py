@@ -158,8 +158,9 @@ class BotApiEmulator:
         username: str | None = None,
         is_forum: bool = False,
         bot_is_admin: bool = False,
+        admin_ids: tuple[int, ...] = (),
     ) -> EmulatedChat:
-        """A supergroup the bot is a member of."""
+        """A supergroup the bot is a member of (`admin_ids`: its human administrators)."""
         chat = EmulatedChat(
             chat_id,
             "supergroup",
@@ -167,6 +168,7 @@ class BotApiEmulator:
             username=username,
             is_forum=is_forum,
             bot_is_admin=bot_is_admin,
+            admin_ids=set(admin_ids),
         )
         self._core.state.add_chat(chat)
         return chat

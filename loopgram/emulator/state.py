@@ -26,6 +26,7 @@ class EmulatedChat:
     last_name: str | None = None
     is_forum: bool = False
     bot_is_admin: bool = False  # admins see every group message and may delete others' messages
+    admin_ids: set[int] = field(default_factory=set)  # users who administer this group
 
     @property
     def is_private(self) -> bool:

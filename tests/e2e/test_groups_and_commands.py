@@ -83,7 +83,7 @@ async def test_pick_an_assistant(running: EmulatedBot, scripted: ScriptedBackend
     assert chat.assistant == "paraphrase"
     await anna.send_text("Кошка сидит на окне.")
     await emu.wait_for_bot_message(4004, has_rating_buttons)
-    assert "Перепиши текст" in scripted.requests[-1].messages[0]["content"]
+    assert "перепиши текст пользователя по-русски" in scripted.requests[-1].messages[0]["content"]
     await anna.send_text("/summarize")
     reply = await emu.wait_for_bot_message(4004, lambda m: "Пересказ" in m.get("text", ""))
     assert reply
@@ -117,9 +117,9 @@ async def test_plain_text_file_is_read_as_the_question(
     reply = await emu.wait_for_bot_message(
         4006, lambda m: (m.get("reply_to_message") or {}).get("message_id") == sent["message_id"]
     )
-    assert "can't read this file type" in reply["text"]
-    sent = await ben.send_document(b"\xff\xfe\x00bad", "broken.txt", "text/plain")
+    assert "looks damaged" in reply["text"]
+    sent = await ben.send_document(b"\x89PNG\r\n", "photo.png", "image/png")
     reply = await emu.wait_for_bot_message(
         4006, lambda m: (m.get("reply_to_message") or {}).get("message_id") == sent["message_id"]
     )
-    assert "not UTF-8" in reply["text"]
+    assert "can't read this file type" in reply["text"]

@@ -1,5 +1,5 @@
 """Text messages: sendMessage, editMessageText, editMessageReplyMarkup, deleteMessage, plus
-getChat and sendChatAction."""
+getChat, getChatMember and sendChatAction."""
 
 from __future__ import annotations
 
@@ -152,6 +152,42 @@ async def delete_message(core: EmulatorCore, p: Params) -> bool:
 @api_method("getChat")
 async def get_chat(core: EmulatorCore, p: Params) -> JsonDict:
     return core.state.chat(p.chat_id()).chat.full_info()
+
+
+@api_method("getChatMember")
+async def get_chat_member(core: EmulatorCore, p: Params) -> JsonDict:
+    chat = core.state.chat(p.chat_id()).chat
+    user_id = p.integer("user_id")
+    user = core.state.users.get(user_id or 0)
+    if user is None:
+        raise bad_request("user not found")
+    if chat.is_private:
+        return {"status": "member", "user": user}
+    if user_id in chat.admin_ids:
+        rights = dict.fromkeys(_ADMIN_RIGHTS, True)
+        return {
+            "status": "administrator",
+            "user": user,
+            "can_be_edited": False,
+            "is_anonymous": False,
+            **rights,
+        }
+    return {"status": "member", "user": user}
+
+
+_ADMIN_RIGHTS = (
+    "can_manage_chat",
+    "can_delete_messages",
+    "can_manage_video_chats",
+    "can_restrict_members",
+    "can_promote_members",
+    "can_change_info",
+    "can_invite_users",
+    "can_post_stories",
+    "can_edit_stories",
+    "can_delete_stories",
+    "can_send_welcome_messages",
+)
 
 
 @api_method("sendChatAction")
