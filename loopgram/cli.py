@@ -299,6 +299,60 @@ def train(
         raise typer.Exit(1)
 
 
+@app.command("eval")
+def eval_(
+    assistant: Annotated[str, typer.Option(help="paraphrase, summarize, moderate or label")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="evaluate the first N items")] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="answer length cap")] = None,
+) -> None:
+    """The assistant's metrics on its shipped set: the active adapter beside the base model."""
+    settings = _settings()
+    from loopgram.evaluation.command import eval_command
+
+    try:
+        code = eval_command(
+            assistant, as_json=as_json, limit=limit, max_tokens=max_tokens, settings=settings
+        )
+    except LoopgramError as exc:
+        fail(str(exc))
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def label(
+    file: Annotated[Path, typer.Argument(help="a .csv or .xlsx table, one item per row")],
+    out: Annotated[
+        Path | None, typer.Option(help="result file (.csv or .xlsx); default FILE.labeled.csv")
+    ] = None,
+    column: Annotated[str | None, typer.Option(help="the column holding the text")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="a YAML label set; default: the shipped set")
+    ] = None,
+    lang: Annotated[str, typer.Option(help="language of the model's reasons: en or ru")] = "en",
+    restart: Annotated[bool, typer.Option(help="start over instead of resuming")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Label every row of a table with the labeling assistant (resumable; rows the model is
+    unsure of are marked needs_review)."""
+    settings = _settings()
+    from loopgram.label_command import label_command
+
+    code = label_command(
+        file,
+        out=out,
+        column=column,
+        labels=labels,
+        lang=lang,
+        restart=restart,
+        as_json=as_json,
+        settings=settings,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command()
 def bench(
     model: Annotated[
