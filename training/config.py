@@ -47,6 +47,20 @@ class TrainConfig:
         default=0.5, metadata={"help": "judge win rate the candidate needs over the active one"}
     )
     judge_max_tokens: int = field(default=96, metadata={"help": "answer length for the judge"})
+    task_eval_items: int = field(
+        default=8,
+        metadata={
+            "help": "items of the assistant's evaluation set the gate answers with the candidate "
+            "and the active adapter (loopgram eval's metrics); 0 = no task check"
+        },
+    )
+    task_max_tokens: int = field(
+        default=160, metadata={"help": "answer length cap in the task check"}
+    )
+    task_eval_margin: float = field(
+        default=0.05,
+        metadata={"help": "how far below the active adapter's task metric a candidate may fall"},
+    )
     memory_budget_gb: float = field(
         default=0.0, metadata={"help": "refuse above this estimate; 0 = 75% of free memory"}
     )

@@ -8,7 +8,9 @@ midway leaves no adapter (the trainer renames a complete folder into place) and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,7 +137,20 @@ def _run(
             f"the judge prefers the active answers (candidate win rate "
             f"{judged['win_rate']:.2f} < {config.judge_min_win_rate:.2f})"
         )
-    gate_record = {**verdict.as_dict(), "passed": passed, "reason": reason, "judge": judged}
+    task = _task(config, scorer, has_active=active is not None) if passed else {}
+    if task.get("available") and not task["passed"]:
+        passed = False
+        reason = (
+            f"worse at the task: {task['metric']} {task['candidate']:.2f} against "
+            f"{task['active']:.2f} on {task['items']} evaluation items"
+        )
+    gate_record = {
+        **verdict.as_dict(),
+        "passed": passed,
+        "reason": reason,
+        "judge": judged,
+        "task": task,
+    }
     metrics = {
         "train_seconds": round(outcome.seconds, 1),
         "steps": outcome.steps,
@@ -205,6 +220,66 @@ def _judge(
     finally:
         client.close()
     return {"available": True, **score.as_dict()}
+
+
+def _task(config: TrainConfig, scorer: Any, *, has_active: bool) -> dict[str, Any]:
+    """The assistant's own evaluation (as `loopgram eval` runs it) on a few items, candidate
+    against the active adapter (or the base model); only runs once the preference gate passed."""
+    from loopgram.evaluation.gate import PRIMARY_METRIC, task_check
+    from loopgram.evaluation.runner import evaluate
+    from loopgram.evaluation.sets import load_set
+
+    if config.task_eval_items <= 0 or config.assistant not in PRIMARY_METRIC:
+        return {"available": False, "note": "no task check for this assistant or it is off"}
+    eval_set = load_set(config.assistant, limit=config.task_eval_items)
+
+    async def both() -> tuple[Any, Any]:
+        candidate = await evaluate(
+            config.assistant,
+            llm=InProcessModel(scorer),
+            model="candidate",
+            eval_set=eval_set,
+            concurrency=1,
+            max_tokens=config.task_max_tokens,
+        )
+        active = await evaluate(
+            config.assistant,
+            llm=InProcessModel(scorer),
+            model="active" if has_active else "",
+            eval_set=eval_set,
+            concurrency=1,
+            max_tokens=config.task_max_tokens,
+        )
+        return candidate, active
+
+    try:
+        candidate, active = asyncio.run(both())
+    except LoopgramError as exc:
+        log.warning("gate.task_unavailable error=%s", exc)
+        return {"available": False, "note": f"task check failed: {str(exc)[:200]}"}
+    return task_check(candidate, active, margin=config.task_eval_margin).as_dict()
+
+
+class InProcessModel:
+    """The gate's scorer (base model + adapters in memory) behind the evaluation's model
+    interface: greedy answers, one at a time; "" names the base model."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+
+    async def complete(
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> str:
+        return str(
+            await asyncio.to_thread(
+                self.scorer.generate, model or None, list(messages), max_tokens or 256
+            )
+        )
 
 
 def dataset_for(

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -25,7 +25,7 @@ from loopgram.errors import LoopgramError
 from loopgram.evaluation.results import Answer, EvalResult, ItemRecord
 from loopgram.evaluation.scoring import score
 from loopgram.evaluation.sets import EVALUATED, EvalItem, EvalSet, load_set
-from loopgram.llm import ChatMessage, LLMClient
+from loopgram.llm import ChatMessage
 from loopgram.settings import BotSettings
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,21 @@ Progress = Callable[[int, int], None]  # (items done, items in all)
 TEMPERATURE = 0.0
 DEFAULT_LOW_CONFIDENCE = float(BotSettings.model_fields["low_confidence"].default)
 
-__all__ = ["EvalResult", "ItemRecord", "Progress", "check_evaluated", "evaluate"]
+
+class ChatCompleter(Protocol):
+    """What the runner needs of a model: `LLMClient`, or the training gate's in-process one."""
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str | None = ...,
+        max_tokens: int | None = ...,
+        temperature: float | None = ...,
+    ) -> str: ...
+
+
+__all__ = ["ChatCompleter", "EvalResult", "ItemRecord", "Progress", "check_evaluated", "evaluate"]
 
 
 def check_evaluated(assistant: str) -> None:
@@ -71,7 +85,7 @@ async def answer_item(
     helper: Assistant,
     item: EvalItem,
     *,
-    llm: LLMClient,
+    llm: ChatCompleter,
     model: str,
     max_tokens: int | None,
 ) -> Answer:
@@ -114,7 +128,7 @@ async def answer_item(
 async def evaluate(
     assistant: str,
     *,
-    llm: LLMClient,
+    llm: ChatCompleter,
     model: str,
     eval_set: EvalSet | None = None,
     concurrency: int = 4,
