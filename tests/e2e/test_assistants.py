@@ -354,3 +354,22 @@ async def test_group_moderation_acts_above_threshold_and_queues_the_rest(
     assert notes[0].startswith("ok 0.40") and notes[1].startswith("spam 0.95; bot action: delete")
     # Plain members' messages were not answered: verdicts are silent unless acted on.
     assert not any(has_rating_buttons(m) for m in emu.bot_messages(-7800))
+
+
+async def test_too_long_input_is_refused_except_by_the_summarizer(
+    running: EmulatedBot, scripted: ScriptedBackend
+) -> None:
+    emu = running.emulator
+    dan = emu.user(7901, "Dan", language_code="en")
+    await switch(emu, dan, "/paraphrase")
+    long_text = ("A sentence about the weekly plan and its many tasks. " * 200).encode()
+    assert len(long_text) > 8000
+    await dan.send_document(long_text, "long.txt", "text/plain")
+    refusal = await emu.wait_for_bot_message(7901, lambda m: "too long" in m.get("text", ""))
+    assert "8,000" in refusal["text"]
+    assert scripted.requests == []
+    # The same file is fine for a summary: it is read in parts.
+    await switch(emu, dan, "/summarize")
+    await dan.send_document(long_text, "long.txt", "text/plain")
+    await emu.wait_for_bot_message(7901, has_rating_buttons, timeout=20)
+    assert len(scripted.requests) > 2
