@@ -1,4 +1,5 @@
-"""`loopgram feedback export`: ratings joined with their answers, as JSONL or CSV."""
+"""`loopgram feedback export`: ratings joined with their answers (and a moderator's
+correction of the answer, where there is one), as JSONL or CSV."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import IO, Any, Literal
 
 from sqlmodel import Session, col, select
 
-from loopgram.models import Interaction, Rating
+from loopgram.models import Interaction, Rating, ReviewItem, ReviewStatus
 
 EXPORT_FIELDS = (
     "interaction_id",
@@ -26,20 +27,32 @@ EXPORT_FIELDS = (
     "adapter",
     "model",
     "parent_interaction_id",
+    "correction",
 )
 
 
 def iter_feedback(
     *, session: Session, since: datetime | None = None, assistant: str | None = None
 ) -> Iterator[dict[str, Any]]:
-    query = select(Rating, Interaction).join(
+    # A moderator's correction of the answer, if there is one (the latest).
+    correction = (
+        select(ReviewItem.correction)
+        .where(
+            col(ReviewItem.interaction_id) == col(Interaction.id),
+            col(ReviewItem.status) == ReviewStatus.corrected,
+        )
+        .order_by(col(ReviewItem.decided_at).desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    query = select(Rating, Interaction, correction).join(
         Interaction, col(Interaction.id) == col(Rating.interaction_id)
     )
     if since is not None:
         query = query.where(Rating.updated_at >= since)
     if assistant is not None:
         query = query.where(Interaction.assistant == assistant)
-    for rating, interaction in session.exec(query.order_by(col(Rating.id))):
+    for rating, interaction, corrected in session.exec(query.order_by(col(Rating.id))):
         yield {
             "interaction_id": interaction.id,
             "user_id": rating.user_id,
@@ -54,6 +67,7 @@ def iter_feedback(
             "adapter": interaction.adapter,
             "model": interaction.model,
             "parent_interaction_id": interaction.parent_interaction_id,
+            "correction": corrected,
         }
 
 

@@ -190,6 +190,7 @@ def _sync_review_flag(session: Session, interaction: Interaction, rating: Rating
                         ReviewItem(
                             interaction_id=interaction.id or 0,
                             reason=THUMBS_DOWN_REVIEW_REASON,
+                            assistant=interaction.assistant,
                         )
                     )
                     session.flush()
@@ -608,6 +609,7 @@ def _write_state(conn: Connection, dialect: str, state: _BatchState) -> dict[tup
             "reason": THUMBS_DOWN_REVIEW_REASON,
             "status": item.status,
             "note": item.note,
+            "assistant": state.answers[iid].assistant,
             "created_at": now,
         }
         for iid, item in state.reviews.items()

@@ -181,10 +181,39 @@ class ReviewItem(SQLModel, table=True):
     reviewer_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     correction: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     note: str | None = Field(default=None, max_length=512)
+    assistant: str = Field(default="", max_length=32, sa_column_kwargs={"server_default": ""})
+    # One moderator works on an item at a time; the claim lapses so a walked-away
+    # moderator does not lock it forever.
+    claimed_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    claim_expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    required_reviews: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    skipped_by: list[int] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    # Where the item's card was posted (the moderators' chat), to edit it when decided.
+    card_chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    card_message_id: int | None = None
     created_at: datetime = _ts()
     decided_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+
+
+class ReviewDecision(SQLModel, table=True):
+    """One moderator's decision on a review item (two for overlap items): the audit trail
+    and the data for agreement (Cohen's kappa)."""
+
+    __tablename__ = "review_decision"
+    __table_args__ = (UniqueConstraint("review_item_id", "moderator_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    review_item_id: int = Field(foreign_key="review_item.id", index=True, ondelete="CASCADE")
+    moderator_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    decision: str = Field(max_length=16, description="approve, reject, correct")
+    correction: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = _ts(index=True)
 
 
 class PreferencePair(SQLModel, table=True):

@@ -161,6 +161,40 @@ class AccessSettings(BaseSettings):
         return not self.allowed_chat_ids or chat_id in self.allowed_chat_ids
 
 
+class ReviewSettings(BaseSettings):
+    """Human review: how items are claimed, double-checked and turned into training data."""
+
+    model_config = _COMMON
+
+    review_claim_seconds: int = Field(
+        default=600, description="a moderator's claim on an item lapses after this"
+    )
+    review_overlap: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="share of items two moderators decide"
+    )
+    review_notify_user: bool = Field(
+        default=True, description="send the corrected answer to the person who asked"
+    )
+    max_correction_chars: int = 4000
+    correction_weight: float = Field(
+        default=3.0, description="weight of a moderator's correction pair in training"
+    )
+    # "label:12,moderate:15": forum topics of MODERATOR_CHAT_ID per assistant.
+    moderator_topics: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("moderator_topics", mode="before")
+    @classmethod
+    def _topics(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        topics: dict[str, int] = {}
+        for part in value.split(","):
+            name, _, thread = part.strip().partition(":")
+            if name and thread.strip():
+                topics[name.strip()] = int(thread)
+        return topics
+
+
 class BotSettings(BaseSettings):
     model_config = _COMMON
 
@@ -201,6 +235,7 @@ class Settings:
     llm: LLMSettings = field(default_factory=LLMSettings)
     embedding: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     bot: BotSettings = field(default_factory=BotSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
 
@@ -218,6 +253,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     LLMSettings,
     EmbeddingSettings,
     AccessSettings,
+    ReviewSettings,
     BotSettings,
     LearningSettings,
 )
