@@ -29,9 +29,11 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema (Alembic).", no_args_is_help=True)
 feedback_app = typer.Typer(help="Ratings and the reward buffer.", no_args_is_help=True)
 adapters_app = typer.Typer(help="LoRA adapters: list, deploy, roll back.", no_args_is_help=True)
+review_app = typer.Typer(help="The human review queue: items and figures.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(review_app, name="review")
 
 TOKEN_HELP = (
     "TELEGRAM_BOT_TOKEN is not set: create a bot with @BotFather in Telegram "  # noqa: S105
@@ -541,6 +543,171 @@ def adapters_rollback(assistant: Annotated[str, typer.Option()]) -> None:
         settings, adapters.rollback, assistant=assistant, server=_adapter_server(settings)
     )
     typer.echo(f"{assistant} now serves {current.name if current else 'the base model'}")
+
+
+def _review_db(settings: Settings) -> Any:
+    """The database for the review commands; one line and exit 2 when it is missing,
+    unreachable or not migrated (no review tables)."""
+    from sqlalchemy import inspect
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from loopgram.db import Database, normalise_url
+
+    url = make_url(normalise_url(settings.db.database_url))
+    path = url.database
+    local = url.get_backend_name() == "sqlite" and path and path != ":memory:"
+    if local and not Path(str(path)).exists():  # connecting would create an empty file
+        fail(f"no database at {path}: run `loopgram db upgrade` first")
+    db = Database.from_settings(settings.db)
+    try:
+        tables = set(inspect(db.engine).get_table_names())
+    except SQLAlchemyError as exc:
+        db.dispose()
+        fail(f"database unreachable: {str(exc).splitlines()[0]}")
+    if not {"review_item", "review_decision", "interaction"} <= tables:
+        db.dispose()
+        fail("the database has no review tables: run `loopgram db upgrade`")
+    return db
+
+
+def _review_call(settings: Settings, fn: Any, **kwargs: Any) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    db = _review_db(settings)
+    try:
+        return db.call(fn, **kwargs)
+    except SQLAlchemyError as exc:
+        fail(f"database error: {str(exc).splitlines()[0]}")
+    finally:
+        db.dispose()
+
+
+def _short(text: str | None, width: int = 40) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {secs}s" if minutes else f"{secs}s"
+
+
+@review_app.command("list")
+def review_list(
+    status: Annotated[
+        str,
+        typer.Option(help="pending, approved, rejected, corrected, withdrawn, closed or all"),
+    ] = "pending",
+    assistant: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many items")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Review items with their answers.
+
+    Pending items come oldest first (as moderators get them), others newest first."""
+    settings = _settings()
+    from loopgram import review_stats
+
+    choices = (*review_stats.STATUSES, review_stats.ALL)
+    if status not in choices:
+        fail(f"unknown status {status!r}: use {', '.join(choices)}")
+    rows = _review_call(
+        settings, review_stats.list_items, status=status, assistant=assistant, limit=limit
+    )
+    if as_json:
+        typer.echo(json.dumps([row.as_dict() for row in rows], ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Column, Table
+
+    fixed = ("id", "created (UTC)", "assistant", "reason", "status", "claimed by", "reviewer")
+    texts = ("prompt", "answer")
+    table = Table(
+        *(Column(name, no_wrap=True) for name in fixed),
+        *texts,  # only these wrap when the terminal is narrow
+        title=f"review items: {status}",
+    )
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            row.created_at.strftime("%m-%d %H:%M"),
+            row.assistant,
+            row.reason,
+            row.status,
+            str(row.claimed_by or "—"),
+            str(row.reviewer_id or "—"),
+            _short(row.prompt),
+            _short(row.answer),
+        )
+    Console().print(table)
+    if not rows:
+        typer.echo(f"no {status} review items", err=True)
+
+
+@review_app.command("stats")
+def review_stats_command(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The queue, decisions per moderator and their agreement.
+
+    Pending, claimed, oldest age, review times; Cohen's kappa on items two moderators
+    decided."""
+    settings = _settings()
+    from loopgram import review_stats
+
+    def figures(*, session: Any) -> tuple[Any, Any]:
+        return (
+            review_stats.queue_stats(session=session),
+            review_stats.agreement(session=session),
+        )
+
+    queue, agreement = _review_call(settings, figures)
+    if as_json:
+        document = {
+            "queue": queue.as_dict(),
+            "agreement": {str(k): v.as_dict() for k, v in agreement.items()},
+        }
+        typer.echo(json.dumps(document, ensure_ascii=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    summary = Table("queue", "", title="review queue")
+    summary.add_row("pending", str(queue.pending))
+    for reason, n in queue.pending_by_reason.items():
+        summary.add_row(f"  reason {reason}", str(n))
+    for name, n in queue.pending_by_assistant.items():
+        summary.add_row(f"  assistant {name}", str(n))
+    summary.add_row("claimed now", str(queue.claimed))
+    summary.add_row("oldest pending", _duration(queue.oldest_pending_seconds))
+    summary.add_row("decided, last 7 days", str(queue.decided_last_7_days))
+    summary.add_row(
+        f"time to review, median (last 30 days, {queue.reviewed_last_30_days} items)",
+        _duration(queue.review_seconds_median),
+    )
+    summary.add_row("time to review, p90", _duration(queue.review_seconds_p90))
+    moderators = Table(
+        "moderator", *review_stats.DECISIONS, "kappa", "shared items", title="moderators"
+    )
+    for moderator in sorted({*queue.decisions_by_moderator, *agreement}):
+        counts = queue.decisions_by_moderator.get(moderator, {})
+        kappa = agreement.get(moderator)
+        moderators.add_row(
+            str(moderator),
+            *(str(counts.get(d, 0)) for d in review_stats.DECISIONS),
+            f"{kappa.kappa:.2f}" if kappa else "—",
+            str(kappa.shared_items) if kappa else "0",
+        )
+    console = Console()
+    console.print(summary)
+    console.print(moderators)
 
 
 @app.command()
