@@ -19,6 +19,7 @@ from bot.group_moderation import GroupModerationMiddleware
 from bot.handlers import get_routers
 from bot.middlewares import DedupMiddleware, UserContextMiddleware
 from bot.responding import Responder
+from bot.review_poster import ReviewPoster
 from loopgram.answering import AnswerService
 from loopgram.db import Database
 from loopgram.embeddings import get_embedder
@@ -74,6 +75,7 @@ class BotRuntime:
     feedback_sink: FeedbackSink
     dispatcher: Dispatcher
     moderation: GroupModerationMiddleware
+    review_poster: ReviewPoster
 
 
 def create_runtime(
@@ -119,7 +121,8 @@ def create_runtime(
     moderation = GroupModerationMiddleware(GroupModerator(answers))
     dp.message.outer_middleware(moderation)
     dp.include_routers(*get_routers())
-    return BotRuntime(settings, db, llm, answers, responder, sink, dp, moderation)
+    poster = ReviewPoster(db, settings)
+    return BotRuntime(settings, db, llm, answers, responder, sink, dp, moderation, poster)
 
 
 async def set_commands(bot: Bot) -> None:

@@ -40,3 +40,17 @@ class MeaningCb(CallbackData, prefix="mc"):
     """Check that a paraphrase kept the original's meaning."""
 
     iid: int
+
+
+class ReviewAction(StrEnum):
+    approve = "a"
+    reject = "r"
+    correct = "c"
+    skip = "s"
+
+
+class ReviewCb(CallbackData, prefix="rv"):
+    """A moderator's button on a review card; the role is re-checked on every press."""
+
+    item: int
+    action: ReviewAction

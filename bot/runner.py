@@ -28,6 +28,7 @@ async def serve(
     """
     ready = ready or asyncio.Event()
     runtime.feedback_sink.start_replayer()
+    runtime.review_poster.start(bot)
     try:
         await set_commands(bot)
     except Exception as exc:  # commands are cosmetic; never block start-up on them
@@ -38,6 +39,7 @@ async def serve(
         else:
             await _serve_polling(runtime, bot, stop, ready)
     finally:
+        await runtime.review_poster.stop()
         await runtime.feedback_sink.stop()
 
 

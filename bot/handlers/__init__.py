@@ -14,6 +14,7 @@ from bot.handlers import (
     fallback,
     feedback,
     options,
+    review,
 )
 
 
@@ -27,6 +28,7 @@ def get_routers() -> list[Router]:
         admin,
         chat_settings,
         assistant,
+        review,
         feedback,
         options,
         chat,

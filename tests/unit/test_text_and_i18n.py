@@ -99,6 +99,8 @@ def test_locales_have_the_same_keys_and_are_used() -> None:
                 "moderation-action-",
                 "option-",
                 "meaning-",
+                "review-reason-",
+                "review-status-",
             )
         )
         assert dynamic or f'"{key}"' in source, f"unused locale key {key}"
