@@ -132,6 +132,14 @@ async def on_review_button(
 async def _tell(query: CallbackQuery, outcome: Outcome, lang: str) -> None:
     alert = outcome.result not in (ReviewResult.decided, ReviewResult.recorded)
     await query.answer(t(lang, RESULT_KEYS[outcome.result]), show_alert=alert)
+    if outcome.result == ReviewResult.gone and query.message is not None:
+        # The answer (and with it the item) was deleted: close this card with a note.
+        with suppress(TelegramAPIError):
+            await query.bot.edit_message_text(  # type: ignore[union-attr]
+                t(lang, "review-card-closed-gone"),
+                chat_id=query.message.chat.id,
+                message_id=query.message.message_id,
+            )
 
 
 # --- the correction, as the moderator's next message ------------------------------------------

@@ -272,3 +272,23 @@ async def test_stats_for_admins_with_a_chart(running: EmulatedBot) -> None:
     assert "0 ожидают" in text["text"] and f"👤 {MOD_A}: ✅ 0 ❌ 1 ✏️ 0" in text["text"]
     photo = await emu.wait_for_bot_message(ADMIN, lambda m: "photo" in m)
     assert photo["caption"].startswith("Доля 👍")
+
+
+async def test_a_deleted_answer_closes_its_card_with_a_note(running: EmulatedBot) -> None:
+    emu, db = running.emulator, running.stack.db
+    await thumbs_down(running, USER, "What do cats eat?")
+    card = await card_for(running)
+
+    def delete_answers(*, session: Any) -> None:
+        for interaction in session.exec(select(Interaction)).all():
+            session.delete(interaction)
+
+    await db.run(delete_answers)
+    mia = emu.user(MOD_A, "Mia", language_code="en")
+    await mia.press(card, "✅ Approve", chat=emu.group(MODS))
+    await emu.wait_for(
+        lambda: any("no longer exists" in a.get("text", "") for a in emu.callback_answers)
+    )
+    closed = next(m for m in emu.bot_messages(MODS) if m["message_id"] == card["message_id"])
+    assert closed["text"].startswith("🔒 Closed") and not buttons(closed)
+    assert await db.run(rows(ReviewDecision)) == []

@@ -14,6 +14,7 @@ help-text = <b>How it works</b>
     /labels — the labels the labeling assistant uses (admins: /labels a, b, c)
     Buttons under paraphrases and summaries change the style, format or language.
     /reset — forget this chat's conversation
+    /report — reply to one of my answers to send it to the moderators
     /help — this message
 
     In groups I answer only when mentioned or replied to.
@@ -231,3 +232,4 @@ stats-chart-title = 👍 rate per assistant and adapter, last 30 days
 duration-minutes = { $n } min
 duration-hours = { $n } h
 stats-chart-plot-title = Share of thumbs up per assistant and adapter, last 30 days
+review-card-closed-gone = 🔒 Closed: the answer under review was deleted (for example, its author used /forget).
