@@ -157,6 +157,9 @@ def claim(
             _claimable(moderator_id, now),
         )
         .values(claimed_by=moderator_id, claim_expires_at=now + timedelta(seconds=seconds))
+        # The WHERE is the database's to judge: no in-Python re-evaluation against loaded
+        # objects (SQLite hands back naive datetimes, `now` is aware).
+        .execution_options(synchronize_session=False)
     )
     item = session.get(ReviewItem, item_id, populate_existing=True)
     if result.rowcount == 1:  # type: ignore[attr-defined]
@@ -196,8 +199,9 @@ def next_for(
         .where(_claimable(moderator_id, now))
         .where(col(ReviewItem.id).not_in(decided))
         .order_by(col(ReviewItem.id))
-        .limit(20)
     )
+    # Skips are checked here, not in SQL (a JSON list); every claimable id is a candidate, so
+    # a moderator who skipped many items still reaches the newer ones.
     for item_id in session.exec(query).all():
         item = session.get(ReviewItem, item_id)
         if item is None or moderator_id in (item.skipped_by or []):
@@ -236,7 +240,7 @@ def check_correction(session: Session, interaction: Interaction, text: str, limi
         verdict = Verdict(
             label=label,
             confidence=1.0,
-            reason=reason.strip() or "Moderator's decision.",
+            reason=_reason(reason) or "Moderator's decision.",
             action=action,
         )
         return verdict.canonical()
@@ -246,7 +250,7 @@ def check_correction(session: Session, interaction: Interaction, text: str, limi
         if name.strip().lower() not in labels:
             raise CorrectionError(f"unknown label {name!r}", labels=", ".join(labels))
         return LabelResult(
-            label=name.strip().lower(), confidence=1.0, reason=reason.strip()
+            label=name.strip().lower(), confidence=1.0, reason=_reason(reason)
         ).canonical()
     return text
 
@@ -348,7 +352,8 @@ def _final_decision(item: ReviewItem, decisions: list[ReviewDecision]) -> Review
         return agreeing[-1]
     if item.required_reviews < MAX_REVIEWS:
         item.required_reviews += 1
-        item.note = "moderators disagree: a third opinion decides"
+        disagree = "moderators disagree: a third opinion decides"
+        item.note = f"{item.note} · {disagree}"[:512] if item.note else disagree
         return None
     return decisions[-1]  # no majority even of three: the latest word stands
 
@@ -435,6 +440,12 @@ def _confirm_label(
         interaction_id=interaction.id,
         confirmed_by=moderator_id,
     )
+
+
+def _reason(text: str) -> str:
+    """A moderator's reason as the schemas allow it (at most 300 characters)."""
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 def label_set_names(session: Session, label_set_id: int | None) -> list[str]:

@@ -33,7 +33,10 @@ TABLES = (
     "preference_pair",
     "audit_log",
     "processed_update",
+    "review_decision",
     "labeled_example",
+    "chunk",
+    "document",
     "interaction",
     "chat",
     "label_set",
@@ -129,6 +132,7 @@ def settings_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     def make(**env: str) -> Settings:
         env.setdefault("DATA_DIR", str(tmp_path / "data"))
+        env.setdefault("EMBEDDING_MODEL", "hashing")  # tests that need e5 ask for it
         old = {k: os.environ.get(k) for k in env}
         os.environ.update({k: str(v) for k, v in env.items()})
         try:
