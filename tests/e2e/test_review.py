@@ -95,8 +95,13 @@ async def test_thumbs_down_to_correction_to_gold_pair(running: EmulatedBot) -> N
     assert pair.rejected == answer["text"] or pair.rejected.strip()
     item = (await db.run(rows(ReviewItem)))[0]
     assert item.status == ReviewStatus.corrected and item.reviewer_id == MOD_A
+
     # The card now says who decided, and its buttons are gone.
-    edited = next(m for m in emu.bot_messages(MODS) if m["message_id"] == card["message_id"])
+    def edited_card() -> dict[str, Any]:
+        return next(m for m in emu.bot_messages(MODS) if m["message_id"] == card["message_id"])
+
+    await emu.wait_for(lambda: "Corrected by" in edited_card()["text"])
+    edited = edited_card()
     assert "Corrected by @mia" in edited["text"] and not buttons(edited)
     # The person who asked gets the corrected answer.
     await emu.wait_for_bot_message(USER, lambda m: "A moderator corrected" in m.get("text", ""))
