@@ -33,6 +33,8 @@ review_app = typer.Typer(help="The human review queue: items and figures.", no_a
 app.add_typer(db_app, name="db")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(adapters_app, name="adapters")
+kb_app = typer.Typer(help="The knowledge base: ingest, search, list, delete.", no_args_is_help=True)
+app.add_typer(kb_app, name="kb")
 app.add_typer(review_app, name="review")
 
 TOKEN_HELP = (
@@ -299,6 +301,143 @@ def train(
         typer.echo(f"run {report.run_id}: {report.status} {report.adapter or ''} {report.detail}")
     if report.status == "failed":
         raise typer.Exit(1)
+
+
+def _kb(settings: Settings) -> tuple[Any, Any]:
+    from loopgram.db import Database
+    from loopgram.rag import service
+
+    db = Database.from_settings(settings.db)
+    try:
+        return db, service.knowledge_base(settings, db)
+    except LoopgramError as exc:
+        db.dispose()
+        fail(str(exc))
+
+
+@kb_app.command("ingest")
+def kb_ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files and folders (recursively)")],
+    assistant: Annotated[str | None, typer.Option(help="only for this assistant")] = None,
+    chat_id: Annotated[int | None, typer.Option(help="only for this chat")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Add or update documents (txt, md, pdf, docx, html, csv); unchanged ones are skipped."""
+    settings = _settings()
+    db, kb = _kb(settings)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    try:
+        with console.status("indexing…") as status:
+            report = kb.ingest_paths(
+                paths,
+                assistant=assistant,
+                chat_id=chat_id,
+                progress=lambda path: status.update(f"indexing {path}"),
+            )
+    finally:
+        db.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        typer.echo(
+            f"{report.documents} documents ({report.chunks} chunks) indexed, "
+            f"{report.skipped} unchanged, {len(report.errors)} failed"
+        )
+        for error in report.errors:
+            typer.echo(f"  {error['path']}: {error['error']}", err=True)
+        for warning in report.warnings:
+            typer.echo(f"  ⚠ {warning['path']}: looks like prompt injection", err=True)
+    if report.errors and not report.documents and not report.skipped:
+        raise typer.Exit(1)
+
+
+@kb_app.command("search")
+def kb_search(
+    query: Annotated[str, typer.Argument()],
+    top: Annotated[int, typer.Option("--top", min=1, max=50)] = 5,
+    assistant: Annotated[str | None, typer.Option()] = None,
+    chat_id: Annotated[int | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What retrieval finds for a question, best first."""
+    settings = _settings()
+    from loopgram.rag import service
+
+    try:
+        hits = service.retriever(settings).search(
+            query, assistant=assistant, chat_id=chat_id, limit=top
+        )
+    except LoopgramError as exc:
+        fail(str(exc))
+    rows = [
+        {
+            "document": h.document,
+            "chunk_id": h.chunk_id,
+            "score": round(h.score, 4),
+            "text": h.text,
+            "page": h.page,
+            "section": h.section,
+        }
+        for h in hits
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for row in rows:
+        snippet = " ".join(str(row["text"]).split())[:160]
+        typer.echo(f"{row['score']:.3f}  {row['document']}  {snippet}")
+
+
+@kb_app.command("list")
+def kb_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The documents in the knowledge base."""
+    settings = _settings()
+    from loopgram.models import Document
+
+    def documents(*, session: Any) -> list[dict[str, Any]]:
+        from sqlmodel import col, select
+
+        return [
+            {
+                "id": d.id,
+                "name": d.name,
+                "source": d.source,
+                "chunks": d.chunks,
+                "status": d.status,
+                "assistant": d.assistant,
+                "chat_id": d.chat_id,
+                "lang": d.lang,
+                "injection_warnings": len(d.findings),
+                "updated_at": d.updated_at.isoformat(),
+            }
+            for d in session.exec(select(Document).order_by(col(Document.id))).all()
+        ]
+
+    rows = _with_db(settings, documents)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    for row in rows:
+        warn = "  ⚠ injection" if row["injection_warnings"] else ""
+        typer.echo(f"#{row['id']}  {row['name']}  {row['chunks']} chunks  {row['status']}{warn}")
+
+
+@kb_app.command("delete")
+def kb_delete(document_id: Annotated[int, typer.Argument(help="the id from `kb list`")]) -> None:
+    """Remove a document and its chunks."""
+    settings = _settings()
+    db, kb = _kb(settings)
+    try:
+        deleted = kb.delete(document_id)
+    except LoopgramError as exc:
+        fail(str(exc))
+    finally:
+        db.dispose()
+    if not deleted:
+        fail(f"no document {document_id}")
+    typer.echo(f"document {document_id} removed")
 
 
 @app.command("eval")

@@ -344,3 +344,43 @@ class LabeledExample(SQLModel, table=True):
     )
     confirmed_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime = _ts()
+
+
+class Document(SQLModel, table=True):
+    """A knowledge-base document. Its chunks' vectors live in Qdrant, keyed by chunk id."""
+
+    __tablename__ = "document"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_key: str = Field(max_length=64, unique=True, description="sha256(source, scope)")
+    name: str = Field(max_length=256)
+    source: str = Field(max_length=1024, description="a path, or telegram:<file_unique_id>")
+    kind: str = Field(max_length=16)
+    content_hash: str = Field(max_length=64, index=True)
+    lang: str = Field(default="en", max_length=8)
+    assistant: str | None = Field(default=None, max_length=32, description="scope; None = all")
+    chat_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    status: str = Field(default="indexing", max_length=16, description="indexing, ready, failed")
+    chunks: int = 0
+    findings: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]")
+    )
+    error: str | None = Field(default=None, max_length=512)
+    added_by: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Chunk(SQLModel, table=True):
+    """A piece of a document as indexed: the text cited in answers, by chunk id."""
+
+    __tablename__ = "chunk"
+
+    id: str = Field(primary_key=True, max_length=36, description="UUID; the Qdrant point id")
+    document_id: int = Field(foreign_key="document.id", index=True, ondelete="CASCADE")
+    index: int
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    section: str | None = Field(default=None, max_length=512)
+    page: int | None = None
+    lang: str = Field(default="en", max_length=8)
+    tokens: int = 0

@@ -71,7 +71,12 @@ class QdrantSettings(BaseSettings):
     model_config = _COMMON
 
     qdrant_url: str | None = None
-    qdrant_path: str = "./data/qdrant"
+    qdrant_path: str | None = Field(default=None, description="local mode folder; DATA_DIR/qdrant")
+    qdrant_api_key: SecretStr | None = None
+    kb_top_k: int = Field(default=4, description="sources put in front of the model")
+    kb_min_relevance: float = Field(
+        default=0.81, description="calibrated similarity below which a chunk is not a source"
+    )
 
 
 class LLMSettings(BaseSettings):
@@ -238,6 +243,10 @@ class Settings:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     bot: BotSettings = field(default_factory=BotSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
+
+    def qdrant_local_path(self) -> str:
+        """Where local-mode Qdrant keeps its files: QDRANT_PATH, else DATA_DIR/qdrant."""
+        return self.qdrant.qdrant_path or str(Path(self.app.data_dir) / "qdrant")
 
     @classmethod
     def load(cls) -> Settings:
