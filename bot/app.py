@@ -28,6 +28,8 @@ from loopgram.few_shot import NeighbourExamples
 from loopgram.group_moderation import GroupModerator
 from loopgram.i18n import t
 from loopgram.llm import LLMClient
+from loopgram.rag import service as rag_service
+from loopgram.rag.retrieve import AsyncRetriever
 from loopgram.routing import AdapterRouter
 from loopgram.settings import Settings, TelegramSettings
 from loopgram.spool import Spool
@@ -100,6 +102,7 @@ def create_runtime(
         examples=NeighbourExamples(
             db, embedder=lambda: get_embedder(settings.embedding.embedding_model)
         ),
+        knowledge=AsyncRetriever(lambda: rag_service.retriever(settings), db),
     )
     responder = Responder(answers=answers, stream_interval=settings.bot.stream_edit_interval)
     sink = FeedbackSink(
@@ -138,6 +141,7 @@ async def set_commands(bot: Bot) -> None:
                 "moderate",
                 "label",
                 "labels",
+                "report",
                 "reset",
             )
         ]

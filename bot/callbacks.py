@@ -54,3 +54,9 @@ class ReviewCb(CallbackData, prefix="rv"):
 
     item: int
     action: ReviewAction
+
+
+class SourcesCb(CallbackData, prefix="src"):
+    """📚 under an answer grounded in the knowledge base: show its sources."""
+
+    iid: int

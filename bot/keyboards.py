@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.callbacks import AssistantCb, MeaningCb, OptionCb, RateAction, RateCb, ReasonCb
+from bot.callbacks import (
+    AssistantCb,
+    MeaningCb,
+    OptionCb,
+    RateAction,
+    RateCb,
+    ReasonCb,
+    SourcesCb,
+)
 from loopgram.assistants import ASSISTANTS, Assistant
 from loopgram.feedback import REASONS
 from loopgram.i18n import t
@@ -76,8 +84,13 @@ def _option_rows(assistant: Assistant, interaction: Interaction, lang: str) -> R
 def answer_keyboard(
     interaction: Interaction, lang: str, *, selected: int | None = None
 ) -> InlineKeyboardMarkup:
-    """👍 👎 🔄, plus the assistant's option buttons (style, format, translation...)."""
+    """👍 👎 🔄 (📚 when the answer cites the knowledge base), plus the assistant's option
+    buttons (style, format, translation...)."""
     rows: Rows = [_rating_row(interaction.id or 0, selected)]
+    if interaction.retrieved_chunk_ids:
+        rows[0].append(
+            InlineKeyboardButton(text="📚", callback_data=SourcesCb(iid=interaction.id or 0).pack())
+        )
     assistant = ASSISTANTS.get(interaction.assistant)
     if assistant is not None and interaction.status == InteractionStatus.ok:
         rows.extend(_option_rows(assistant, interaction, lang))

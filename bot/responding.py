@@ -96,6 +96,8 @@ class Responder:
                 return None
             interaction = await self.answers.store(prepared, answer=text)
             shown = prepared.assistant.render(text, lang=lang)
+            if prepared.knowledge_down:
+                shown += "\n\n" + t(lang, "kb-unavailable-note")
             ids = await streamer.finish(shown, answer_keyboard(interaction, lang))
             await self.answers.attach_messages(interaction, ids)
             await self.answers.after_answer(interaction)

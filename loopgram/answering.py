@@ -23,6 +23,8 @@ from loopgram.db import Database
 from loopgram.errors import InputTooLongError
 from loopgram.llm import ChatMessage, LLMClient
 from loopgram.models import Interaction, InteractionStatus
+from loopgram.rag import prompt as rag_prompt
+from loopgram.rag.types import Retrieval
 from loopgram.routing import AdapterRouter
 from loopgram.settings import BotSettings
 
@@ -56,6 +58,8 @@ class PreparedAnswer:
     options: dict[str, str] = field(default_factory=dict)
     context: PromptContext = field(default_factory=PromptContext)
     label_set_id: int | None = None
+    retrieved: list[str] = field(default_factory=list)  # chunk ids the answer is grounded on
+    knowledge_down: bool = False
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -71,6 +75,12 @@ class ExampleSource(Protocol):
     async def attach(self, prepared: PreparedAnswer) -> PreparedAnswer: ...
 
 
+class KnowledgeSource(Protocol):
+    """The knowledge base as answering sees it (loopgram.rag.retrieve.AsyncRetriever)."""
+
+    async def retrieve(self, query: str, *, assistant: str, chat_id: int) -> Retrieval: ...
+
+
 class AnswerService:
     def __init__(
         self,
@@ -80,18 +90,35 @@ class AnswerService:
         settings: BotSettings,
         router: AdapterRouter | None = None,
         examples: ExampleSource | None = None,
+        knowledge: KnowledgeSource | None = None,
     ) -> None:
         self.db = db
         self.llm = llm
         self.settings = settings
         self.router = router or AdapterRouter(base_model=llm.default_model, canary_share=0.0)
         self.examples = examples
+        self.knowledge = knowledge
 
     async def prepare(self, question: Question) -> PreparedAnswer:
         prepared = await self.db.run(self._prepare, question=question)
         if prepared.assistant.name == "label" and self.examples is not None:
             prepared = await self.examples.attach(prepared)
+        if prepared.assistant.uses_knowledge and self.knowledge is not None:
+            await self._ground(prepared, self.knowledge)
         return prepared
+
+    async def _ground(self, prepared: PreparedAnswer, knowledge: KnowledgeSource) -> None:
+        q = prepared.question
+        retrieval = await knowledge.retrieve(
+            q.text.strip(), assistant=prepared.assistant.name, chat_id=q.chat_id
+        )
+        prepared.knowledge_down = not retrieval.available
+        if not retrieval.searched:
+            return
+        hits = rag_prompt.fit(retrieval.hits)
+        grounding = rag_prompt.grounding_message(hits, prepared.answer_lang)
+        prepared.messages = rag_prompt.with_grounding(prepared.messages, grounding)
+        prepared.retrieved = [hit.chunk_id for hit in hits]
 
     def input_limit(self, assistant: Assistant, *, from_document: bool) -> int:
         """Long documents are for summaries only (read in parts); the rest must fit."""
@@ -233,6 +260,7 @@ class AnswerService:
             parent_interaction_id=q.parent_interaction_id,
             options=prepared.options,
             label_set_id=prepared.label_set_id,
+            retrieved_chunk_ids=prepared.retrieved,
         )
         stored = await self.db.run(crud.add_interaction, interaction=interaction)
         log.info(

@@ -13,6 +13,7 @@ from bot.handlers import (
     errors,
     fallback,
     feedback,
+    knowledge,
     options,
     review,
 )
@@ -26,6 +27,7 @@ def get_routers() -> list[Router]:
         errors,
         commands,
         admin,
+        knowledge,
         chat_settings,
         assistant,
         review,

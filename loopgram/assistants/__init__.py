@@ -25,7 +25,7 @@ DEFAULT_ASSISTANT = "chat"
 ASSISTANTS: dict[str, Assistant] = {
     a.name: a
     for a in (
-        Assistant("chat", "💬", uses_history=True),
+        Assistant("chat", "💬", uses_history=True, uses_knowledge=True),
         paraphrase(),
         summarize(),
         moderate(),

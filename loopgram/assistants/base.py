@@ -83,6 +83,7 @@ class Assistant:
     name: str
     emoji: str
     uses_history: bool = False
+    uses_knowledge: bool = False  # answers grounded in the knowledge base (with citations)
     option_groups: tuple[OptionGroup, ...] = ()
     structured: bool = False
     max_tokens: int | None = None
