@@ -26,6 +26,7 @@ from loopgram.rag.chunking import (
     estimate_tokens,
 )
 from loopgram.rag.types import ChunkDraft
+from tests.unit.test_documents import minimal_pdf
 
 # --- Documents -----------------------------------------------------------------------------
 
@@ -407,37 +408,6 @@ def test_pdf_pages_lose_headers_and_keep_page_numbers() -> None:
         assert any(start in page for page in pages[chunk.page - 1 :])
     expected = "\n\n".join(clean_pages(pages)).split()
     assert covers_in_order(chunks, expected)
-
-
-def minimal_pdf(pages: list[list[str]]) -> bytes:
-    """A PDF written by hand (Helvetica, a `Tj` per line), as in test_documents."""
-    count = len(pages)
-    font = 3 + 2 * count
-    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(count))
-    objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>",
-        f"<< /Type /Pages /Kids [{kids}] /Count {count} >>",
-    ]
-    for index, lines in enumerate(pages):
-        shown = " ".join(f"({line}) Tj 0 -16 Td" for line in lines)
-        content = f"BT /F1 12 Tf 72 720 Td {shown} ET"
-        objects.append(
-            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-            f"/Resources << /Font << /F1 {font} 0 R >> >> /Contents {4 + 2 * index} 0 R >>"
-        )
-        objects.append(f"<< /Length {len(content)} >>\nstream\n{content}\nendstream")
-    objects.append("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    out = b"%PDF-1.4\n"
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{number} 0 obj\n{body}\nendobj\n".encode("latin-1")
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{offset:010d} 00000 n \n".encode() for offset in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\n".encode()
-    out += f"startxref\n{xref}\n%%EOF\n".encode()
-    return out
 
 
 def test_real_english_pdf() -> None:
