@@ -894,6 +894,12 @@ def simulate(
     noise: Annotated[float, typer.Option(min=0, max=1, help="chance a press is wrong")] = 0.1,
     seed: Annotated[int, typer.Option(help="people, prompts and training seed")] = 0,
     control: Annotated[bool, typer.Option(help="train the shuffled-ratings control")] = True,
+    moderators: Annotated[
+        int, typer.Option(min=0, help="simulated moderators working the review queue")
+    ] = 1,
+    correct_share: Annotated[
+        float, typer.Option(min=0, max=1, help="share of fixable disliked answers corrected")
+    ] = 0.5,
     data_dir: Annotated[Path, typer.Option(help="the simulated deployment's files")] = Path(
         "./data/simulation"
     ),
@@ -919,6 +925,8 @@ def simulate(
         noise=noise,
         seed=seed,
         control=control,
+        moderators=moderators,
+        correct_share=correct_share,
         data_dir=data_dir,
         out=out,
         as_json=as_json,

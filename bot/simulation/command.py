@@ -50,6 +50,8 @@ def build_options(
     seed: int,
     control: bool,
     data_dir: Path,
+    moderators: int = 1,
+    correct_share: float = 0.5,
 ) -> SimulationOptions:
     chosen_languages = _names(languages, LANGUAGES, "--languages")
     if people < 2 * len(chosen_languages):
@@ -68,6 +70,8 @@ def build_options(
             behaviour=Behaviour(noise=noise),
             seed=seed,
             shuffled_control=control,
+            moderators=moderators,
+            correct_share=correct_share,
         )
     except ValueError as exc:
         raise SimulationInputError(str(exc)) from exc

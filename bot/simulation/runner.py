@@ -27,6 +27,7 @@ from sqlmodel import Session, col, select
 
 from bot.emulated import emulated_bot
 from bot.simulation.heldout import RateEstimate, heldout_rate
+from bot.simulation.moderators import SimModerator, Tally
 from bot.simulation.people import Behaviour, Person
 from bot.simulation.prompts import Prompt, load_prompt_set
 from bot.simulation.traffic import Conversation, Exchange, run_traffic
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 _FIRST_USER_ID = 7_000_001
 _HOLD = 10**9
+MODERATOR_BASE = 990_000  # simulated moderators' user ids
 """TRAIN_MIN_NEW_EXAMPLES while a round's traffic is being served: no run starts."""
 
 
@@ -60,6 +62,11 @@ class SimulationOptions:
     behaviour: Behaviour = field(default_factory=Behaviour)
     seed: int = 0
     shuffled_control: bool = True
+    # Simulated moderators work the review queue each round (flagged by people's 👎);
+    # they correct this share of the disliked answers they can fix and reject the rest.
+    moderators: int = 1
+    correct_share: float = 0.5
+    reviews_per_round: int = 16
     canary_share: float = 0.5
     canary_min_ratings: int = 20
     canary_max_ratings: int = 80
@@ -104,6 +111,8 @@ class RoundResult:
     pairs: int = 0
     train_seconds: float = 0.0
     seconds: float = 0.0
+    reviewed: int = 0
+    corrected: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +127,8 @@ class RoundResult:
             "traffic_thumbs_up_rate": round(self.traffic_liked, 4),
             "traffic_answers": self.traffic_answers,
             "traffic_failures": self.traffic_failures,
+            "reviewed": self.reviewed,
+            "corrections": self.corrected,
             "train_examples": self.pairs,
             "train_seconds": round(self.train_seconds, 1),
             "seconds": round(self.seconds, 1),
@@ -203,6 +214,8 @@ def simulation_env(options: SimulationOptions) -> dict[str, str]:
         "CANARY_MARGIN": str(options.canary_margin),
         "ROUTING_CACHE_SECONDS": "1",
         "ADMIN_IDS": "",
+        "MODERATOR_IDS": ",".join(str(MODERATOR_BASE + i) for i in range(options.moderators)),
+        "MODERATOR_CHAT_ID": "",  # moderators take items with /review in private
         "ALLOWED_CHAT_IDS": "",
     }
 
@@ -272,6 +285,7 @@ class Simulation:
     async def _rounds(self, emulator: Any, llm: LLMClient, started: float) -> SimulationResult:
         options = self.options
         conversations = self._people(emulator)
+        self.moderators = self._moderators(emulator)
         self.progress("measuring the base model on held-out prompts")
         base = self.settings.llm.llm_model
         baseline = await self._measure(llm, {a: base for a in options.assistants})
@@ -292,6 +306,18 @@ class Simulation:
         return SimulationResult(
             baseline, rounds, control, detail, options, time.monotonic() - started
         )
+
+    def _moderators(self, emulator: Any) -> list[SimModerator]:
+        return [
+            SimModerator(
+                emulator,
+                self.db,
+                MODERATOR_BASE + index,
+                correct_share=self.options.correct_share,
+                rng=random.Random(self.options.seed + 1000 + index),
+            )
+            for index in range(self.options.moderators)
+        ]
 
     def _people(self, emulator: Any) -> list[Conversation]:
         options = self.options
@@ -330,6 +356,7 @@ class Simulation:
         self.progress(f"round {number}: {len(prompts)} prompts from {len(conversations)} people")
         exchanges = await run_traffic(conversations, prompts)
         await self._wait_stored(exchanges)
+        tally = await self._moderate()
         answered = [e for e in exchanges if not e.failed]
         liked = sum(e.judgement.liked for e in answered) / max(1, len(answered))
         self.progress(f"round {number}: traffic 👍 {liked:.2f}; waiting for the training run")
@@ -346,6 +373,8 @@ class Simulation:
             traffic_liked=liked,
             traffic_answers=len(answered),
             traffic_failures=len(exchanges) - len(answered),
+            reviewed=tally.decided,
+            corrected=tally.corrected,
         )
         statuses, candidates, canaries, details = [], [], [], []
         for run in runs:
@@ -372,6 +401,22 @@ class Simulation:
         result.heldout = await self._measure(llm, serving)
         result.seconds = time.monotonic() - round_started
         return result
+
+    async def _moderate(self) -> Tally:
+        """The moderators work through (part of) the review queue, one after the other."""
+        total = Tally()
+        for moderator in self.moderators:
+            tally = await moderator.work(self.options.reviews_per_round)
+            total.approved += tally.approved
+            total.rejected += tally.rejected
+            total.corrected += tally.corrected
+            total.skipped += tally.skipped
+        if total.decided:
+            self.progress(
+                f"moderators: {total.corrected} corrected, {total.approved} approved, "
+                f"{total.rejected} rejected"
+            )
+        return total
 
     async def _wait_stored(self, exchanges: list[Exchange], within: float = 120.0) -> None:
         """The worker stores presses asynchronously; a round ends when all of them landed."""

@@ -19,7 +19,14 @@ from sqlmodel import select
 from bot.simulation.report import write_report
 from bot.simulation.runner import Simulation, SimulationOptions
 from loopgram.db import Database
-from loopgram.models import Interaction, Rating, TrainingRun
+from loopgram.models import (
+    Interaction,
+    PreferencePair,
+    Rating,
+    ReviewDecision,
+    ReviewItem,
+    TrainingRun,
+)
 from loopgram.settings import DatabaseSettings
 
 pytestmark = pytest.mark.slow
@@ -80,6 +87,15 @@ async def test_a_round_trains_gates_and_measures(
             assert len(session.exec(select(Interaction)).all()) >= 16
             run = session.exec(select(TrainingRun)).one()
             assert run.status == round_one.run_status and run.train_examples > 0
+            # The simulated moderator worked the queue the people's 👎 filled.
+            flagged = session.exec(select(ReviewItem)).all()
+            decisions = session.exec(select(ReviewDecision)).all()
+            assert len(decisions) == round_one.reviewed
+            assert round_one.reviewed >= min(len(flagged), 1)
+            corrections = session.exec(
+                select(PreferencePair).where(PreferencePair.source == "correction")
+            ).all()
+            assert len(corrections) == round_one.corrected
     finally:
         db.dispose()
 

@@ -70,3 +70,29 @@ def test_coverage_matches_inflected_russian_words() -> None:
 def test_unknown_assistant_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="no simulated preference"):
         judge("moderate", SOURCE, "ok")
+
+
+def test_a_moderators_correction_is_what_people_like() -> None:
+    from bot.simulation.moderators import correction
+
+    source = "The meeting has been moved to Thursday because the director is away on Monday."
+    chatty = (
+        "Here is the rewritten text: Since the director is away on Monday, the meeting "
+        "moved to Thursday. I hope this helps you plan the week ahead of the meeting."
+    )
+    fixed = correction("paraphrase", source, chatty)
+    assert fixed is not None and judge("paraphrase", source, fixed).liked
+    assert not fixed.lower().startswith("here is")
+    long_source = (
+        "The city council approved a budget of 4.2 million for road repairs on Tuesday. "
+        "Work on the three busiest streets starts in May and should end by October. "
+        "Residents will be notified a week before their street closes. "
+        "The mayor said the repairs were overdue after a hard winter."
+    )
+    summary = correction("summarize", long_source, "A plain paragraph that is not a list.")
+    assert summary is not None and summary.startswith("- ")
+    assert judge("summarize", long_source, summary).liked
+    # An answer that ignores the source (or merely copies it) cannot be edited into a good one.
+    assert correction("paraphrase", source, "I like turtles.") is None
+    assert correction("paraphrase", source, "Here is the rewritten text: " + source) is None
+    assert correction("label", source, "x") is None
