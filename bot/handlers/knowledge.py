@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 router = Router(name=__name__)
 
 QUOTE_CHARS = 220
+OUTCOME_KEYS = {"added": "kb-added", "replaced": "kb-replaced", "skipped": "kb-skipped"}
 
 
 def _is_admin(user_record: User | None) -> bool:
@@ -189,7 +190,7 @@ async def on_kb_file(
     except LoopgramError as exc:
         await status.edit_text(t(lang, exc.key, **exc.params))
         return
-    text = t(lang, f"kb-{outcome.status}", name=outcome.name, chunks=outcome.chunks)
+    text = t(lang, OUTCOME_KEYS[outcome.status], name=outcome.name, chunks=outcome.chunks)
     if outcome.findings:
         text += "\n" + t(lang, "kb-injection-warning", count=len(outcome.findings))
     await status.edit_text(text)

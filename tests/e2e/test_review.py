@@ -294,6 +294,10 @@ async def test_a_deleted_answer_closes_its_card_with_a_note(running: EmulatedBot
     await emu.wait_for(
         lambda: any("no longer exists" in a.get("text", "") for a in emu.callback_answers)
     )
-    closed = next(m for m in emu.bot_messages(MODS) if m["message_id"] == card["message_id"])
-    assert closed["text"].startswith("🔒 Closed") and not buttons(closed)
+
+    def closed() -> dict[str, Any]:
+        return next(m for m in emu.bot_messages(MODS) if m["message_id"] == card["message_id"])
+
+    await emu.wait_for(lambda: closed()["text"].startswith("🔒 Closed"))
+    assert not buttons(closed())
     assert await db.run(rows(ReviewDecision)) == []
