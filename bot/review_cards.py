@@ -47,6 +47,8 @@ def card_text(card: Card, lang: str) -> str:
         lines.append(t(lang, "review-card-note", note=item.note))
     if interaction.adapter:
         lines.append(t(lang, "review-card-adapter", adapter=interaction.adapter))
+    if card.sources:
+        lines.append(t(lang, "review-card-sources", sources=", ".join(card.sources)))
     if card.labels:
         lines.append(t(lang, "review-card-labels", labels=", ".join(card.labels)))
     return "\n".join(lines)

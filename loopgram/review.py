@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -32,6 +32,8 @@ from loopgram.assistants.structured import InvalidOutput, parse_structured
 from loopgram.errors import LoopgramError
 from loopgram.models import (
     AuditLog,
+    Chunk,
+    Document,
     Interaction,
     InteractionStatus,
     LabelSet,
@@ -465,6 +467,7 @@ class Card:
     user_reason: str | None
     user_comment: str | None
     labels: list[str]  # the labels a correction may use (label / moderate), else empty
+    sources: list[str] = field(default_factory=list)  # knowledge-base documents it cited
 
 
 def card(*, session: Session, item_id: int) -> Card | None:
@@ -486,7 +489,20 @@ def card(*, session: Session, item_id: int) -> Card | None:
             labels = label_set_names(session, interaction.label_set_id)
         elif interaction.assistant == "moderate":
             labels = [label.value for label in ModerationLabel]
+        sources = _source_names(session, list(interaction.retrieved_chunk_ids or []))
+        return Card(item, interaction, reason, comment, labels, sources)
     return Card(item, interaction, reason, comment, labels)
+
+
+def _source_names(session: Session, chunk_ids: list[str]) -> list[str]:
+    if not chunk_ids:
+        return []
+    rows = session.exec(
+        select(Document.name)
+        .join(Chunk, col(Chunk.document_id) == col(Document.id))
+        .where(col(Chunk.id).in_(chunk_ids))
+    ).all()
+    return sorted(set(rows))
 
 
 def unposted(*, session: Session, limit: int = 20) -> list[int]:

@@ -1034,3 +1034,27 @@ def test_an_unknown_user_is_not_found(db: Database, call: Callable[[Session], An
     with db.session() as session:
         count = session.exec(select(func.count()).select_from(AuditLog)).one()
     assert count == 0
+
+
+def test_a_card_names_the_knowledge_base_documents_the_answer_cited(db: Database) -> None:
+    from loopgram.models import Chunk, Document, Interaction
+
+    interaction_id = _interaction(db)
+
+    def cite(*, session: Any) -> None:
+        document = Document(
+            source_key="k" * 64, name="handbook.md", source="h", kind="md", content_hash="h"
+        )
+        session.add(document)
+        session.flush()
+        chunk_id = "00000000-0000-4000-8000-000000000001"
+        session.add(Chunk(id=chunk_id, document_id=document.id, index=0, text="Refunds: 30 days."))
+        interaction = session.get(Interaction, interaction_id)
+        interaction.retrieved_chunk_ids = [chunk_id, "00000000-0000-4000-8000-00000000dead"]
+        session.add(interaction)
+
+    db.call(cite)
+    item_id = _flag(db, interaction_id)
+    card = db.call(review.card, item_id=item_id)
+    assert card is not None and card.sources == ["handbook.md"]
+    assert db.call(review.card, item_id=_item(db)).sources == []

@@ -253,3 +253,4 @@ kb-added = ✅ Added { $name }: { $chunks } chunks.
 kb-replaced = ✅ Updated { $name }: { $chunks } chunks (the old version is replaced).
 kb-skipped = { $name } has not changed; nothing to do.
 kb-injection-warning = ⚠️ { $count } passage(s) look like instructions to the model (prompt injection). They are indexed as plain data and will not be obeyed; check the document.
+review-card-sources = 📚 Sources: { $sources }
