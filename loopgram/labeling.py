@@ -40,13 +40,15 @@ def spec_of(label_set: LabelSet) -> LabelSetSpec:
     return LabelSetSpec.model_validate({"name": label_set.name, "labels": label_set.labels})
 
 
+def label_set(session: Session, label_set_id: int | None) -> tuple[LabelSet | None, LabelSetSpec]:
+    """A label set by id (row and spec); (None, the default set) for None or a missing id."""
+    row = session.get(LabelSet, label_set_id) if label_set_id is not None else None
+    return (row, spec_of(row)) if row is not None else (None, default_label_set())
+
+
 def chat_label_set(*, session: Session, chat: Chat) -> tuple[LabelSet | None, LabelSetSpec]:
     """The chat's own label set (row and spec), or (None, the default set)."""
-    if chat.label_set_id is not None:
-        row = session.get(LabelSet, chat.label_set_id)
-        if row is not None:
-            return row, spec_of(row)
-    return None, default_label_set()
+    return label_set(session, chat.label_set_id)
 
 
 def save_label_set(

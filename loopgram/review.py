@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from loopgram import labeling
-from loopgram.assistants.label import LabelResult, default_label_set
+from loopgram.assistants.label import LabelResult
 from loopgram.assistants.moderate import ModerationAction, ModerationLabel, Verdict
 from loopgram.assistants.structured import InvalidOutput, parse_structured
 from loopgram.errors import LoopgramError
@@ -36,7 +36,6 @@ from loopgram.models import (
     Document,
     Interaction,
     InteractionStatus,
-    LabelSet,
     PairSource,
     PreferencePair,
     Rating,
@@ -451,10 +450,7 @@ def _reason(text: str) -> str:
 
 
 def label_set_names(session: Session, label_set_id: int | None) -> list[str]:
-    if label_set_id is None:
-        return default_label_set().names
-    row = session.get(LabelSet, label_set_id)
-    return labeling.spec_of(row).names if row else default_label_set().names
+    return labeling.label_set(session, label_set_id)[1].names
 
 
 # --- cards (what a moderator sees) ------------------------------------------------------------

@@ -11,20 +11,17 @@ from aiogram.types import Message
 from celery import Celery
 
 from bot.filters import AddressedToBot
+from bot.permissions import is_admin
 from loopgram import adapters
 from loopgram.adapter_server import AdapterServerError, HttpAdapterServer
 from loopgram.assistants import ASSISTANTS
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
 from loopgram.i18n import t
-from loopgram.models import Role, User
+from loopgram.models import User
 from loopgram.settings import Settings
 
 router = Router(name=__name__)
-
-
-def _is_admin(user_record: User | None) -> bool:
-    return user_record is not None and user_record.role == Role.admin
 
 
 def _server(settings: Settings) -> HttpAdapterServer:
@@ -41,7 +38,7 @@ async def on_admin_command(
     settings: Settings,
     celery_app: Celery,
 ) -> None:
-    if not _is_admin(user_record):
+    if not is_admin(user_record):
         await message.reply(t(lang, "admin-only"))
         return
     arg = (command.args or "").split()

@@ -15,13 +15,14 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bot.filters import AddressedToBot
+from bot.permissions import is_admin
 from loopgram import crud, labeling
 from loopgram.assistants import ASSISTANTS, DEFAULT_ASSISTANT
 from loopgram.assistants.label import LabelSetSpec, parse_label_list, parse_label_yaml
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
 from loopgram.i18n import t
-from loopgram.models import Role, User
+from loopgram.models import User
 
 log = logging.getLogger(__name__)
 router = Router(name=__name__)
@@ -31,7 +32,7 @@ MAX_LABEL_FILE_BYTES = 100_000
 
 
 async def can_configure(message: Message, bot: Bot, user_record: User | None) -> bool:
-    if user_record is not None and user_record.role == Role.admin:
+    if is_admin(user_record):
         return True
     if message.chat.type == ChatType.PRIVATE or message.from_user is None:
         return False

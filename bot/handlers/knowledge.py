@@ -18,11 +18,12 @@ from sqlmodel import Session, col, select
 
 from bot.callbacks import SourcesCb
 from bot.filters import AddressedToBot
+from bot.permissions import is_admin
 from loopgram import crud
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
 from loopgram.i18n import t
-from loopgram.models import Chunk, Document, Role, User
+from loopgram.models import Chunk, Document, User
 from loopgram.rag import service
 from loopgram.rag.prompt import cite
 from loopgram.rag.types import Hit
@@ -33,10 +34,6 @@ router = Router(name=__name__)
 
 QUOTE_CHARS = 220
 OUTCOME_KEYS = {"added": "kb-added", "replaced": "kb-replaced", "skipped": "kb-skipped"}
-
-
-def _is_admin(user_record: User | None) -> bool:
-    return user_record is not None and user_record.role == Role.admin
 
 
 def _sources(*, session: Session, chunk_ids: list[str]) -> list[Hit]:
@@ -114,7 +111,7 @@ async def on_kb(
     settings: Settings,
     user_record: User | None,
 ) -> None:
-    if not _is_admin(user_record):
+    if not is_admin(user_record):
         await message.reply(t(lang, "admin-only"))
         return
     verb, _, rest = (command.args or "").strip().partition(" ")
@@ -164,7 +161,7 @@ async def on_kb_file(
     settings: Settings,
     user_record: User | None,
 ) -> None:
-    if not _is_admin(user_record) or message.from_user is None:
+    if not is_admin(user_record) or message.from_user is None:
         await message.reply(t(lang, "admin-only"))
         return
     document = message.document

@@ -23,6 +23,7 @@ from sqlmodel import Session, select
 
 from bot.callbacks import ReviewAction, ReviewCb
 from bot.filters import AddressedToBot
+from bot.permissions import is_admin, is_moderator
 from bot.review_cards import card_keyboard, card_text, decided_text
 from loopgram import review, review_stats, roles
 from loopgram.assistants import get_assistant
@@ -49,14 +50,6 @@ RESULT_KEYS = {
 
 class ReviewForm(StatesGroup):
     correction = State()
-
-
-def is_moderator(user_record: User | None) -> bool:
-    return (
-        user_record is not None
-        and not user_record.banned
-        and user_record.role in (Role.moderator, Role.admin)
-    )
 
 
 def _name(user: TgUser) -> str:
@@ -324,7 +317,7 @@ ROLE_COMMANDS = ("grant", "revoke", "ban", "unban")
 async def on_role_command(
     message: Message, command: CommandObject, lang: str, db: Database, user_record: User | None
 ) -> None:
-    if user_record is None or user_record.role != Role.admin or message.from_user is None:
+    if not is_admin(user_record) or message.from_user is None:
         await message.reply(t(lang, "admin-only"))
         return
     args = (command.args or "").split()
@@ -371,7 +364,7 @@ async def on_stats(
 ) -> None:
     """The review queue, moderators' decisions and agreement, and the 👍 rate per assistant
     and adapter over the last 30 days as a chart."""
-    if user_record is None or user_record.role != Role.admin:
+    if not is_admin(user_record):
         await message.reply(t(lang, "admin-only"))
         return
     queue = await db.run(review_stats.queue_stats)
