@@ -13,10 +13,11 @@ from datetime import datetime
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from loopgram import crud
 from loopgram.adapter_server import AdapterServer
 from loopgram.canary import Tally, Verdict, judge
 from loopgram.errors import LoopgramError, NotFoundError
-from loopgram.models import Adapter, AdapterStatus, AuditLog, Interaction, Rating, utcnow
+from loopgram.models import Adapter, AdapterStatus, Interaction, Rating, utcnow
 from loopgram.settings import LearningSettings
 
 log = logging.getLogger(__name__)
@@ -255,12 +256,11 @@ def _audit(
         details["from"] = before
     if note:
         details["note"] = note
-    session.add(
-        AuditLog(
-            actor_id=actor_id,
-            action=action,
-            target_type="adapter",
-            target_id=str(adapter.id),
-            details=details,
-        )
+    crud.audit(
+        session=session,
+        actor_id=actor_id,
+        action=action,
+        target_type="adapter",
+        target_id=str(adapter.id),
+        details=details,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select
@@ -50,22 +51,38 @@ def upsert_user(
         user.first_name = first_name
         user.username = username
     if _rank(initial_role) > _rank(user.role):
-        session.add(
-            AuditLog(
-                actor_id=None,
-                action="role.bootstrap",
-                target_type="user",
-                target_id=str(user_id),
-                details={
-                    "from": str(user.role),
-                    "role": str(initial_role),
-                    "source": "environment",
-                },
-            )
+        audit(
+            session=session,
+            actor_id=None,
+            action="role.bootstrap",
+            target_type="user",
+            target_id=str(user_id),
+            details={"from": str(user.role), "role": str(initial_role), "source": "environment"},
         )
         user.role = initial_role
     session.flush()
     return user
+
+
+def audit(
+    *,
+    session: Session,
+    actor_id: int | None,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Record who did what to which record (the audit log)."""
+    session.add(
+        AuditLog(
+            actor_id=actor_id,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            details=details or {},
+        )
+    )
 
 
 def _rank(role: Role) -> int:
@@ -120,14 +137,13 @@ def set_assistant_enabled(
             chat.assistant = "chat"
     chat.disabled_assistants = sorted(disabled)
     session.add(chat)
-    session.add(
-        AuditLog(
-            actor_id=actor_id,
-            action="assistant.enable" if enabled else "assistant.disable",
-            target_type="chat",
-            target_id=str(chat_id),
-            details={"assistant": assistant},
-        )
+    audit(
+        session=session,
+        actor_id=actor_id,
+        action="assistant.enable" if enabled else "assistant.disable",
+        target_type="chat",
+        target_id=str(chat_id),
+        details={"assistant": assistant},
     )
     return chat
 
@@ -151,14 +167,13 @@ def set_moderation(
     if threshold is not None:
         chat.moderation_threshold = changes["threshold"] = threshold
     session.add(chat)
-    session.add(
-        AuditLog(
-            actor_id=actor_id,
-            action="moderation.configure",
-            target_type="chat",
-            target_id=str(chat_id),
-            details=changes,
-        )
+    audit(
+        session=session,
+        actor_id=actor_id,
+        action="moderation.configure",
+        target_type="chat",
+        target_id=str(chat_id),
+        details=changes,
     )
     return chat
 

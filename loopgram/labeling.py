@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from loopgram import crud
 from loopgram.assistants import Example
 from loopgram.assistants.label import LabelSetSpec, default_label_set, example_answer
-from loopgram.models import AuditLog, Chat, LabeledExample, LabelSet
+from loopgram.models import Chat, LabeledExample, LabelSet
 
 if TYPE_CHECKING:
     from loopgram.embeddings import Embedder
@@ -67,14 +67,13 @@ def save_label_set(
     if chat is not None:
         chat.label_set_id = row.id
         session.add(chat)
-    session.add(
-        AuditLog(
-            actor_id=actor_id,
-            action="labels.define",
-            target_type="chat" if chat else "label_set",
-            target_id=str(chat.id if chat else row.id),
-            details={"label_set_id": row.id, "labels": spec.names},
-        )
+    crud.audit(
+        session=session,
+        actor_id=actor_id,
+        action="labels.define",
+        target_type="chat" if chat else "label_set",
+        target_id=str(chat.id if chat else row.id),
+        details={"label_set_id": row.id, "labels": spec.names},
     )
     session.flush()
     return row
@@ -95,14 +94,13 @@ def assign_label_set(
         return spec
     chat.label_set_id = None
     session.add(chat)
-    session.add(
-        AuditLog(
-            actor_id=actor_id,
-            action="labels.default",
-            target_type="chat",
-            target_id=str(chat_id),
-            details={},
-        )
+    crud.audit(
+        session=session,
+        actor_id=actor_id,
+        action="labels.default",
+        target_type="chat",
+        target_id=str(chat_id),
+        details={},
     )
     return default_label_set()
 

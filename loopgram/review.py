@@ -25,13 +25,12 @@ from sqlalchemy import ColumnElement, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from loopgram import labeling
+from loopgram import crud, labeling
 from loopgram.assistants.label import LabelResult
 from loopgram.assistants.moderate import ModerationAction, ModerationLabel, Verdict
 from loopgram.assistants.structured import InvalidOutput, parse_structured
 from loopgram.errors import LoopgramError
 from loopgram.models import (
-    AuditLog,
     Chunk,
     Document,
     Interaction,
@@ -305,14 +304,13 @@ def decide(
             correction=stored,
         )
     )
-    session.add(
-        AuditLog(
-            actor_id=moderator_id,
-            action=f"review.{decision.value}",
-            target_type="review_item",
-            target_id=str(item_id),
-            details={"interaction_id": item.interaction_id},
-        )
+    crud.audit(
+        session=session,
+        actor_id=moderator_id,
+        action=f"review.{decision.value}",
+        target_type="review_item",
+        target_id=str(item_id),
+        details={"interaction_id": item.interaction_id},
     )
     session.flush()
     decisions = session.exec(

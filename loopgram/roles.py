@@ -9,8 +9,9 @@ from __future__ import annotations
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from loopgram import crud
 from loopgram.errors import NotFoundError
-from loopgram.models import AuditLog, Role, User
+from loopgram.models import Role, User
 
 
 def find_user(*, session: Session, ref: str) -> User | None:
@@ -36,14 +37,13 @@ def set_role(*, session: Session, actor_id: int, user_id: int, role: Role) -> Us
     before = user.role
     user.role = role
     session.add(user)
-    session.add(
-        AuditLog(
-            actor_id=actor_id,
-            action="role.set",
-            target_type="user",
-            target_id=str(user_id),
-            details={"from": str(before), "role": str(role)},
-        )
+    crud.audit(
+        session=session,
+        actor_id=actor_id,
+        action="role.set",
+        target_type="user",
+        target_id=str(user_id),
+        details={"from": str(before), "role": str(role)},
     )
     session.flush()
     return user
@@ -53,14 +53,13 @@ def set_banned(*, session: Session, actor_id: int, user_id: int, banned: bool) -
     user = _user(session, user_id)
     user.banned = banned
     session.add(user)
-    session.add(
-        AuditLog(
-            actor_id=actor_id,
-            action="user.ban" if banned else "user.unban",
-            target_type="user",
-            target_id=str(user_id),
-            details={},
-        )
+    crud.audit(
+        session=session,
+        actor_id=actor_id,
+        action="user.ban" if banned else "user.unban",
+        target_type="user",
+        target_id=str(user_id),
+        details={},
     )
     session.flush()
     return user
