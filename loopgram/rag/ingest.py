@@ -26,6 +26,7 @@ from loopgram.embeddings import Embedder
 from loopgram.errors import LoopgramError
 from loopgram.models import Chunk, Document, utcnow
 from loopgram.rag import chunking, injection, sparse
+from loopgram.rag.rerank import is_superseded
 from loopgram.rag.store import VectorStore
 from loopgram.rag.types import ChunkDraft, ChunkRecord
 
@@ -161,6 +162,7 @@ class KnowledgeBase:
             raise LoopgramError("no text to index", key="file-no-text")
         findings = [asdict(f) for f in injection.scan(extracted.text)][:20]
         vectors = self._embed([d.text for d in drafts])
+        archived = is_superseded(name, extracted.text)
         ids = [str(uuid.uuid4()) for _ in drafts]
         document, old_ids = self.db.call(
             _write_rows,
@@ -189,6 +191,7 @@ class KnowledgeBase:
                 page=draft.page,
                 assistant=assistant,
                 chat_id=chat_id,
+                archived=archived,
             )
             for chunk_id, draft, vector in zip(ids, drafts, vectors, strict=True)
         ]

@@ -52,7 +52,8 @@ def sources_block(hits: Sequence[Hit]) -> str:
     lines = ["<sources>"]
     for number, hit in enumerate(hits, start=1):
         title = sanitize_for_prompt(cite(hit)).replace('"', "'")
-        lines.append(f'<source id="{number}" title="{title}">')
+        status = ' status="archived"' if hit.archived else ""
+        lines.append(f'<source id="{number}" title="{title}"{status}>')
         lines.append(sanitize_for_prompt(hit.text))
         lines.append("</source>")
     lines.append("</sources>")

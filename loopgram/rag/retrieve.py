@@ -25,6 +25,7 @@ from loopgram.assistants.base import text_language
 from loopgram.db import Database
 from loopgram.embeddings import Embedder
 from loopgram.models import Document
+from loopgram.rag.rerank import rerank
 from loopgram.rag.store import KnowledgeBaseUnavailable, VectorStore
 from loopgram.rag.types import Hit, Retrieval
 
@@ -95,8 +96,9 @@ class Retriever:
         chat_id: int | None = None,
         limit: int | None = None,
     ) -> list[Hit]:
-        """The best chunks for `query` by calibrated cosine (`Hit.scores["calibrated"]`),
-        best first, without the relevance cut."""
+        """The best chunks for `query` by calibrated cosine (`Hit.scores["calibrated"]`)
+        after the rerank stage (`Hit.scores["rerank"]`, loopgram.rag.rerank), best first,
+        without the relevance cut."""
         dense = self._embedder().embed_queries([query])[0]
         per_language = self.store.search_per_language(
             [float(x) for x in dense],
@@ -111,7 +113,7 @@ class Retriever:
             },
             text_language(query),
         )
-        hits = [
+        hits = rerank(
             replace(
                 hit,
                 score=calibrated[hit.chunk_id],
@@ -119,8 +121,7 @@ class Retriever:
             )
             for items in per_language.values()
             for hit in items
-        ]
-        hits.sort(key=lambda h: h.score, reverse=True)
+        )
         return hits[: limit or self.top_k]
 
     def retrieve(self, query: str, *, assistant: str | None, chat_id: int | None) -> Retrieval:

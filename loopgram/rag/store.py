@@ -32,10 +32,16 @@ deleted since, so going back to an older layout is a migration too. Two embedder
 same dimension (e5 and the hashing fallback are both 384) cannot be told apart from the
 layout: give each its own collection name.
 
-Local mode is brute force in Python: fine for tests, development and small knowledge bases,
-linear in the number of chunks (sparse scoring and payload filters most: at 10 000 chunks a
-hybrid search takes ~140 ms, ~540 ms with a chat/assistant scope; dense alone ~8 ms; see
-scripts/measure_store.py). Past a few thousand chunks, use a Qdrant server.
+Local mode is brute force in Python, linear in the number of chunks (sparse scoring and
+payload filters most: at 10 000 chunks a hybrid search takes ~140 ms, ~540 ms with a
+chat/assistant scope; dense alone ~8 ms; see scripts/measure_store.py). The search that
+retrieval runs, `search_per_language`, does not go through it: in local mode it is ranked by
+an in-memory copy of the dense vectors and filter fields (`loopgram.rag.dense_index`,
+built from a scroll on first use, kept in step by this store's writes, thrown away and
+rebuilt after a write that fails half-way), ~20 ms at 100 000 chunks. Its memory is the
+vectors (~150 MB per 100 000 chunks of 384 floats). Qdrant's local upsert stays slow (~1 000
+points/s) and warns past 20 000 points; a server is still the choice for big or shared
+knowledge bases (several processes cannot open one local folder).
 
 Errors: every failure to reach or use Qdrant (server down, timeout, an error answer, the
 local folder locked by another process) is raised as `KnowledgeBaseUnavailable`
@@ -58,6 +64,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -66,6 +73,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
 from loopgram.errors import LoopgramError
+from loopgram.rag.dense_index import DenseIndex, IndexedPoint
 from loopgram.rag.types import ChunkRecord, Hit, SparseVector
 from loopgram.settings import QdrantSettings
 
@@ -127,6 +135,9 @@ class _LocalEntry:
     client: QdrantClient
     lock: threading.RLock
     users: int
+    # In-memory dense indexes per collection (see loopgram.rag.dense_index), built on the
+    # first per-language search and kept in step by this process's writes.
+    indexes: dict[str, DenseIndex] = dataclass_field(default_factory=dict)
 
 
 class _LocalClients:
@@ -209,6 +220,7 @@ class VectorStore:
         self.dim = dim
         self.timeout = timeout
         self._client: QdrantClient | None = None
+        self._entry: _LocalEntry | None = None
         self._call_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         self._open_lock = threading.Lock()
         self._ensure_lock = threading.Lock()
@@ -282,7 +294,7 @@ class VectorStore:
                 return self._client
             if self.path is not None:
                 entry = _local_clients.acquire(self.path)
-                self._client, self._call_lock = entry.client, entry.lock
+                self._client, self._call_lock, self._entry = entry.client, entry.lock, entry
             else:
                 self._client = QdrantClient(
                     url=self.url,
@@ -434,6 +446,8 @@ class VectorStore:
         call creates it again, empty."""
         name = self.collection
         with self._qdrant("drop") as client:
+            if self._entry is not None:
+                self._entry.indexes.pop(name, None)
             client.delete_collection(name)
         self._state = None
 
@@ -451,21 +465,25 @@ class VectorStore:
         if not points:
             return
         name = self.collection
-        with self._qdrant("upsert") as client:
+        with self._qdrant("upsert") as client, self._index_in_step(name) as index:
             for start in range(0, len(points), batch_size):
                 client.upsert(
                     collection_name=name, points=points[start : start + batch_size], wait=True
                 )
+            if index is not None:
+                index.add(_indexed(point) for point in points)
 
     def delete_document(self, document_id: int) -> None:
         """Remove every chunk of `document_id` (nothing else); no error when there is none."""
         name = self.collection
-        with self._qdrant("delete_document") as client:
+        with self._qdrant("delete_document") as client, self._index_in_step(name) as index:
             client.delete(
                 collection_name=name,
                 points_selector=models.FilterSelector(filter=_document_filter(document_id)),
                 wait=True,
             )
+            if index is not None:
+                index.remove_document(document_id)
 
     def delete_points(self, chunk_ids: Sequence[str]) -> None:
         """Remove chunks by id (ids that are not stored are ignored)."""
@@ -473,13 +491,15 @@ class VectorStore:
         if not ids:
             return
         name = self.collection
-        with self._qdrant("delete_points") as client:
+        with self._qdrant("delete_points") as client, self._index_in_step(name) as index:
             for start in range(0, len(ids), 1024):
                 client.delete(
                     collection_name=name,
                     points_selector=models.PointIdsList(points=list(ids[start : start + 1024])),
                     wait=True,
                 )
+            if index is not None:
+                index.remove(ids)
 
     # ------------------------------------------------------------------ reading
 
@@ -617,6 +637,10 @@ class VectorStore:
         if limit <= 0:
             raise ValueError("limit must be positive")
         dense = self._dense(query_dense, what="query_dense")
+        if self.is_local:
+            return self._local_per_language(
+                dense, langs=langs, limit=limit, assistant=assistant, chat_id=chat_id
+            )
         scope = _scope_filter(assistant=assistant, chat_id=chat_id)
         requests = []
         for lang in langs:
@@ -640,6 +664,75 @@ class VectorStore:
             lang: [_hit(p, {DENSE: p.score}) for p in response.points]
             for lang, response in zip(langs, responses, strict=True)
         }
+
+    # ------------------------------------------------------------------ local dense index
+
+    def _local_per_language(
+        self,
+        dense: list[float],
+        *,
+        langs: Sequence[str],
+        limit: int,
+        assistant: str | None,
+        chat_id: int | None,
+    ) -> dict[str, list[Hit]]:
+        """`search_per_language` in local mode: the in-memory index ranks, Qdrant gives
+        the payloads of the winners (a lookup by id)."""
+        name = self.collection
+        with self._qdrant("search") as client:
+            index = self._local_index(client, name)
+            ranked = index.search_per_language(
+                dense, langs=langs, limit=limit, assistant=assistant, chat_id=chat_id
+            )
+            ids = [point_id for items in ranked.values() for point_id, _ in items]
+            records = client.retrieve(name, ids=ids, with_payload=True) if ids else []
+        payloads = {str(record.id): record.payload or {} for record in records}
+        return {
+            lang: [
+                _hit_of(point_id, payloads[point_id], score, {DENSE: score})
+                for point_id, score in items
+                if point_id in payloads
+            ]
+            for lang, items in ranked.items()
+        }
+
+    def _local_index(self, client: QdrantClient, name: str) -> DenseIndex:
+        """The collection's in-memory index, built from a scroll on first use (under the
+        local client's lock)."""
+        assert self._entry is not None
+        index = self._entry.indexes.get(name)
+        if index is not None:
+            return index
+        index = DenseIndex(self.dim)
+        offset: models.ExtendedPointId | None = None
+        while True:
+            points, offset = client.scroll(
+                collection_name=name,
+                limit=2048,
+                offset=offset,
+                with_payload=["document_id", "lang", "assistant", "chat_id"],
+                with_vectors=[DENSE],
+            )
+            index.add(_indexed_record(point) for point in points if _dense_of(point) is not None)
+            if offset is None:
+                break
+        self._entry.indexes[name] = index
+        log.info("kb.local_index collection=%s points=%d", name, len(index))
+        return index
+
+    @contextlib.contextmanager
+    def _index_in_step(self, name: str) -> Iterator[DenseIndex | None]:
+        """The local index to update after a write (None when there is none yet); a write
+        that fails half-way throws it away, so the next search rebuilds it from Qdrant."""
+        entry = self._entry
+        if entry is None:
+            yield None
+            return
+        try:
+            yield entry.indexes.get(name)
+        except BaseException:
+            entry.indexes.pop(name, None)
+            raise
 
     # ------------------------------------------------------------------ conversion
 
@@ -668,6 +761,7 @@ class VectorStore:
             "page": record.page,
             "assistant": record.assistant,
             "chat_id": record.chat_id,
+            "archived": record.archived,
         }
         return models.PointStruct(id=point_id, vector=vector, payload=payload)
 
@@ -702,7 +796,7 @@ def _unit(vector: list[float]) -> list[float]:
     return [x / norm for x in vector]
 
 
-def _dense_of(point: models.ScoredPoint) -> list[float] | None:
+def _dense_of(point: models.ScoredPoint | models.Record) -> list[float] | None:
     vector = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
     if not isinstance(vector, list) or not vector or not isinstance(vector[0], int | float):
         return None
@@ -741,17 +835,46 @@ def _scope_filter(*, assistant: str | None, chat_id: int | None) -> models.Filte
 
 
 def _hit(point: models.ScoredPoint, scores: dict[str, float]) -> Hit:
-    payload = point.payload or {}
+    return _hit_of(str(point.id), point.payload or {}, point.score, scores)
+
+
+def _hit_of(point_id: str, payload: dict[str, Any], score: float, scores: dict[str, float]) -> Hit:
     return Hit(
-        chunk_id=str(point.id),
+        chunk_id=point_id,
         document_id=int(payload["document_id"]),
         document=str(payload.get("document", "")),
         text=str(payload.get("text", "")),
-        score=float(point.score),
+        score=float(score),
         lang=str(payload.get("lang", "")),
         section=_opt_str(payload.get("section")),
         page=_opt_int(payload.get("page")),
         scores={name: float(value) for name, value in scores.items()},
+        archived=bool(payload.get("archived", False)),
+    )
+
+
+def _indexed(point: models.PointStruct) -> IndexedPoint:
+    payload = point.payload or {}
+    vector = point.vector[DENSE] if isinstance(point.vector, dict) else point.vector
+    return IndexedPoint(
+        point_id=str(point.id),
+        vector=vector,  # type: ignore[arg-type]  # a dense list, checked by _dense
+        lang=str(payload.get("lang", "")),
+        document_id=int(payload["document_id"]),
+        assistant=_opt_str(payload.get("assistant")),
+        chat_id=_opt_int(payload.get("chat_id")),
+    )
+
+
+def _indexed_record(point: models.Record) -> IndexedPoint:
+    payload = point.payload or {}
+    return IndexedPoint(
+        point_id=str(point.id),
+        vector=_dense_of(point) or [],
+        lang=str(payload.get("lang", "")),
+        document_id=int(payload.get("document_id", -1)),
+        assistant=_opt_str(payload.get("assistant")),
+        chat_id=_opt_int(payload.get("chat_id")),
     )
 
 

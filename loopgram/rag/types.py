@@ -40,6 +40,7 @@ class ChunkRecord:
     page: int | None = None
     assistant: str | None = None  # scope: None = every assistant
     chat_id: int | None = None  # scope: None = every chat
+    archived: bool = False  # the document declares itself archived (see rag.rerank)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Hit:
     section: str | None = None
     page: int | None = None
     scores: dict[str, float] = field(default_factory=dict)  # per stage: dense, sparse, rerank
+    archived: bool = False
 
 
 @dataclass(frozen=True)
