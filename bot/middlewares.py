@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.enums import ChatType
 from aiogram.types import Chat, TelegramObject, Update, User
+from sqlalchemy.exc import OperationalError
 
 from loopgram import crud
 from loopgram.db import Database
@@ -22,17 +24,35 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 class DedupMiddleware(BaseMiddleware):
-    """Telegram re-delivers webhook updates after a restart; each update id runs once."""
+    """Telegram re-delivers webhook updates after a restart; each update id runs once.
 
-    def __init__(self, db: Database) -> None:
+    This is an update's first database call: while the database is unreachable the update
+    is held here and retried (for up to `hold` seconds), so that a press made during a short
+    outage is stored once the database is back instead of being refused."""
+
+    def __init__(self, db: Database, *, hold: float = 60.0) -> None:
         self.db = db
+        self.hold = hold
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         assert isinstance(event, Update)
-        if not await self.db.run(crud.mark_update_processed, update_id=event.update_id):
+        if not await self._mark(event.update_id):
             log.info("update.duplicate update_id=%s", event.update_id)
             return None
         return await handler(event, data)
+
+    async def _mark(self, update_id: int) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline, delay = loop.time() + self.hold, 0.2
+        while True:
+            try:
+                return await self.db.run(crud.mark_update_processed, update_id=update_id)
+            except OperationalError as exc:  # unreachable (a constraint error is not this)
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning("update.db_unavailable update_id=%s error=%s", update_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
 
 class UserContextMiddleware(BaseMiddleware):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,11 @@ def _run(
     version = db.call(adapters.next_version, assistant=config.assistant)
     name = adapters.adapter_name(config.assistant, version)
     output = Path(settings.learning.adapters_dir).resolve() / config.assistant / name
+    if output.exists():
+        # Left by a run killed after training and before registering: never registered (the
+        # version comes from the registry), and in the way of this run's rename.
+        log.warning("training.orphan_adapter_removed path=%s", output)
+        shutil.rmtree(output)
     outcome = train_adapter(config, train_rows, model_path=model_path, output_dir=output)
 
     active, _canary = db.call(adapters.serving, assistant=config.assistant)
@@ -309,6 +315,26 @@ def _rows(
     )
     pair_ids = sorted({pid for example in train for pid in example.pair_ids})
     return datasets.to_trl_rows(train), datasets.to_trl_rows(evaluation), pair_ids
+
+
+def reap_interrupted_runs(*, settings: Settings, db: Database) -> int:
+    """Mark failed the runs still `running` whose lock nobody holds (their process died).
+
+    The scheduler calls this before `due_assistants`, which skips an assistant with a run in
+    progress: without it, a run killed mid-way would stop scheduled training for good."""
+
+    def running(*, session: Session) -> list[str]:
+        query = select(TrainingRun.assistant).where(TrainingRun.status == RunStatus.running)
+        return sorted(set(session.exec(query).all()))
+
+    reaped = 0
+    for assistant in db.call(running):
+        with training_lock(
+            assistant, redis_url=settings.redis.redis_url, data_dir=Path(settings.app.data_dir)
+        ) as held:
+            if held:
+                reaped += db.call(_fail_interrupted_runs, assistant=assistant)
+    return reaped
 
 
 def _fail_interrupted_runs(*, session: Session, assistant: str) -> int:
