@@ -23,13 +23,19 @@ class Spool:
         self._lock = threading.Lock()
 
     def append(self, payload: dict[str, Any]) -> None:
+        self.extend([payload])
+
+    def extend(self, payloads: list[dict[str, Any]]) -> None:
+        """Append several payloads with one write and one fsync."""
+        if not payloads:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(payload, ensure_ascii=False) + "\n"
+        lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in payloads)
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
-            handle.write(line)
+            handle.write(lines)
             handle.flush()
             os.fsync(handle.fileno())
-        log.warning("spool.append path=%s", self.path)
+        log.warning("spool.append path=%s count=%d", self.path, len(payloads))
 
     def __len__(self) -> int:
         if not self.path.exists():

@@ -24,9 +24,10 @@ measured together with a baseline *in the same run* and reported as ``value / ba
   dispatcher (middlewares, routers, AnswerService, responder, FeedbackSink) answering text
   messages through a zero-latency model, and taking 👍 presses, over a bare aiogram echo bot
   fed the same updates on the same instant fake Bot API session (``bot/bench_updates.py``).
-* ``rating_ingest_per_s`` — ratings/s from the first ``loopgram.record_feedback`` enqueued on
-  Redis until a real worker process has stored all of them in a fresh PostgreSQL database,
-  over plain batched INSERTs of the same rows (``workers/bench_ingest.py``).  Any rating
+* ``rating_ingest_per_s`` — ratings/s from the first press handed to the bot's real
+  ``FeedbackSink`` (which publishes them in bulk to Redis) until a real, warmed-up worker
+  process has stored all of them in a fresh PostgreSQL database, over plain batched INSERTs
+  of the same rows (``workers/bench_ingest.py``).  Any rating
   lost fails the run.  Without Redis or PostgreSQL this figure is skipped with a note.
 * ``kb_ingest_chunks_per_s`` — chunks/s through the knowledge base's whole ingest pipeline
   (``KnowledgeBase.ingest_bytes`` on the shipped corpus, copied to ``kb_ingest_chunks``:

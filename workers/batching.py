@@ -4,7 +4,9 @@ A task whose base is `BatchTask` is still sent as an ordinary Celery task (one m
 item, so nothing changes for producers or for messages already queued). The worker does not
 run it per message: its strategy buffers the payloads (the first positional argument) and hands
 up to `flush_every` of them to `run_batch(payloads)` in the pool, at the latest
-`flush_interval` seconds after the first one arrived. Messages are acknowledged only after
+`flush_interval` seconds after the first one arrived (a message counts `weigh(payload)`: 1 by
+default, the number of items for a task whose payload is a list of them). Messages are
+acknowledged only after
 `run_batch` returned; if it raised, or the pool process died, they are requeued, so a message
 is never lost (it may be applied twice: the batch function must be idempotent).
 
@@ -59,6 +61,10 @@ class BatchTask(Task[Any, Any]):
     def run_batch(self, payloads: list[Any]) -> Any:
         raise NotImplementedError
 
+    def weigh(self, payload: Any) -> int:
+        """How much of `flush_every` one message fills (a bulk message: its item count)."""
+        return 1
+
     def run(self, payload: Any) -> Any:
         """Called directly or with `.apply()` (eagerly): a batch of one."""
         return self.run_batch([payload])
@@ -78,6 +84,7 @@ class _Batcher:
         self.consumer = consumer
         self.lock = threading.Lock()
         self.buffer: list[_Held] = []
+        self.weight = 0
         self.timer_entry: Any = None
         self.held = 0
         self.held_qos: Any = None
@@ -94,8 +101,9 @@ class _Batcher:
         batch: list[_Held] = []
         with self.lock:
             self.buffer.append(_Held(message, payload, ack, reject))
+            self.weight += max(1, self.task.weigh(payload))
             self._hold()
-            if len(self.buffer) >= self.task.flush_every:
+            if self.weight >= self.task.flush_every:
                 batch = self._take()
             elif self.timer_entry is None:
                 self.timer_entry = self.consumer.timer.call_after(
@@ -112,7 +120,7 @@ class _Batcher:
             self._dispatch(batch)
 
     def _take(self) -> list[_Held]:
-        batch, self.buffer = self.buffer, []
+        batch, self.buffer, self.weight = self.buffer, [], 0
         if self.timer_entry is not None:
             self.timer_entry.cancel()
             self.timer_entry = None

@@ -1,4 +1,4 @@
-"""Rating ingestion end to end: Celery tasks on Redis, a real worker process, Postgres.
+"""Rating ingestion end to end: the bot's FeedbackSink, Celery on Redis, a real worker, Postgres.
 
 ``measure_ingest`` creates a fresh PostgreSQL database (``loopgram_bench_<random>``, dropped
 afterwards) and uses one Redis database number (flushed before and after).  It stores ``n``
@@ -6,15 +6,22 @@ answered interactions, then:
 
 * baseline — the same ``n`` rating rows as plain batched INSERTs (SQLAlchemy executemany,
   one transaction per batch) into the ``rating`` table, timed, then deleted again;
-* measured — ``loopgram worker -Q feedback`` as a subprocess, ready before the clock starts;
-  the clock runs from the first ``loopgram.record_feedback`` enqueued (as ``FeedbackSink``
-  sends it) until all ``n`` ratings are in the table.  Lost = ``n`` - rows; a rating stored
-  twice is impossible (one row per (interaction, user)), and the count is re-read after a
-  pause to be sure no late duplicate or straggler changes it.
+* measured — ``loopgram worker -Q feedback`` as a subprocess, ready and warmed up (2,000
+  untimed ratings on other answers through the same path, then deleted) before the clock
+  starts, with this process's heap frozen as the bot freezes its own once started; the
+  clock runs from the first of ``n`` presses handed to the bot's real ``FeedbackSink``
+  (all at once, as a burst of concurrent callback handlers would) until all ``n`` ratings
+  are in the table.  The sink publishes them as ``loopgram.record_feedback_many`` messages
+  (one per batch of presses), the worker stores them in transactions of many.  Every press
+  must come back "queued" (the normal path, never the write-through).  Lost = ``n`` - rows; a
+  rating stored twice is impossible (one row per (interaction, user)), and the count is
+  re-read after a pause to be sure no late duplicate or straggler changes it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import os
 import signal
@@ -23,9 +30,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from sqlalchemy import func, insert, text
@@ -37,14 +45,18 @@ from loopgram.db import Database, normalise_url
 from loopgram.feedback import Feedback
 from loopgram.models import Interaction, Rating, utcnow
 from loopgram.settings import DatabaseSettings, RedisSettings, Settings
+from loopgram.spool import Spool
+
+if TYPE_CHECKING:
+    from bot.feedback_sink import FeedbackSink
 
 __all__ = ["IngestResult", "measure_ingest", "services_problem"]
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "loopgram.record_feedback"
 FIRST_USER = 700_000_000
 BATCH = 500
+WARM_UP = 2_000  # ratings sent (untimed, on their own answers) before the clock starts
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,8 @@ class IngestResult:
     seconds: float
     plain_seconds: float
     workers: int
+    messages: int = 0  # broker messages the sink published for the ``ratings``
+    not_queued: int = 0  # presses the sink wrote through or spooled (0 on a healthy run)
 
     @property
     def lost(self) -> int:
@@ -252,6 +266,7 @@ def measure_ingest(
     """
     import psycopg
 
+    from bot.feedback_sink import FeedbackSink
     from workers.celery_app import create_celery
 
     admin = _psycopg_url(database_url)
@@ -267,7 +282,8 @@ def measure_ingest(
         settings = DatabaseSettings(database_url=bench_url)
         migrate.upgrade(settings)
         db = Database.from_settings(settings)
-        feedback = _feedback(_add_interactions(db, n))
+        everything = _feedback(_add_interactions(db, n + WARM_UP))
+        feedback, warm_up = everything[:n], everything[n:]
         plain_seconds = _plain_insert(db, feedback)
 
         app = create_celery(Settings(redis=RedisSettings(redis_url=redis_url)))
@@ -277,21 +293,19 @@ def measure_ingest(
             )
             _wait_ready(app, process, log_path)
             limit = timeout if timeout is not None else max(60.0, n / 50)
-            started = time.perf_counter()
-            with app.producer_or_acquire() as producer:
-                for f in feedback:
-                    app.send_task(
-                        TASK_NAME, args=[f.to_payload()], queue="feedback", producer=producer
-                    )
-            stored = 0
-            while time.perf_counter() - started < limit:
-                stored = _count(db)
-                if stored >= n:
-                    break
-                if process.poll() is not None:
-                    break
-                time.sleep(0.02)
-            seconds = time.perf_counter() - started
+            sink = FeedbackSink(celery_app=app, db=db, spool=Spool(Path(tmp) / "spool.jsonl"))
+            _warm_up(sink, db, warm_up, process, limit)
+            # As the bot does once started (bot/runner.py): the heap built so far is frozen,
+            # so a burst of presses does not pay a full collection over the whole process.
+            gc.collect()
+            gc.freeze()
+            try:
+                started = time.perf_counter()
+                outcomes = asyncio.run(_submit_all(sink, feedback))
+                stored = _wait_stored(db, n, process, started, limit)
+                seconds = time.perf_counter() - started
+            finally:
+                gc.unfreeze()
             time.sleep(0.5)  # anything late (a redelivery, a straggler) shows up now
             stored = _count(db)
             _stop(process)
@@ -307,4 +321,48 @@ def measure_ingest(
         _flush(redis_url)
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    return IngestResult(n, stored, seconds, plain_seconds, workers)
+    not_queued = n - outcomes["queued"]
+    if not_queued:
+        log.error("bench.ingest %d presses were not queued: %s", not_queued, dict(outcomes))
+    return IngestResult(
+        n, stored, seconds, plain_seconds, workers, messages=sink.published, not_queued=not_queued
+    )
+
+
+def _wait_stored(
+    db: Database, n: int, process: subprocess.Popen[bytes], started: float, limit: float
+) -> int:
+    """Poll the row count until ``n`` ratings are stored, the worker died or time is up."""
+    stored = 0
+    while time.perf_counter() - started < limit:
+        stored = _count(db)
+        if stored >= n or process.poll() is not None:
+            break
+        time.sleep(0.01)
+    return stored
+
+
+def _warm_up(
+    sink: FeedbackSink,
+    db: Database,
+    feedback: list[Feedback],
+    process: subprocess.Popen[bytes],
+    limit: float,
+) -> None:
+    """Untimed: a few batches through the whole path, so the worker's pool processes have
+    their database connections and compiled statements, as a worker that has been running
+    has; then their rows are deleted again."""
+    asyncio.run(_submit_all(sink, feedback))
+    if _wait_stored(db, len(feedback), process, time.perf_counter(), limit) < len(feedback):
+        raise RuntimeError("the ingestion warm-up did not store its ratings")
+    with db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM review_item"))
+        conn.execute(text("DELETE FROM rating"))
+    sink.published = 0
+
+
+async def _submit_all(sink: FeedbackSink, feedback: list[Feedback]) -> Counter[str]:
+    """Every press handed to the sink at once; returns how many were queued/written/spooled."""
+    outcomes = await asyncio.gather(*(sink.submit(f) for f in feedback))
+    await sink.stop()
+    return Counter(outcomes)

@@ -22,12 +22,13 @@ _DB_ERRORS = (OperationalError, DBAPIError, ConnectionError)
 
 
 class FeedbackBatch(BatchTask):
-    """`loopgram.record_feedback`: one message per press, applied by the hundred.
+    """`loopgram.record_feedback`: one message per rating, applied by the hundred.
 
-    Producers (the bot's FeedbackSink, the spool replay) send one message per rating, as
-    always; the worker buffers them (up to `flush_every`, at most `flush_interval` s) and
-    stores a batch in one transaction (`apply_feedback_many`). The messages are acknowledged
-    after the commit; a batch that cannot be stored is requeued (never lost).
+    Older producers and anything that sends a single rating use it (the bot's FeedbackSink
+    sends `loopgram.record_feedback_many`); the worker buffers them (up to `flush_every`, at
+    most `flush_interval` s) and stores a batch in one transaction (`apply_feedback_many`).
+    The messages are acknowledged after the commit; a batch that cannot be stored is
+    requeued (never lost).
     """
 
     flush_every = 100
@@ -102,6 +103,38 @@ def record_feedback(self: FeedbackBatch, payload: dict[str, Any]) -> dict[str, A
     return self.run_batch([payload])
 
 
+class FeedbackBulk(FeedbackBatch):
+    """`loopgram.record_feedback_many`: one message carries many ratings (a list of payloads).
+
+    The bot's FeedbackSink publishes the presses of a short window as one message; the
+    worker merges the messages that arrive together (up to `flush_every` ratings, at most
+    `flush_interval` s) and stores them in one transaction, acknowledging every message after
+    the commit, exactly as for single ratings.
+    """
+
+    flush_every = 1000  # ratings, not messages
+    flush_interval = 0.02  # the bot has already batched: merge only what arrives together
+    max_held = 64
+
+    def weigh(self, payload: Any) -> int:
+        return len(payload) if isinstance(payload, list) else 1
+
+    def run_batch(self, payloads: list[Any]) -> dict[str, Any]:
+        ratings: list[Any] = []
+        for payload in payloads:
+            if isinstance(payload, list):
+                ratings.extend(payload)
+            else:  # not a list: one rating (validated, and dropped if it is not one)
+                ratings.append(payload)
+        return record_feedback_batch(ratings, retry_delays=self.retry_delays)
+
+
+@shared_task(base=FeedbackBulk, name="loopgram.record_feedback_many", acks_late=True, bind=True)
+def record_feedback_many(self: FeedbackBulk, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """Many ratings in one message, called directly or eagerly; a worker merges messages."""
+    return self.run_batch([payloads])
+
+
 @shared_task(
     name="loopgram.evaluate_canaries", acks_late=True, autoretry_for=_DB_ERRORS, max_retries=3
 )
@@ -128,8 +161,10 @@ def evaluate_canaries() -> dict[str, str]:
 def maybe_train(self: Task[Any, Any]) -> list[str]:
     """Queue a training run for each assistant whose buffer has grown enough."""
     settings = get_settings()
-    from training.pipeline import due_assistants
+    from training.pipeline import due_assistants, reap_interrupted_runs
 
+    # A run killed mid-way stays `running` and would keep its assistant off the schedule.
+    reap_interrupted_runs(settings=settings, db=get_db())
     due = get_db().call(due_assistants, min_new_examples=settings.learning.train_min_new_examples)
     for assistant in due:
         # Sent through the app running this task: in a thread without a current app, the
