@@ -60,3 +60,13 @@ class SourcesCb(CallbackData, prefix="src"):
     """📚 under an answer grounded in the knowledge base: show its sources."""
 
     iid: int
+
+
+class ForgetCb(CallbackData, prefix="fg"):
+    """Yes/No under the /forget question. `sig` is an HMAC of (uid, ts) made by this
+    deployment (`loopgram.privacy.confirmation_signature`): only valid for `uid`, for a while."""
+
+    yes: bool
+    uid: int
+    ts: int
+    sig: str

@@ -1,5 +1,9 @@
 """`loopgram feedback export`: ratings joined with their answers (and a moderator's
-correction of the answer, where there is one), as JSONL or CSV."""
+correction of the answer, where there is one), as JSONL or CSV.
+
+Every free text (prompt, answer, comment, correction) goes through `loopgram.pii.scrub`:
+an export leaves the database, so phones, e-mails, card numbers, IBANs, tokens and keys are
+replaced by typed placeholders, exactly as in the training datasets."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import IO, Any, Literal
 from sqlmodel import Session, col, select
 
 from loopgram.models import Interaction, Rating, ReviewItem, ReviewStatus
+from loopgram.pii import scrub
 
 EXPORT_FIELDS = (
     "interaction_id",
@@ -31,9 +36,19 @@ EXPORT_FIELDS = (
 )
 
 
+# The fields a person typed or a model wrote: scrubbed on the way out.
+TEXT_FIELDS = ("prompt", "answer", "comment", "correction")
+
+
 def iter_feedback(
-    *, session: Session, since: datetime | None = None, assistant: str | None = None
+    *,
+    session: Session,
+    since: datetime | None = None,
+    assistant: str | None = None,
+    scrub_pii: bool = True,
 ) -> Iterator[dict[str, Any]]:
+    """Rows of the export, oldest rating first. `scrub_pii=False` is for code that stays
+    inside the process (tests comparing raw texts); nothing written out should use it."""
     # A moderator's correction of the answer, if there is one (the latest).
     correction = (
         select(ReviewItem.correction)
@@ -53,7 +68,7 @@ def iter_feedback(
     if assistant is not None:
         query = query.where(Interaction.assistant == assistant)
     for rating, interaction, corrected in session.exec(query.order_by(col(Rating.id))):
-        yield {
+        row = {
             "interaction_id": interaction.id,
             "user_id": rating.user_id,
             "chat_id": interaction.chat_id,
@@ -69,6 +84,11 @@ def iter_feedback(
             "parent_interaction_id": interaction.parent_interaction_id,
             "correction": corrected,
         }
+        if scrub_pii:
+            for name in TEXT_FIELDS:
+                if isinstance(row[name], str):
+                    row[name] = scrub(row[name])
+        yield row
 
 
 def _iso_utc(moment: datetime) -> str:

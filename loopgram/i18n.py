@@ -9,6 +9,8 @@ from typing import Any
 
 from fluent.runtime import FluentBundle, FluentResource
 
+from loopgram.logging_setup import mask_secrets
+
 log = logging.getLogger(__name__)
 
 LOCALES_DIR = Path(__file__).parent / "locales"
@@ -44,7 +46,9 @@ def t(lang: str, key: str, **args: Any) -> str:
             message = bundle.get_message(key)
             if message.value is None:
                 break
-            text, errors = bundle.format_pattern(message.value, args)
+            # A detail that quotes an error (a URL with the bot token, a DSN) is masked.
+            safe = {k: mask_secrets(v) if isinstance(v, str) else v for k, v in args.items()}
+            text, errors = bundle.format_pattern(message.value, safe)
             for error in errors:
                 log.warning("i18n.format_error key=%s lang=%s error=%s", key, candidate, error)
             return str(text)

@@ -15,6 +15,7 @@ from bot.handlers import (
     feedback,
     knowledge,
     options,
+    privacy,
     review,
 )
 
@@ -27,6 +28,7 @@ def get_routers() -> list[Router]:
         errors,
         commands,
         admin,
+        privacy,
         knowledge,
         chat_settings,
         assistant,
