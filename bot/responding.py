@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from aiogram import Bot
 from aiogram.enums import ChatAction
 from aiogram.exceptions import TelegramAPIError
+from aiogram.types import ReplyParameters
 from aiogram.utils.chat_action import ChatActionSender
 
 from bot.keyboards import answer_keyboard, retry_keyboard
+from bot.ordering import ChatOrder
 from bot.streaming import AnswerStreamer, DraftSupport
+from bot.throttling import ModelQueue, UserThrottle
 from loopgram.answering import AnswerService, Question
 from loopgram.assistants.structured import StructuredOutputError
 from loopgram.errors import ModelUnavailableError
@@ -46,10 +49,21 @@ class Responder:
     stream_interval: float
     drafts: DraftSupport = field(default_factory=DraftSupport)
     locks: ChatLocks = field(default_factory=ChatLocks)
+    throttle: UserThrottle | None = None
+    queue: ModelQueue = field(default_factory=lambda: ModelQueue(0))
+    order: ChatOrder | None = None
     _draft_seq: int = 0
 
     async def respond(self, bot: Bot, question: Question) -> int | None:
-        """Answer and return the stored interaction id (None when the model failed)."""
+        """Answer and return the stored interaction id (None when the model failed or the
+        user asked too often)."""
+        if self.throttle is not None:
+            wait = await self.throttle.check(bot.id, question.user_id)
+            if wait > 0:
+                await self._refuse(bot, question, wait)
+                return None
+        if self.order is not None:  # earlier questions of the chat first (and in its history)
+            await self.order.wait_turn(question.chat_id, question.request_message_id)
         prepared = await self.answers.prepare(question)
         self._draft_seq += 1
         streamer = AnswerStreamer(
@@ -66,11 +80,14 @@ class Responder:
         async with self.locks.get(question.chat_id):
             text = ""
             try:
-                async with ChatActionSender(
-                    bot=bot,
-                    chat_id=question.chat_id,
-                    message_thread_id=question.message_thread_id,
-                    action=ChatAction.TYPING,
+                async with (
+                    self.queue.turn(_QueueNotice(streamer, lang)),
+                    ChatActionSender(
+                        bot=bot,
+                        chat_id=question.chat_id,
+                        message_thread_id=question.message_thread_id,
+                        action=ChatAction.TYPING,
+                    ),
                 ):
                     if self.answers.needs_condensing(prepared):
                         await self.answers.condense(prepared, _ProgressMessage(streamer, lang))
@@ -109,6 +126,42 @@ class Responder:
                 streamer.updates,
             )
             return interaction.id
+
+    async def _refuse(self, bot: Bot, question: Question, wait: float) -> None:
+        log.info(
+            "answer.throttled user_id=%s chat_id=%s wait=%.1f",
+            question.user_id,
+            question.chat_id,
+            wait,
+        )
+        assert self.throttle is not None
+        if not self.throttle.should_tell(question.user_id, wait):
+            return
+        reply = None
+        if question.request_message_id is not None:
+            reply = ReplyParameters(
+                message_id=question.request_message_id, allow_sending_without_reply=True
+            )
+        try:
+            await bot.send_message(
+                question.chat_id,
+                t(question.lang, "limits-user-throttled", seconds=max(1, round(wait))),
+                message_thread_id=question.message_thread_id,
+                reply_parameters=reply,
+            )
+        except TelegramAPIError as exc:
+            log.info("answer.throttle_notice_failed chat_id=%s error=%s", question.chat_id, exc)
+
+
+@dataclass
+class _QueueNotice:
+    """'⏳ You are #3 in line', shown where the answer will appear."""
+
+    streamer: AnswerStreamer
+    lang: str
+
+    async def __call__(self, position: int) -> None:
+        await self.streamer.notice(t(self.lang, "limits-queue-position", position=position))
 
 
 @dataclass

@@ -107,6 +107,7 @@ async def embedded_stack(
     worker: EmbeddedWorker | None = None
     trainer: subprocess.Popen[bytes] | None = None
     bot: Bot | None = None
+    runtime: BotRuntime | None = None
     try:
         if with_model and settings.llm.uses_builtin_server:
             model_runner, url = await start_builtin_model(settings)
@@ -125,11 +126,13 @@ async def embedded_stack(
             if with_training:
                 trainer = _start_training_worker(settings)
         runtime = create_runtime(settings, db=db, celery_app=celery_app)
-        bot = create_bot(settings.telegram)
+        bot = create_bot(settings.telegram, rate_limit=runtime.rate_limit)
         yield Stack(settings, db, runtime, bot)
     finally:
         if bot is not None:
             await bot.session.close()
+        if runtime is not None:
+            await runtime.limiter.close()
         if worker is not None:
             worker.stop()
         if trainer is not None:

@@ -1,23 +1,31 @@
 """Streaming an answer into Telegram while the model writes it.
 
 Private chats get `sendMessageDraft` (Bot API 9.3+) where the server supports it; elsewhere
-one message is sent and edited, at most once per `interval` per chat, backing off on
-RetryAfter. The answer always ends as final message(s) split under Telegram's limit and
-rendered as HTML, with the keyboard on the last part.
+one message is sent and edited, at most once per `interval` per chat. Intermediate updates
+are optional requests (bot/rate_limit.py): when the chat or the bot has no free slot they
+are skipped and a later, longer preview goes instead; the final message(s) wait for their
+slot, and the session middleware retries them on 429. The answer always ends as final
+message(s) split under Telegram's limit and rendered as HTML, with the keyboard on the last
+part.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
 from aiogram import Bot
 from aiogram.enums import ChatType, ParseMode
-from aiogram.exceptions import TelegramBadRequest, TelegramNotFound, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramNotFound,
+    TelegramRetryAfter,
+)
 from aiogram.types import InlineKeyboardMarkup, ReplyParameters
 
+from bot.rate_limit import RateLimited, optional_requests
 from loopgram.telegram_text import TELEGRAM_LIMIT, render_parts, split_markdown, truncate_u16
 
 log = logging.getLogger(__name__)
@@ -68,22 +76,26 @@ class AnswerStreamer:
             return
         self._next_update = now + self.interval
         try:
-            if self.use_draft:
-                await self._draft(preview)
-            elif self.stream_message_id is None:
-                message = await self.bot.send_message(
-                    self.chat_id,
-                    preview,
-                    message_thread_id=self.thread_id,
-                    reply_parameters=self._reply_parameters(),
-                )
-                self.stream_message_id = message.message_id
-            else:
-                await self.bot.edit_message_text(
-                    preview, chat_id=self.chat_id, message_id=self.stream_message_id
-                )
+            with optional_requests():
+                if self.use_draft:
+                    await self._draft(preview)
+                elif self.stream_message_id is None:
+                    message = await self.bot.send_message(
+                        self.chat_id,
+                        preview,
+                        message_thread_id=self.thread_id,
+                        reply_parameters=self._reply_parameters(),
+                    )
+                    self.stream_message_id = message.message_id
+                else:
+                    await self.bot.edit_message_text(
+                        preview, chat_id=self.chat_id, message_id=self.stream_message_id
+                    )
             self._shown = preview
             self.updates += 1
+        except RateLimited as exc:
+            # No free slot: skip this preview; a later one carries more text.
+            self._next_update = time.monotonic() + exc.wait
         except TelegramRetryAfter as exc:
             # Intermediate updates are optional: skip them until Telegram lets us again.
             self._next_update = time.monotonic() + exc.retry_after
@@ -108,6 +120,23 @@ class AnswerStreamer:
             self.use_draft = False
             self._next_update = 0.0
             await self.push(preview)
+
+    async def notice(self, text: str) -> None:
+        """A line shown where the answer will appear (the place in the model's queue): a
+        draft, or the message that the answer then replaces."""
+        try:
+            if self.use_draft:
+                await self.bot.send_message_draft(
+                    chat_id=self.chat_id,
+                    draft_id=self.draft_id,
+                    text=text,
+                    message_thread_id=self.thread_id,
+                )
+            elif self.stream_message_id is None:
+                self.stream_message_id = await self.send_plain(text, None)
+            self._shown = text
+        except TelegramAPIError as exc:  # a courtesy: the answer still comes
+            log.info("stream.notice_failed chat_id=%s error=%s", self.chat_id, exc)
 
     def _reply_parameters(self) -> ReplyParameters | None:
         if self.reply_to is None:
@@ -145,7 +174,7 @@ class AnswerStreamer:
         html: bool = True,
     ) -> int:
         reply = self._reply_parameters() if first else None
-        for attempt in range(_MAX_SEND_ATTEMPTS):
+        for _ in range(_MAX_SEND_ATTEMPTS):
             try:
                 message = await self.bot.send_message(
                     self.chat_id,
@@ -156,8 +185,6 @@ class AnswerStreamer:
                     reply_parameters=reply,
                 )
                 return message.message_id
-            except TelegramRetryAfter as exc:
-                await _sleep_retry(exc, attempt)
             except TelegramBadRequest as exc:
                 if not html or "parse entities" not in exc.message:
                     raise
@@ -175,7 +202,7 @@ class AnswerStreamer:
         *,
         html: bool = True,
     ) -> None:
-        for attempt in range(_MAX_SEND_ATTEMPTS):
+        for _ in range(_MAX_SEND_ATTEMPTS):
             try:
                 await self.bot.edit_message_text(
                     html_text if html else source,
@@ -185,8 +212,6 @@ class AnswerStreamer:
                     reply_markup=markup,
                 )
                 return
-            except TelegramRetryAfter as exc:
-                await _sleep_retry(exc, attempt)
             except TelegramBadRequest as exc:
                 if "not modified" in exc.message:
                     return
@@ -196,11 +221,6 @@ class AnswerStreamer:
                     continue
                 raise
         raise RuntimeError("could not deliver the answer after retries")
-
-
-async def _sleep_retry(exc: TelegramRetryAfter, attempt: int) -> None:
-    log.info("stream.retry_after seconds=%s attempt=%s", exc.retry_after, attempt)
-    await asyncio.sleep(exc.retry_after)
 
 
 def _preview(text: str) -> str:

@@ -203,6 +203,8 @@ def simulation_env(options: SimulationOptions) -> dict[str, str]:
         "LLM_FIRST_TOKEN_TIMEOUT": "600",
         "LLM_TIMEOUT": "900",
         "STREAM_EDIT_INTERVAL": "0.5",
+        # Simulated people ask as fast as the model answers: no per-user limit for them.
+        "USER_RATE_LIMIT": "0",
         # Training is held while people talk (see Simulation._release_training).
         "TRAIN_MIN_NEW_EXAMPLES": str(_HOLD),
         "TRAIN_CONFIG": str(train_config),

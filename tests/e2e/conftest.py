@@ -38,6 +38,12 @@ def bot_settings(settings_factory, sqlite_url: str, model_url: str):  # type: ig
         env.setdefault("STREAM_EDIT_INTERVAL", "0.05")
         env.setdefault("LLM_FIRST_TOKEN_TIMEOUT", "5")
         env.setdefault("LLM_TIMEOUT", "10")
+        # Telegram's real limits (1 message/s per chat) would make every multi-message test
+        # wait; tests/e2e/test_load.py runs with the real ones.
+        env.setdefault("TELEGRAM_PRIVATE_PER_SECOND", "100")
+        env.setdefault("TELEGRAM_GROUP_PER_MINUTE", "6000")
+        env.setdefault("TELEGRAM_GLOBAL_PER_SECOND", "1000")
+        env.setdefault("USER_RATE_LIMIT", "1000")
         return settings_factory(**env)
 
     return make
