@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint typecheck services run clean
+.PHONY: setup demo test test-fast lint typecheck services browser run clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ run: setup
 services:
 	bash scripts/ensure-services.sh
 
+# Debian's Chromium for the playground's browser test (quiet, idempotent).
+browser:
+	@bash scripts/ensure-browser.sh
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -35,7 +39,7 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy loopgram bot workers training
 
-test: setup services lint typecheck
+test: setup services browser lint typecheck
 	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
 
 test-fast: setup
