@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import secrets
 
@@ -10,7 +11,10 @@ from aiogram import Bot
 from aiohttp import web
 
 from bot.app import BotRuntime, set_commands
+from bot.ops_http import start_ops_server
 from bot.webhook import WebhookHandler, create_webhook_app
+from loopgram import metrics
+from loopgram.readiness import ReadinessChecker
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,16 @@ async def serve(
     `ready` is set once updates are being received (polling started or webhook registered).
     """
     ready = ready or asyncio.Event()
+    # What start-up built lives as long as the process: out of the cyclic collector's sight,
+    # a burst of updates never pays a full collection over the whole heap (~0.3 s of CPU).
+    gc.freeze()
+    metrics.use_database(runtime.db)
+    ops = runtime.settings.ops
+    ops_runner: web.AppRunner | None = None
+    if ops.metrics_port is not None:
+        ops_runner, _ = await start_ops_server(
+            ops.metrics_host, ops.metrics_port, ReadinessChecker(runtime.settings, runtime.db)
+        )
     runtime.feedback_sink.start_replayer()
     runtime.review_poster.start(bot)
     try:
@@ -41,6 +55,8 @@ async def serve(
     finally:
         await runtime.review_poster.stop()
         await runtime.feedback_sink.stop()
+        if ops_runner is not None:
+            await ops_runner.cleanup()
 
 
 async def _serve_polling(
@@ -86,7 +102,10 @@ async def _serve_webhook(
     )
     handler = WebhookHandler(runtime.dispatcher, bot, secret=secret)
     app = create_webhook_app(
-        handler, path=tg.webhook_path, max_body_bytes=tg.webhook_max_body_bytes
+        handler,
+        path=tg.webhook_path,
+        max_body_bytes=tg.webhook_max_body_bytes,
+        readiness=ReadinessChecker(runtime.settings, runtime.db),
     )
     runner = web.AppRunner(app)
     await runner.setup()

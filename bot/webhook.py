@@ -18,7 +18,9 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
 
+from bot.ops_http import add_ops_routes
 from bot.update_guard import update_body_problem
+from loopgram.readiness import ReadinessChecker
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +83,18 @@ def _error(status: int, message: str) -> web.Response:
 
 
 def create_webhook_app(
-    handler: WebhookHandler, *, path: str, max_body_bytes: int
+    handler: WebhookHandler,
+    *,
+    path: str,
+    max_body_bytes: int,
+    readiness: ReadinessChecker | None = None,
 ) -> web.Application:
+    """The webhook at `path`, `/healthz` beside it, `/metrics`, and `/readyz` when given a
+    readiness checker (200, or 503 naming what failed)."""
     app = web.Application(client_max_size=max_body_bytes)
     app.router.add_post(path, handler.handle)
     app.router.add_get("/healthz", _healthz)
+    add_ops_routes(app, readiness, healthz=False)
     return app
 
 

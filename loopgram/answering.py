@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from loopgram import crud, labeling, review
+from loopgram import crud, labeling, metrics, review
 from loopgram.assistants import Assistant, PromptContext, get_assistant
 from loopgram.assistants.label import LabelResult, check_label_in
 from loopgram.assistants.long_text import LongTextSummarizer, Progress
@@ -22,6 +22,7 @@ from loopgram.assistants.structured import InvalidOutput, complete_structured, p
 from loopgram.db import Database
 from loopgram.errors import InputTooLongError
 from loopgram.llm import ChatMessage, LLMClient
+from loopgram.logging_setup import bind_log_context
 from loopgram.models import Interaction, InteractionStatus
 from loopgram.rag import prompt as rag_prompt
 from loopgram.rag.types import Retrieval
@@ -263,6 +264,11 @@ class AnswerService:
             retrieved_chunk_ids=prepared.retrieved,
         )
         stored = await self.db.run(crud.add_interaction, interaction=interaction)
+        bind_log_context(interaction_id=stored.id)  # the rest of this answer's log lines
+        metrics.ANSWERS.labels(assistant=prepared.assistant.name, status=status.value).inc()
+        metrics.ANSWER_SECONDS.labels(assistant=prepared.assistant.name).observe(
+            (stored.latency_ms or 0) / 1000
+        )
         log.info(
             "interaction.stored interaction_id=%s chat_id=%s assistant=%s status=%s latency_ms=%s",
             stored.id,

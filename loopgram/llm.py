@@ -16,6 +16,7 @@ import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 
+from loopgram import metrics
 from loopgram.errors import ModelUnavailableError
 from loopgram.settings import LLMSettings
 
@@ -48,7 +49,9 @@ class LLMClient:
         max_tokens: int | None = None,
     ) -> AsyncIterator[str]:
         """Yield text deltas. Raises ModelUnavailableError on any transport or server failure."""
-        deadline = time.monotonic() + self.settings.llm_timeout
+        started = time.monotonic()
+        deadline = started + self.settings.llm_timeout
+        outcome = "cancelled"  # the consumer stopped reading (or was cancelled)
         try:
             stream: openai.AsyncStream[ChatCompletionChunk] = await asyncio.wait_for(
                 self._client.chat.completions.create(
@@ -74,16 +77,24 @@ class LLMClient:
                     chunk = await asyncio.wait_for(iterator.__anext__(), timeout=budget)
                 except StopAsyncIteration:
                     break
+                if first:
+                    metrics.MODEL_FIRST_TOKEN_SECONDS.observe(time.monotonic() - started)
                 first = False
                 for choice in chunk.choices:
                     if choice.delta and choice.delta.content:
                         yield choice.delta.content
+            outcome = "ok"
         except TimeoutError as exc:
+            outcome = "timeout"
             log.warning("llm.timeout base_url=%s", self.settings.base_url)
             raise ModelUnavailableError("model timed out", key="error-model-slow") from exc
         except openai.APIError as exc:
+            outcome = "error"
             log.warning("llm.unavailable base_url=%s error=%s", self.settings.base_url, exc)
             raise ModelUnavailableError(str(exc)) from exc
+        finally:
+            metrics.MODEL_REQUESTS.labels(outcome=outcome).inc()
+            metrics.MODEL_SECONDS.labels(outcome=outcome).observe(time.monotonic() - started)
 
     async def complete(self, messages: Sequence[ChatMessage], **kwargs: Any) -> str:
         return "".join([delta async for delta in self.stream_chat(messages, **kwargs)])

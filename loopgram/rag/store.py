@@ -530,6 +530,25 @@ class VectorStore:
                     break
         return sorted(ids)
 
+    def iter_records(self, *, batch_size: int = 256) -> Iterator[ChunkRecord]:
+        """Every stored chunk with its vectors and payload, in batches (backups). The dense
+        vector comes back as Qdrant keeps it (normalised, which cosine ranks the same)."""
+        name = self.collection
+        offset: models.ExtendedPointId | None = None
+        while True:
+            with self._qdrant("iter_records") as client:
+                points, offset = client.scroll(
+                    collection_name=name,
+                    limit=batch_size,
+                    offset=offset,
+                    with_payload=True,
+                    with_vectors=True,
+                )
+            for point in points:
+                yield _record_of(point)
+            if offset is None:
+                return
+
     def search(
         self,
         query_dense: Sequence[float],
@@ -875,6 +894,28 @@ def _indexed_record(point: models.Record) -> IndexedPoint:
         document_id=int(payload.get("document_id", -1)),
         assistant=_opt_str(payload.get("assistant")),
         chat_id=_opt_int(payload.get("chat_id")),
+    )
+
+
+def _record_of(point: models.Record) -> ChunkRecord:
+    payload = point.payload or {}
+    vectors = point.vector if isinstance(point.vector, dict) else {}
+    sparse = vectors.get(SPARSE)
+    indices = list(sparse.indices) if isinstance(sparse, models.SparseVector) else []
+    values = list(sparse.values) if isinstance(sparse, models.SparseVector) else []
+    return ChunkRecord(
+        chunk_id=str(point.id),
+        document_id=int(payload.get("document_id", -1)),
+        document=str(payload.get("document", "")),
+        text=str(payload.get("text", "")),
+        lang=str(payload.get("lang", "")),
+        dense=_dense_of(point) or [],
+        sparse=SparseVector(indices=indices, values=values),
+        section=_opt_str(payload.get("section")),
+        page=_opt_int(payload.get("page")),
+        assistant=_opt_str(payload.get("assistant")),
+        chat_id=_opt_int(payload.get("chat_id")),
+        archived=bool(payload.get("archived", False)),
     )
 
 

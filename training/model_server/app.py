@@ -8,6 +8,8 @@ against vLLM in production:
 * ``POST /v1/chat/completions``  -> ``chat.completion`` or an SSE stream of
   ``chat.completion.chunk`` objects ending with ``data: [DONE]``
 * ``GET  /health``               -> ``{"status": "ok"}``
+* ``GET  /ready``                -> ``{"status": "ready", "models": [...]}`` once the base model
+  is loaded, else 503 (vLLM has only ``/health``, which it answers once the model is loaded)
 
 With a backend that hot-loads LoRA adapters (:class:`~.protocol.AdapterBackend`) it also
 offers vLLM's runtime LoRA endpoints (vLLM enables them with
@@ -430,6 +432,19 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _ready(request: web.Request) -> web.Response:
+    """200 once the backend serves a model (the base model is loaded), else 503."""
+    backend = request.app.get(BACKEND_KEY)
+    try:
+        models = backend.model_ids() if backend is not None else []
+    except Exception as exc:  # a backend that failed or was closed is not ready
+        logger.warning("Readiness: the backend failed to list its models: %s", exc)
+        models = []
+    if not models:
+        return web.json_response({"status": "not ready", "models": []}, status=503)
+    return web.json_response({"status": "ready", "models": models}, dumps=_dumps)
+
+
 async def _list_models(request: web.Request) -> web.Response:
     created = request.app[_CREATED_KEY]
     backend = request.app[BACKEND_KEY]
@@ -635,6 +650,7 @@ def create_app(backend: GenerationBackend) -> web.Application:
     app[BACKEND_KEY] = backend
     app[_CREATED_KEY] = int(time.time())
     app.router.add_get("/health", _health)
+    app.router.add_get("/ready", _ready)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_post("/v1/chat/completions", _chat_completions)
     if isinstance(backend, AdapterBackend):

@@ -1,0 +1,258 @@
+"""Prometheus metrics: every metric loopgram exposes is defined here, once.
+
+Two kinds:
+
+- **Process counters and histograms**, updated where things happen: updates handled (the
+  aiogram middleware in `bot/metrics_middleware.py`), answers and their latency
+  (`loopgram.answering`), model calls (`loopgram.llm`), rating presses (the feedback handler).
+  Each process reports its own; Prometheus sums the replicas. (Celery tasks are watched in
+  Flower, not here.)
+- **Figures read from the database on scrape** (`DatabaseCollector`): the review queue,
+  training runs by status, the adapter serving each assistant, ratings and the 👍 rate of the
+  last `RATE_WINDOW` per assistant. They are the same for every replica (aggregate them with
+  `max`, not `sum`), cost a few `GROUP BY` queries on indexed columns, and are cached for
+  `cache_seconds` so frequent scrapes stay cheap. When the database cannot be read the scrape
+  still answers, with `loopgram_db_stats_up 0`.
+
+`render()` gives the text exposition format for `/metrics`. This module imports neither
+aiogram nor celery.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Table
+
+if TYPE_CHECKING:
+    from loopgram.db import Database
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+RATE_WINDOW = timedelta(days=7)
+"""Ratings younger than this count for `loopgram_thumbs_up_rate` and `loopgram_recent_ratings`."""
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+
+UPDATES = Counter(
+    "loopgram_updates",
+    "Telegram updates handled by this bot process.",
+    ["type", "outcome"],  # outcome: handled | unhandled | error
+)
+UPDATE_SECONDS = Histogram(
+    "loopgram_update_seconds",
+    "Time to handle one update, middlewares included.",
+    ["type"],
+    buckets=_LATENCY_BUCKETS,
+)
+ANSWERS = Counter(
+    "loopgram_answers",
+    "Answers stored (one interaction each).",
+    ["assistant", "status"],  # status: ok | failed
+)
+ANSWER_SECONDS = Histogram(
+    "loopgram_answer_seconds",
+    "From the question to the stored answer.",
+    ["assistant"],
+    buckets=_LATENCY_BUCKETS,
+)
+MODEL_REQUESTS = Counter(
+    "loopgram_model_requests",
+    "Chat Completions calls to the model server.",
+    ["outcome"],  # ok | timeout | error | cancelled
+)
+MODEL_SECONDS = Histogram(
+    "loopgram_model_seconds",
+    "Duration of one Chat Completions call (whole stream).",
+    ["outcome"],
+    buckets=_LATENCY_BUCKETS,
+)
+MODEL_FIRST_TOKEN_SECONDS = Histogram(
+    "loopgram_model_first_token_seconds",
+    "Time to the first streamed chunk of a Chat Completions call.",
+    buckets=_LATENCY_BUCKETS,
+)
+RATING_PRESSES = Counter(
+    "loopgram_rating_presses",
+    "Ratings received by this bot process (buttons and reactions).",
+    ["value", "source"],  # value: up | down
+)
+
+
+def rating_label(value: int) -> str:
+    return "up" if value > 0 else "down"
+
+
+class DatabaseCollector(Collector):
+    """Figures computed from the database at scrape time (see the module doc)."""
+
+    def __init__(self, cache_seconds: float = 15.0) -> None:
+        self.cache_seconds = cache_seconds
+        self._db: Database | None = None
+        self._lock = threading.Lock()
+        self._cached: list[Metric] | None = None
+        self._cached_at = 0.0
+
+    def use_database(self, db: Database | None) -> None:
+        with self._lock:
+            self._db, self._cached = db, None
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # families depend on the data; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            db = self._db
+            if db is None:
+                return iter(())
+            now = time.monotonic()
+            if self._cached is None or now - self._cached_at >= self.cache_seconds:
+                self._cached, self._cached_at = self._read(db), now
+            return iter(self._cached)
+
+    def _read(self, db: Database) -> list[Metric]:
+        up = GaugeMetricFamily(
+            "loopgram_db_stats_up", "1 when the database figures below could be read."
+        )
+        try:
+            figures = db.call(read_figures)
+        except Exception as exc:
+            log.warning("metrics.db_stats_failed error=%s", type(exc).__name__)
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        return [up, *figures]
+
+
+def _table(model: Any) -> Table:
+    return cast(Table, model.__table__)
+
+
+def read_figures(*, session: Any) -> list[Metric]:
+    """The database figures as metric families (one session, a handful of small queries)."""
+    from sqlalchemy import case, func, select
+
+    from loopgram.assistants import ASSISTANTS
+    from loopgram.models import (
+        Adapter,
+        AdapterStatus,
+        Interaction,
+        Rating,
+        ReviewItem,
+        ReviewStatus,
+        RunStatus,
+        TrainingRun,
+        utcnow,
+    )
+
+    review, runs_t, adapter_t = _table(ReviewItem).c, _table(TrainingRun).c, _table(Adapter).c
+    rating, interaction = _table(Rating).c, _table(Interaction).c
+
+    queue = GaugeMetricFamily(
+        "loopgram_review_queue", "Review items waiting for a moderator.", labels=["assistant"]
+    )
+    pending = session.execute(
+        select(review.assistant, func.count())
+        .where(review.status == ReviewStatus.pending.value)
+        .group_by(review.assistant)
+    ).all()
+    by_assistant = {str(name or ""): int(n) for name, n in pending}
+    for name in ASSISTANTS:
+        by_assistant.setdefault(name, 0)
+    for name, n in sorted(by_assistant.items()):
+        queue.add_metric([name], n)
+
+    runs = GaugeMetricFamily(
+        "loopgram_training_runs", "Training runs by status (all time).", labels=["status"]
+    )
+    counted = {
+        str(status): int(n)
+        for status, n in session.execute(
+            select(runs_t.status, func.count()).group_by(runs_t.status)
+        ).all()
+    }
+    for status in RunStatus:
+        runs.add_metric([status.value], counted.get(status.value, 0))
+
+    adapters = GaugeMetricFamily(
+        "loopgram_adapter_in_use",
+        "1 for the adapter serving an assistant (status active or canary); "
+        'adapter="base" when no adapter is active.',
+        labels=["assistant", "adapter", "version", "status"],
+    )
+    serving = session.execute(
+        select(adapter_t.assistant, adapter_t.name, adapter_t.version, adapter_t.status).where(
+            adapter_t.status.in_([AdapterStatus.active.value, AdapterStatus.canary.value])
+        )
+    ).all()
+    active: set[str] = set()
+    for assistant, name, version, status in serving:
+        adapters.add_metric([assistant, name, str(version), str(status)], 1)
+        if str(status) == AdapterStatus.active.value:
+            active.add(assistant)
+    for name in ASSISTANTS:
+        if name not in active:
+            adapters.add_metric([name, "base", "0", AdapterStatus.active.value], 1)
+
+    since = utcnow() - RATE_WINDOW
+    rows = session.execute(
+        select(
+            interaction.assistant,
+            func.count(),
+            func.sum(case((rating.value > 0, 1), else_=0)),
+        )
+        .select_from(
+            _table(Rating).join(_table(Interaction), interaction.id == rating.interaction_id)
+        )
+        .where(rating.created_at >= since)
+        .group_by(interaction.assistant)
+    ).all()
+    recent = GaugeMetricFamily(
+        "loopgram_recent_ratings",
+        f"Ratings of the last {RATE_WINDOW.days} days by assistant and value.",
+        labels=["assistant", "value"],
+    )
+    rate = GaugeMetricFamily(
+        "loopgram_thumbs_up_rate",
+        f"Share of 👍 among the ratings of the last {RATE_WINDOW.days} days, per assistant "
+        "(absent for an assistant without ratings).",
+        labels=["assistant"],
+    )
+    for assistant, total, ups in rows:
+        total, ups = int(total), int(ups or 0)
+        recent.add_metric([assistant, "up"], ups)
+        recent.add_metric([assistant, "down"], total - ups)
+        if total:
+            rate.add_metric([assistant], ups / total)
+    return [queue, runs, adapters, recent, rate]
+
+
+DATABASE_COLLECTOR = DatabaseCollector()
+REGISTRY.register(DATABASE_COLLECTOR)
+
+
+def use_database(db: Database | None) -> None:
+    """Read the scrape-time figures from `db` (None: leave them out)."""
+    DATABASE_COLLECTOR.use_database(db)
+
+
+def render(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """The text exposition of every metric (blocking when database figures are due: call it
+    from a thread in async code)."""
+    return generate_latest(registry)
