@@ -21,6 +21,17 @@ class TrainConfig:
     beta: float = field(default=0.1, metadata={"help": "DPO/KTO temperature: how far from base"})
     learning_rate: float = field(default=2e-4, metadata={"help": "constant LR of the LoRA weights"})
     epochs: float = field(default=2.0, metadata={"help": "passes over the training split"})
+    sft_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "DPO only: weight of an NLL term on the chosen answers added to the DPO loss"
+            " (RPO; TRL loss_type ['sigmoid', 'sft']); 0 = plain DPO"
+        },
+    )
+    precompute_ref: bool = field(
+        default=False,
+        metadata={"help": "DPO only: reference log-probs computed once before training"},
+    )
     batch_size: int = field(default=8, metadata={"help": "examples per optimiser step"})
     max_length: int = field(default=256, metadata={"help": "prompt + answer tokens kept"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
@@ -73,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
         if not 0 < self.eval_fraction < 1:
             raise ValueError("eval_fraction must be between 0 and 1")
+        if self.sft_weight < 0:
+            raise ValueError("sft_weight must not be negative")
 
     @classmethod
     def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:

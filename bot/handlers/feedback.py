@@ -29,10 +29,12 @@ from bot.filters import AddressedToBot
 from bot.keyboards import answer_keyboard, reason_keyboard
 from bot.ownership import owned_interaction
 from bot.responding import Responder
+from loopgram import metrics
 from loopgram.answering import AnswerService
 from loopgram.db import Database
 from loopgram.feedback import REASONS, Feedback
 from loopgram.i18n import t
+from loopgram.logging_setup import bind_log_context
 from loopgram.models import Interaction, InteractionStatus
 from loopgram.settings import Settings
 
@@ -91,7 +93,9 @@ async def on_rate(
         await query.answer(t(lang, "feedback-unknown"), show_alert=True)
         return
     value = 1 if action == RateAction.up else -1
-    await query.answer(t(lang, "feedback-thanks" if value > 0 else "feedback-why"))
+    await _acknowledge(query, t(lang, "feedback-thanks" if value > 0 else "feedback-why"))
+    bind_log_context(interaction_id=interaction.id)
+    metrics.RATING_PRESSES.labels(value=metrics.rating_label(value), source="button").inc()
     await feedback_sink.submit(
         Feedback(
             interaction_id=interaction.id,
@@ -104,6 +108,15 @@ async def on_rate(
         await _set_markup(bot, query, answer_keyboard(interaction, lang, selected=1))
     else:
         await _set_markup(bot, query, reason_keyboard(interaction.id, lang))
+
+
+async def _acknowledge(query: CallbackQuery, text: str) -> None:
+    """Answer the press, but never lose the rating because the answer failed: after a long
+    outage Telegram refuses answers to presses older than its window ("query is too old")."""
+    try:
+        await query.answer(text)
+    except TelegramBadRequest as exc:
+        log.warning("feedback.late_callback_answer error=%s", exc)
 
 
 @router.callback_query(ReasonCb.filter())
@@ -123,7 +136,7 @@ async def on_reason(
     interaction = await owned_interaction(query, callback_data.iid, lang, db)
     if interaction is None or interaction.id is None:
         return
-    await query.answer(t(lang, "feedback-reason-saved"))
+    await _acknowledge(query, t(lang, "feedback-reason-saved"))
     await feedback_sink.submit(
         Feedback(
             interaction_id=interaction.id,
@@ -212,6 +225,8 @@ async def on_reaction(
     )
     if interaction is None or interaction.id is None or interaction.user_id != reaction.user.id:
         return
+    bind_log_context(interaction_id=interaction.id)
+    metrics.RATING_PRESSES.labels(value=metrics.rating_label(value), source="reaction").inc()
     await feedback_sink.submit(
         Feedback(
             interaction_id=interaction.id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from rich.console import Console
 
 from bot.simulation.people import Behaviour
@@ -52,12 +54,13 @@ def build_options(
     data_dir: Path,
     moderators: int = 1,
     correct_share: float = 0.5,
+    train_config: Path | None = None,
 ) -> SimulationOptions:
     chosen_languages = _names(languages, LANGUAGES, "--languages")
     if people < 2 * len(chosen_languages):
         raise SimulationInputError("--people must give every language at least two people")
     try:
-        return SimulationOptions(
+        options = SimulationOptions(
             data_dir=data_dir,
             assistants=_names(assistants, JUDGES, "--assistants"),
             languages=chosen_languages,
@@ -73,8 +76,34 @@ def build_options(
             moderators=moderators,
             correct_share=correct_share,
         )
+        if train_config is not None:
+            options = dataclasses.replace(options, train=train_options(train_config))
+        return options
     except ValueError as exc:
         raise SimulationInputError(str(exc)) from exc
+
+
+def train_options(path: Path) -> dict[str, Any]:
+    """The simulation's training options with `path`'s (a YAML mapping of TrainConfig fields,
+    as TRAIN_CONFIG takes) on top."""
+    from training.config import TrainConfig
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SimulationInputError(f"cannot read --train-config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SimulationInputError(f"--train-config {path} must be a YAML mapping of options")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(map(str, data)) - known)
+    if unknown:
+        raise SimulationInputError(f"--train-config {path}: unknown options {unknown}")
+    merged = {**SimulationOptions(data_dir=path.parent).train, **data}
+    try:
+        TrainConfig(**merged)
+    except (TypeError, ValueError) as exc:
+        raise SimulationInputError(f"--train-config {path}: {exc}") from exc
+    return merged
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from bot.emulated import EmulatedBot
 from loopgram.models import Interaction, PreferencePair, Rating, ReviewItem
 from tests.e2e.conftest import REPLY, has_rating_buttons, rows, wait_db
@@ -111,3 +113,22 @@ async def test_regenerate_then_choice_records_a_pair(
     assert pair.source == "regenerate"
     interactions = await db.run(rows(Interaction))
     assert interactions[1].parent_interaction_id == interactions[0].id
+
+
+async def test_a_press_answered_too_late_is_still_stored(
+    running: EmulatedBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an outage the bot may answer a press past Telegram's window ("query is too
+    old"): the rating must be stored all the same."""
+    from loopgram.emulator.methods import callbacks
+
+    emu, db = running.emulator, running.stack.db
+    carl = emu.user(1003, "Carl", language_code="en")
+    await carl.send_text("How do I plan my week?")
+    answer = await emu.wait_for_bot_message(1003, has_rating_buttons)
+    monkeypatch.setattr(callbacks, "ANSWER_WINDOW", -1)  # every answer is too late now
+    await carl.press(answer, "👎")
+    (rating,) = await wait_db(db, rows(Rating))
+    assert (rating.value, rating.user_id) == (-1, 1003)
+    assert emu.callback_answers == []
+    await emu.wait_for_bot_message(1003, lambda m: "Unhelpful" in str(m.get("reply_markup")))

@@ -96,3 +96,33 @@ def test_an_unusable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "error: cannot use" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("- a list\n", "must be a YAML mapping"),
+        ("epochs: [1\n", "cannot read --train-config"),
+        ("epochs: 1\nwarp_speed: 9\n", "unknown options ['warp_speed']"),
+        ("sft_weight: -1\n", "sft_weight must not be negative"),
+    ],
+)
+def test_a_bad_train_config_fails_with_one_clear_line(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text(content, "utf-8")
+    result = CliRunner().invoke(app, ["simulate", "--train-config", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_train_config_goes_over_the_simulations_training_options(tmp_path: Path) -> None:
+    from bot.simulation.command import train_options
+
+    path = tmp_path / "train.yaml"
+    path.write_text("sft_weight: 0.5\nepochs: 1\n", "utf-8")
+    merged = train_options(path)
+    assert merged["sft_weight"] == 0.5 and merged["epochs"] == 1
+    assert merged["max_length"] == 448  # the simulation's own value stays where not given
