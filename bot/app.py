@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiogram import Bot, Dispatcher
@@ -17,9 +17,13 @@ from celery import Celery
 from bot.feedback_sink import FeedbackSink
 from bot.group_moderation import GroupModerationMiddleware
 from bot.handlers import get_routers
+from bot.metrics_middleware import UpdateMetricsMiddleware
 from bot.middlewares import DedupMiddleware, UserContextMiddleware
+from bot.ordering import ChatOrder
+from bot.rate_limit import Limiter, MemoryLimiter, OutgoingRateLimit, create_limiter
 from bot.responding import Responder
 from bot.review_poster import ReviewPoster
+from bot.throttling import ModelQueue, UserThrottle
 from loopgram.answering import AnswerService
 from loopgram.db import Database
 from loopgram.embeddings import get_embedder
@@ -28,6 +32,7 @@ from loopgram.few_shot import NeighbourExamples
 from loopgram.group_moderation import GroupModerator
 from loopgram.i18n import t
 from loopgram.llm import LLMClient
+from loopgram.logging_setup import install_secret_masking
 from loopgram.rag import service as rag_service
 from loopgram.rag.retrieve import AsyncRetriever
 from loopgram.routing import AdapterRouter
@@ -35,14 +40,21 @@ from loopgram.settings import Settings, TelegramSettings
 from loopgram.spool import Spool
 
 
-def create_bot(settings: TelegramSettings) -> Bot:
+def create_bot(settings: TelegramSettings, *, rate_limit: OutgoingRateLimit | None = None) -> Bot:
+    """The Bot; with `rate_limit`, every message it sends or edits waits for Telegram's limits."""
     if settings.telegram_bot_token is None:
         raise LoopgramError("TELEGRAM_BOT_TOKEN is not set", key="error-no-token")
+    # Whoever builds a bot (CLI, demo, tests), its token never reaches a log line.
+    install_secret_masking(
+        s.get_secret_value() for s in (settings.telegram_bot_token, settings.webhook_secret) if s
+    )
     session = (
         AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_url))
         if settings.telegram_api_url
         else AiohttpSession()
     )
+    if rate_limit is not None:
+        session.middleware(rate_limit)
     return Bot(
         settings.telegram_bot_token.get_secret_value(),
         session=session,
@@ -78,6 +90,9 @@ class BotRuntime:
     dispatcher: Dispatcher
     moderation: GroupModerationMiddleware
     review_poster: ReviewPoster
+    # Telegram's limits and the per-user limit share one store (Redis when configured).
+    limiter: Limiter = field(default_factory=MemoryLimiter)
+    rate_limit: OutgoingRateLimit | None = None
 
 
 def create_runtime(
@@ -104,7 +119,16 @@ def create_runtime(
         ),
         knowledge=AsyncRetriever(lambda: rag_service.retriever(settings), db),
     )
-    responder = Responder(answers=answers, stream_interval=settings.bot.stream_edit_interval)
+    limiter = create_limiter(settings.redis.redis_url)
+    responder = Responder(
+        answers=answers,
+        stream_interval=settings.bot.stream_edit_interval,
+        throttle=UserThrottle(limiter, settings.limits),
+        queue=ModelQueue(
+            settings.limits.model_concurrency, settings.limits.model_queue_notice_after
+        ),
+        order=ChatOrder(),
+    )
     sink = FeedbackSink(
         celery_app=celery_app,
         db=db,
@@ -119,13 +143,28 @@ def create_runtime(
         feedback_sink=sink,
         celery_app=celery_app,
     )
+    assert responder.order is not None
+    dp.update.outer_middleware(UpdateMetricsMiddleware())  # counts, times, logs update_id
+    dp.update.outer_middleware(responder.order)  # then: notes messages in arrival order
     dp.update.outer_middleware(DedupMiddleware(db))
     dp.update.outer_middleware(UserContextMiddleware(db, settings))
     moderation = GroupModerationMiddleware(GroupModerator(answers))
     dp.message.outer_middleware(moderation)
     dp.include_routers(*get_routers())
     poster = ReviewPoster(db, settings)
-    return BotRuntime(settings, db, llm, answers, responder, sink, dp, moderation, poster)
+    return BotRuntime(
+        settings,
+        db,
+        llm,
+        answers,
+        responder,
+        sink,
+        dp,
+        moderation,
+        poster,
+        limiter=limiter,
+        rate_limit=OutgoingRateLimit(limiter, settings.limits),
+    )
 
 
 async def set_commands(bot: Bot) -> None:
@@ -143,6 +182,8 @@ async def set_commands(bot: Bot) -> None:
                 "labels",
                 "report",
                 "reset",
+                "export_me",
+                "forget",
             )
         ]
         await bot.set_my_commands(commands, language_code=None if lang == "en" else lang)

@@ -45,23 +45,21 @@ TOKEN_HELP = (
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    from loopgram.logging_setup import mask_secrets
+
+    typer.echo(f"error: {mask_secrets(message)}", err=True)
     raise typer.Exit(code)
 
 
 def _settings() -> Settings:
-    from loopgram.logging_setup import setup_logging
+    from loopgram.logging_setup import secret_values, setup_logging
 
     try:
         settings = Settings.load()
     except Exception as exc:
         fail(f"invalid configuration: {str(exc).splitlines()[0]}")
-    token = settings.telegram.telegram_bot_token
-    setup_logging(
-        settings.app.log_level,
-        settings.app.log_format,
-        secrets=[token.get_secret_value()] if token else [],
-    )
+    # Bot token, webhook secret, LLM/Qdrant API keys: masked in every log line.
+    setup_logging(settings.app.log_level, settings.app.log_format, secrets=secret_values(settings))
     return settings
 
 
@@ -878,6 +876,57 @@ def demo(
 
 
 @app.command()
+def playground(
+    host: Annotated[str, typer.Option(help="address to serve the page on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="0 = any free port")] = 8080,
+    lang: Annotated[
+        str | None, typer.Option(help="ru or en: the people's and the page's language")
+    ] = None,
+    data_dir: Annotated[Path, typer.Option(help="the playground's files")] = Path(
+        "./data/playground"
+    ),
+    reset: Annotated[bool, typer.Option("--reset", help="start from an empty database")] = False,
+    max_tokens: Annotated[int, typer.Option(min=8, help="answer length cap")] = 200,
+) -> None:
+    """The real bot in a browser, no Telegram account needed: the whole stack on embedded
+    defaults and a local page that looks and behaves like a Telegram chat."""
+    from loopgram.i18n import LANGUAGES, pick_language, t
+
+    settings = _settings()
+    ui = pick_language(None, settings.bot.default_language)
+    if lang is not None and lang not in LANGUAGES:
+        fail(t(ui, "playground-bad-lang", code=lang))
+    language: str = lang or ui
+
+    def ready(pg: Any) -> None:
+        typer.echo(t(language, "playground-ready", url=pg.url))
+        from loopgram.playground.server import is_loopback
+
+        note = "playground-local-only" if is_loopback(host) else "playground-exposed"
+        typer.echo(t(language, note, host=host))
+        typer.echo(t(language, "playground-stop"))
+
+    async def main() -> None:
+        from bot.playground import run_playground
+
+        typer.echo(t(language, "playground-starting"), err=True)
+        await run_playground(
+            settings,
+            host=host,
+            port=port,
+            lang=language,
+            data_dir=data_dir,
+            reset=reset,
+            max_tokens=max_tokens,
+            stop=_stop_on_signals(),
+            on_ready=ready,
+        )
+
+    _run_async(main())
+    typer.echo(t(language, "playground-stopped", dir=str(data_dir)), err=True)
+
+
+@app.command()
 def simulate(
     rounds: Annotated[int, typer.Option(min=1, help="serve → train → canary rounds")] = 3,
     people: Annotated[int, typer.Option(min=2, help="simulated people")] = 16,
@@ -900,6 +949,10 @@ def simulate(
     correct_share: Annotated[
         float, typer.Option(min=0, max=1, help="share of fixable disliked answers corrected")
     ] = 0.5,
+    train_config: Annotated[
+        Path | None,
+        typer.Option(help="YAML of training options (TrainConfig fields) over the simulation's"),
+    ] = None,
     data_dir: Annotated[Path, typer.Option(help="the simulated deployment's files")] = Path(
         "./data/simulation"
     ),
@@ -927,12 +980,72 @@ def simulate(
         control=control,
         moderators=moderators,
         correct_share=correct_share,
+        train_config=train_config,
         data_dir=data_dir,
         out=out,
         as_json=as_json,
     )
     if code:
         raise typer.Exit(code)
+
+
+@app.command("backup")
+def backup_command(
+    path: Annotated[Path, typer.Argument(help="the archive to write (.tar.gz)")],
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing file")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """The database (every table, portable JSON lines) and the knowledge base (Qdrant points)
+    in one tar.gz archive."""
+    _backup_or_restore("backup", path, force=force, as_json=as_json)
+
+
+@app.command("restore")
+def restore_command(
+    path: Annotated[Path, typer.Argument(help="an archive written by `loopgram backup`")],
+    force: Annotated[
+        bool, typer.Option("--force", help="replace what the database and knowledge base hold")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """Restore a backup into an empty database at the backup's revision (SQLite or Postgres)."""
+    _backup_or_restore("restore", path, force=force, as_json=as_json)
+
+
+def _backup_or_restore(what: str, path: Path, *, force: bool, as_json: bool) -> None:
+    settings = _settings()
+    from loopgram import backup as ops
+    from loopgram.i18n import pick_language, t
+
+    lang = pick_language(None, settings.bot.default_language)
+
+    def progress(name: str, count: int) -> None:
+        if not as_json:
+            typer.echo(t(lang, "backup-progress", what=name, count=count), err=True)
+
+    run = ops.backup if what == "backup" else ops.restore
+    try:
+        summary = run(settings, path, force=force, progress=progress)
+    except LoopgramError as exc:
+        fail(t(lang, exc.key, **exc.params))
+    except Exception as exc:
+        detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        fail(t(lang, "backup-failed", detail=detail))
+    if as_json:
+        typer.echo(json.dumps(summary.as_json(), ensure_ascii=False))
+        return
+    typer.echo(
+        t(
+            lang,
+            "backup-done" if what == "backup" else "restore-done",
+            path=str(path),
+            rows=summary.rows,
+            tables=len(summary.tables),
+            points=summary.points,
+            revision=summary.revision,
+            size=max(1, summary.bytes // 1024),
+        )
+    )
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -220,6 +220,53 @@ class BotSettings(BaseSettings):
     max_comment_chars: int = 2000
 
 
+class LimitSettings(BaseSettings):
+    """Telegram's flood limits on what the bot sends, and how much one user may ask."""
+
+    model_config = _COMMON
+
+    telegram_private_per_second: float = Field(
+        default=1.0, gt=0, description="messages (and edits) per second in one private chat"
+    )
+    telegram_group_per_minute: float = Field(
+        default=20.0, gt=0, description="messages (and edits) per minute in one group"
+    )
+    telegram_global_per_second: float = Field(
+        default=30.0, gt=0, description="messages per second of the whole bot"
+    )
+    telegram_retry_attempts: int = Field(
+        default=5, ge=0, description="retries of a message Telegram refused with 429"
+    )
+    user_rate_limit: int = Field(
+        default=10, ge=0, description="model requests per user per USER_RATE_WINDOW; 0 = off"
+    )
+    user_rate_window: float = Field(default=60.0, gt=0, description="seconds")
+    model_concurrency: int = Field(
+        default=8, ge=0, description="answers generated at once per bot process; 0 = unlimited"
+    )
+    model_queue_notice_after: float = Field(
+        default=2.0, ge=0, description="seconds in line before a user is told their place"
+    )
+
+
+class OpsSettings(BaseSettings):
+    """Operations: metrics and readiness."""
+
+    model_config = _COMMON
+
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="serve /metrics, /healthz, /readyz on this port; unset = off "
+        "(webhook mode also serves them beside the webhook)",
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="address of METRICS_PORT")
+    ready_timeout: float = Field(
+        default=2.0, gt=0, description="seconds each readiness check may take"
+    )
+
+
 class AppSettings(BaseSettings):
     model_config = _COMMON
 
@@ -243,6 +290,8 @@ class Settings:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     bot: BotSettings = field(default_factory=BotSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
     def qdrant_local_path(self) -> str:
         """Where local-mode Qdrant keeps its files: QDRANT_PATH, else DATA_DIR/qdrant."""
@@ -265,6 +314,8 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     ReviewSettings,
     BotSettings,
     LearningSettings,
+    LimitSettings,
+    OpsSettings,
 )
 
 

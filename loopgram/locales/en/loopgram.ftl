@@ -14,6 +14,7 @@ help-text = <b>How it works</b>
     /labels — the labels the labeling assistant uses (admins: /labels a, b, c)
     Buttons under paraphrases and summaries change the style, format or language.
     /reset — forget this chat's conversation
+    /export_me — all your data as a file; /forget — delete it
     /report — reply to one of my answers to send it to the moderators
     /help — this message
 
@@ -254,3 +255,47 @@ kb-replaced = ✅ Updated { $name }: { $chunks } chunks (the old version is repl
 kb-skipped = { $name } has not changed; nothing to do.
 kb-injection-warning = ⚠️ { $count } passage(s) look like instructions to the model (prompt injection). They are indexed as plain data and will not be obeyed; check the document.
 review-card-sources = 📚 Sources: { $sources }
+
+## limits
+limits-user-throttled = ⏳ You are asking faster than I can answer. Please wait about { $seconds } s and ask again — I will be glad to help.
+limits-queue-position = ⏳ Many people are asking right now. You are #{ $position } in line; your answer will appear here.
+
+## privacy
+command-export_me = Get all my data as a file
+command-forget = Delete all my data
+privacy-private-only = Please use this command in a private chat with me: your data is only shown and handled there.
+forget-confirm = 🗑 Delete everything I store about you? Your questions and my answers, your ratings and comments, and the feedback built from them will be deleted in all chats. Pairs a training run has already used stay, anonymised (nothing in them points to you). This cannot be undone.
+forget-button-yes = 🗑 Yes, delete
+forget-button-no = ✖️ No, keep
+forget-cancelled = OK, nothing was deleted.
+forget-done = ✅ Done: deleted { $interactions } answers and { $ratings } ratings. { $kept } training pairs already used for training are kept, anonymised. If you write again, I start from scratch.
+forget-not-yours = This button is not yours, or not valid: nothing was deleted.
+forget-expired = This confirmation has expired; nothing was deleted. Send /forget again.
+export-caption = 📦 Your data: { $interactions } answers, { $ratings } ratings, { $comments } comments (JSON).
+export-compressed = The file is gzip-compressed to fit Telegram's limit.
+export-too-big = Your export is { $size } MB, over Telegram's { $limit } MB limit for files, even compressed. Please ask the bot's administrator for it.
+
+## playground
+playground-starting = Starting the playground: database, worker, model server and the bot (the first start prepares the model, about half a minute)…
+playground-ready = 🧪 Playground ready: open { $url } in a browser.
+playground-local-only = Serving on { $host } only: just this computer can open the page. Use --host 0.0.0.0 to share it on your network.
+playground-exposed = ⚠️ Serving on { $host }: anyone who can reach this machine can open the page and act as any of its people, admin included (there is no login).
+playground-stop = Press Ctrl+C to stop.
+playground-stopped = Playground stopped; its data stays in { $dir } (--reset starts afresh).
+playground-bad-lang = Unknown language “{ $code }”: use ru or en.
+playground-cannot-listen = Cannot serve the playground on { $host }:{ $port } ({ $error }): pick another --port (0 = any free port).
+
+## operations
+backup-done = Backup written to { $path }: { $rows } rows in { $tables } tables and { $points } knowledge-base points (database revision { $revision }, { $size } KB).
+backup-exists = { $path } already exists: pick another path, or pass --force to overwrite it.
+backup-no-folder = The folder { $path } does not exist: create it first.
+backup-unmigrated = The database has no schema yet, so there is nothing to back up (run `loopgram db upgrade` first).
+backup-not-found = There is no backup at { $path }.
+backup-broken = { $path } is not a complete loopgram backup ({ $detail }). Nothing was changed.
+backup-kb-unavailable = The knowledge base cannot be opened ({ $detail }): stop the process that holds its local folder (the bot) or check QDRANT_URL. Nothing was changed.
+backup-failed = Backup or restore failed: { $detail }. Nothing was changed.
+backup-progress = { $what }: { $count }
+restore-done = Restored { $path }: { $rows } rows in { $tables } tables and { $points } knowledge-base points (database revision { $revision }).
+restore-revision-mismatch = The backup is of database revision { $archive }, but this database is at { $current }: restore into a database at { $archive } (`loopgram db upgrade { $archive }` on an empty one), or use the loopgram version that made the backup. Nothing was changed.
+restore-unknown-revision = The backup is of database revision { $archive }, which this loopgram version does not know (this database is at { $current }): restore it with the version that made it. Nothing was changed.
+restore-not-empty = The target is not empty ({ $rows } database rows, { $points } knowledge-base points): restore into an empty database, or pass --force to replace everything in it. Nothing was changed.
