@@ -28,6 +28,10 @@ from sqlmodel import func, select
 
 from loopgram.db import Database
 
+# The scripted model server, the bot's settings and the answer check are the end-to-end
+# suite's own (imported fixtures are registered here too).
+from tests.e2e.conftest import bot_settings, has_rating_buttons, model_url  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -285,38 +289,6 @@ def scripted() -> Any:
     from training.model_server.scripted import ScriptedBackend
 
     return ScriptedBackend(REPLY, token_delay=0.005)
-
-
-@pytest.fixture
-async def model_url(scripted: Any) -> Any:
-    from training.model_server.app import create_app, start_server
-
-    runner, url = await start_server(create_app(scripted), "127.0.0.1", 0)
-    yield url
-    await runner.cleanup()
-
-
-@pytest.fixture
-def bot_settings(settings_factory, sqlite_url: str, model_url: str):  # type: ignore[no-untyped-def]
-    def make(**env: str) -> Any:
-        env.setdefault("DATABASE_URL", sqlite_url)
-        env.setdefault("LLM_BASE_URL", model_url)
-        env.setdefault("STREAM_EDIT_INTERVAL", "0.05")
-        env.setdefault("LLM_FIRST_TOKEN_TIMEOUT", "5")
-        env.setdefault("LLM_TIMEOUT", "10")
-        env.setdefault("TELEGRAM_PRIVATE_PER_SECOND", "100")
-        env.setdefault("TELEGRAM_GROUP_PER_MINUTE", "6000")
-        env.setdefault("TELEGRAM_GLOBAL_PER_SECOND", "1000")
-        env.setdefault("USER_RATE_LIMIT", "1000")
-        return settings_factory(**env)
-
-    return make
-
-
-def has_rating_buttons(message: dict[str, Any]) -> bool:
-    markup = message.get("reply_markup") or {}
-    texts = [b["text"] for row in markup.get("inline_keyboard", []) for b in row]
-    return any(text.startswith("👍") for text in texts)
 
 
 async def ask_all(emu: Any, users: list[Any], text: str = "вопрос") -> list[dict[str, Any]]:
