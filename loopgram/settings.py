@@ -6,9 +6,10 @@ reads `os.environ`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -299,7 +300,16 @@ class Settings:
 
     @classmethod
     def load(cls) -> Settings:
-        return cls()
+        """The settings from the environment and `.env`; with `SECRETS_DIR` set, also from a
+        folder of files named after the variables (Docker / Kubernetes secrets, e.g.
+        `/run/secrets/telegram_bot_token`), read for any variable the environment lacks."""
+        folder = os.environ.get("SECRETS_DIR")
+        if not folder:
+            return cls()
+        if not Path(folder).is_dir():
+            raise ValueError(f"SECRETS_DIR {folder} is not a folder")
+        hints = get_type_hints(cls)
+        return cls(**{f.name: hints[f.name](_secrets_dir=folder) for f in fields(cls)})
 
 
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
