@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import weakref
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from aiogram import Bot
@@ -23,6 +24,7 @@ from loopgram.assistants.structured import StructuredOutputError
 from loopgram.errors import ModelUnavailableError
 from loopgram.i18n import t
 from loopgram.models import InteractionStatus
+from loopgram.security.leak_guard import AnswerWithheldError, LeakGuard
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +93,21 @@ class Responder:
                 ):
                     if self.answers.needs_condensing(prepared):
                         await self.answers.condense(prepared, _ProgressMessage(streamer, lang))
+                    guard = LeakGuard.for_messages(prepared.messages)
                     if prepared.assistant.structured:
                         text, _ = await self.answers.answer_structured(prepared)
                     else:
-                        async for delta in self.answers.stream(prepared):
-                            text += delta
-                            await streamer.push(text)
+                        async with aclosing(self.answers.stream(prepared)) as deltas:
+                            async for delta in deltas:
+                                text += delta
+                                if guard.leaks_so_far(text):
+                                    break  # closing the stream stops the generation
+                                await streamer.push(text)
                 if not text.strip():
                     raise ModelUnavailableError("empty answer", key="error-model-empty")
-            except (ModelUnavailableError, StructuredOutputError) as exc:
+                if guard.leaks(text):
+                    raise AnswerWithheldError("the answer repeated the bot's instructions")
+            except (ModelUnavailableError, StructuredOutputError, AnswerWithheldError) as exc:
                 failed = await self.answers.store(
                     prepared,
                     answer=text or str(exc.params.get("raw", "")),

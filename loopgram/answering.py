@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -173,7 +173,7 @@ class AnswerService:
             label_set_id=label_set_id,
         )
 
-    def stream(self, prepared: PreparedAnswer) -> AsyncIterator[str]:
+    def stream(self, prepared: PreparedAnswer) -> AsyncGenerator[str, None]:
         return self.llm.stream_chat(
             prepared.messages, model=prepared.model, max_tokens=prepared.assistant.max_tokens
         )

@@ -7,9 +7,10 @@ failure a user can meet (server down, slow, erroring) becomes `ModelUnavailableE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import openai
@@ -47,13 +48,14 @@ class LLMClient:
         model: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Yield text deltas. Raises ModelUnavailableError on any transport or server failure."""
         started = time.monotonic()
         deadline = started + self.settings.llm_timeout
         outcome = "cancelled"  # the consumer stopped reading (or was cancelled)
+        stream: openai.AsyncStream[ChatCompletionChunk] | None = None
         try:
-            stream: openai.AsyncStream[ChatCompletionChunk] = await asyncio.wait_for(
+            opened: openai.AsyncStream[ChatCompletionChunk] = await asyncio.wait_for(
                 self._client.chat.completions.create(
                     model=model or self.default_model,
                     messages=list(messages),  # type: ignore[arg-type]
@@ -65,7 +67,8 @@ class LLMClient:
                 ),
                 timeout=self.settings.llm_first_token_timeout,
             )
-            iterator = stream.__aiter__()
+            stream = opened
+            iterator = opened.__aiter__()
             first = True
             while True:
                 budget = (
@@ -93,6 +96,12 @@ class LLMClient:
             log.warning("llm.unavailable base_url=%s error=%s", self.settings.base_url, exc)
             raise ModelUnavailableError(str(exc)) from exc
         finally:
+            if stream is not None and outcome != "ok":
+                # A consumer that stops early (the leak guard, a cancelled answer) closes the
+                # HTTP response now, so the server stops generating; left to the garbage
+                # collector, httpx's stream closes out of order and logs a RuntimeError.
+                with contextlib.suppress(Exception):
+                    await stream.close()
             metrics.MODEL_REQUESTS.labels(outcome=outcome).inc()
             metrics.MODEL_SECONDS.labels(outcome=outcome).observe(time.monotonic() - started)
 

@@ -78,6 +78,7 @@ error-generic = Something went wrong on my side. Please try again.
 error-model-unavailable = 😔 Sorry, the model is not available right now. Your message is saved — press "Try again" in a moment.
 error-model-slow = 😔 Sorry, the model is taking too long to answer. Your message is saved — press "Try again".
 error-model-empty = 😔 Sorry, the model returned an empty answer. Press "Try again".
+answer-withheld = 🙅 I can't share my instructions or anything outside this conversation. Ask me something else.
 error-input-too-long = Your message is too long ({ $length } characters; the limit is { $limit }). Please shorten it or split it.
 error-not-allowed = You are not allowed to do that.
 error-not-found = Not found.

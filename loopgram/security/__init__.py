@@ -1,0 +1,1 @@
+"""Defences against prompt injection in what people send: the leak guard and its attack set."""
