@@ -296,8 +296,9 @@ class Simulation:
         for number in range(1, options.rounds + 1):
             result = await self._round(number, conversations, llm)
             rounds.append(result)
+            why = f" ({result.detail})" if result.detail else ""
             self.progress(
-                f"round {number}: {result.run_status} {result.candidate or ''} "
+                f"round {number}: {result.run_status}{why} {result.candidate or ''} "
                 f"{result.canary}; serving {result.adapter or 'base'}: held-out 👍 "
                 f"{result.heldout.rate:.2f} [{result.heldout.interval[0]:.2f}–"
                 f"{result.heldout.interval[1]:.2f}]"
