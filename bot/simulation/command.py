@@ -178,17 +178,23 @@ def _print_result(result: SimulationResult, paths: dict[str, Path], *, as_json: 
     print(result.summary())
 
 
-DEMO_ROUNDS = 2
+DEMO_ROUNDS = 1
 
 
 def demo_options(data_dir: Path) -> SimulationOptions:
-    """The short simulation `loopgram demo` runs: a few minutes on 2 CPU cores."""
+    """The short simulation `loopgram demo` runs: one round of the whole loop (traffic,
+    moderators, a scheduled DPO run, the gate, a short canary, the held-out measurement and
+    the shuffled control), about ten minutes on 2 CPU cores. `loopgram simulate` runs more."""
     return SimulationOptions(
         data_dir=data_dir,
         rounds=DEMO_ROUNDS,
         people=8,
         passes=1,
         eval_samples=3,
+        # The canary decides on fewer live ratings than in production (CANARY_MIN_RATINGS
+        # 50): each batch of canary traffic costs about a minute of CPU here.
+        canary_min_ratings=10,
+        canary_max_ratings=30,
     )
 
 
