@@ -59,13 +59,13 @@ class Responder:
     async def respond(self, bot: Bot, question: Question) -> int | None:
         """Answer and return the stored interaction id (None when the model failed or the
         user asked too often)."""
-        if self.throttle is not None:
+        if self.order is not None:  # earlier questions of the chat first (and in its history)
+            await self.order.wait_turn(question.chat_id, question.request_message_id)
+        if self.throttle is not None:  # after the turn: a person's first questions count first
             wait = await self.throttle.check(bot.id, question.user_id)
             if wait > 0:
                 await self._refuse(bot, question, wait)
                 return None
-        if self.order is not None:  # earlier questions of the chat first (and in its history)
-            await self.order.wait_turn(question.chat_id, question.request_message_id)
         prepared = await self.answers.prepare(question)
         self._draft_seq += 1
         streamer = AnswerStreamer(

@@ -989,6 +989,53 @@ def simulate(
         raise typer.Exit(code)
 
 
+@app.command()
+def loadtest(
+    users: Annotated[int, typer.Option(min=1, help="simulated users")] = 50,
+    minutes: Annotated[float, typer.Option(min=0.05, help="length of the run")] = 2.0,
+    think_seconds: Annotated[
+        float, typer.Option(min=0, help="a user's pause between actions (±50 %)")
+    ] = 2.0,
+    model: Annotated[
+        str, typer.Option(help="fast (scripted, in-process) or builtin (SmolLM2, slow)")
+    ] = "fast",
+    answer_timeout: Annotated[
+        float, typer.Option(min=1, help="seconds without an answer that count as failed")
+    ] = 60.0,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="keep the run's files here; default a temporary dir")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+) -> None:
+    """Simulated users talk to the real bot (its own process) through the local Bot API
+    emulator with Telegram's limits, on 127.0.0.1 only; reports answered / failed, latency,
+    rates and each process' memory, which must stay flat. Exit 1 on failures or growth."""
+    settings = _settings()
+    from loopgram.i18n import pick_language, t
+
+    lang = pick_language(None, settings.bot.default_language)
+    if model not in ("fast", "builtin"):
+        fail(t(lang, "loadtest-bad-model", model=model))
+    from bot.loadtest import LoadtestError, LoadtestOptions, loadtest_command
+
+    options = LoadtestOptions(
+        users=users,
+        minutes=minutes,
+        think_seconds=think_seconds,
+        model="fast" if model == "fast" else "builtin",
+        answer_timeout=answer_timeout,
+        data_dir=data_dir,
+    )
+    try:
+        code = loadtest_command(options, as_json=as_json, lang=lang)
+    except LoadtestError as exc:
+        fail(t(lang, exc.key, **exc.params))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("backup")
 def backup_command(
     path: Annotated[Path, typer.Argument(help="the archive to write (.tar.gz)")],
