@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from loopgram import metrics
+from loopgram.http_site import start_site
 from loopgram.readiness import ReadinessChecker
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,6 @@ async def start_ops_server(
     and the bound port."""
     app = web.Application()
     add_ops_routes(app, readiness)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound = int(runner.addresses[0][1])
+    runner, _, bound = await start_site(app, host, port)
     log.info("ops.listening host=%s port=%s", host, bound)
     return runner, bound

@@ -14,6 +14,7 @@ from bot.app import BotRuntime, set_commands
 from bot.ops_http import start_ops_server
 from bot.webhook import WebhookHandler, create_webhook_app
 from loopgram import metrics
+from loopgram.http_site import start_site
 from loopgram.readiness import ReadinessChecker
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,7 @@ async def _serve_webhook(
         max_body_bytes=tg.webhook_max_body_bytes,
         readiness=ReadinessChecker(runtime.settings, runtime.db),
     )
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, tg.webhook_host, tg.webhook_port)
-    await site.start()
+    runner, _, _ = await start_site(app, tg.webhook_host, tg.webhook_port)
     dp = runtime.dispatcher
     await bot.set_webhook(
         tg.webhook_url, secret_token=secret, allowed_updates=dp.resolve_used_update_types()

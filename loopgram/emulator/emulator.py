@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from loopgram.http_site import start_site
+
 from .clock import Clock
 from .core import ApiCall, EmulatorConfig, EmulatorCore
 from .incoming import ingest_raw_update
@@ -79,11 +81,9 @@ class BotApiEmulator:
         if self._runner is not None:
             raise RuntimeError("emulator already started")
         self._core.closing = False
-        runner = web.AppRunner(ApiServer(self._core).build_app(), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
+        runner, bound_host, bound_port = await start_site(
+            ApiServer(self._core).build_app(), host, port, access_log=None
+        )
         self._runner = runner
         self._api_url = f"http://{_url_host(str(bound_host))}:{bound_port}"
 

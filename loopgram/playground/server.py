@@ -31,6 +31,7 @@ from loopgram.db import Database
 from loopgram.emulator import BotApiEmulator, EmulatedChat, EmulatedUser
 from loopgram.emulator.files import image_size
 from loopgram.errors import LoopgramError
+from loopgram.http_site import start_site
 from loopgram.i18n import t
 from loopgram.models import Role
 from loopgram.playground import panel
@@ -142,18 +143,16 @@ class PlaygroundServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0 = any free port); returns the page's URL."""
-        runner = web.AppRunner(self.build_app(), access_log=None)
-        await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            runner, bound_host, bound_port = await start_site(
+                self.build_app(), host, port, access_log=None
+            )
         except OSError as exc:
-            await runner.cleanup()
             reason = exc.strerror or str(exc)
             raise LoopgramError(
                 t(self.lang, "playground-cannot-listen", host=host, port=str(port), error=reason),
                 key="playground-cannot-listen",
             ) from exc
-        bound_host, bound_port = runner.addresses[0][:2]
         self._runner = runner
         shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
         shown = f"[{shown}]" if ":" in shown else shown

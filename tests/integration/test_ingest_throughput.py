@@ -29,27 +29,16 @@ from sqlmodel import Session, func, select
 from bot.feedback_sink import FeedbackSink
 from loopgram.db import Database
 from loopgram.feedback import Feedback
-from loopgram.models import Interaction, Rating, ReviewItem
+from loopgram.models import Rating, ReviewItem
 from loopgram.settings import Settings
 from loopgram.spool import Spool
+from tests.integration.test_feedback_batches import _answers
 from tests.integration.test_worker_tasks import wait_until, worker_db
 from workers.celery_app import create_celery
 
 pytestmark = pytest.mark.integration
 
 __all__ = ["worker_db"]  # the fixture
-
-
-def _answers(db: Database, n: int) -> list[int]:
-    """`n` answers, each asked by its own user (user id = position + 1)."""
-    with db.session() as session:
-        rows = [
-            Interaction(chat_id=u, user_id=u, assistant="chat", prompt="p", answer="a")
-            for u in range(1, n + 1)
-        ]
-        session.add_all(rows)
-        session.flush()
-        return [row.id or 0 for row in rows]
 
 
 def _presses(ids: list[int]) -> list[Feedback]:

@@ -43,6 +43,8 @@ from typing import Any
 
 from aiohttp import web
 
+from loopgram.http_site import start_site
+
 from .protocol import (
     AdapterBackend,
     AdapterError,
@@ -666,15 +668,7 @@ async def start_server(app: web.Application, host: str, port: int) -> tuple[web.
     an OpenAI client, e.g. ``"http://127.0.0.1:8001/v1"``.  Handlers are cancelled
     when their client disconnects, which stops the generation.
     """
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound_port = runner.addresses[0][1]
+    runner, _, bound_port = await start_site(app, host, port, handler_cancellation=True)
     url_host = f"[{host}]" if ":" in host else host
     return runner, f"http://{url_host}:{bound_port}/v1"
 
