@@ -100,7 +100,12 @@ def test_a_killed_run_leaves_no_adapter_and_the_next_run_succeeds(
                 120,
                 "training started",
             )
-            wait_until(lambda: "'loss'" in log.read_text() or "loss" in log.read_text(), 60)
+            # The first logged step: seconds when idle, minutes on a loaded 2-core machine.
+            wait_until(
+                lambda: "'loss'" in log.read_text() or "loss" in log.read_text(),
+                240,
+                "first training step logged",
+            )
         else:
             wait_until(lambda: "chat-v1" in _folders(adapters_dir), 120, "adapter written")
         assert run.poll() is None, log.read_text()[-3000:]
