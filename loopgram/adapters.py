@@ -3,12 +3,17 @@
 Every trained adapter gets a new name `<assistant>-v<N>` that is never reused: vLLM can
 serve stale cached prefixes for an adapter reloaded under the same name. Adapter folders
 stay on disk while registered (the server reads them on load). Every change is audited.
+
+Reward models (`kind` reward, `<assistant>-rm-v<N>`) live in the same table with their own
+version sequence. They are never loaded into the model server: a new one becomes the
+assistant's active reward model directly (`activate_reward_model`) once it has won its gate.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -17,19 +22,25 @@ from loopgram import crud
 from loopgram.adapter_server import AdapterServer
 from loopgram.canary import Tally, Verdict, judge
 from loopgram.errors import LoopgramError, NotFoundError
-from loopgram.models import Adapter, AdapterStatus, Interaction, Rating, utcnow
+from loopgram.models import Adapter, AdapterKind, AdapterStatus, Interaction, Rating, utcnow
 from loopgram.settings import LearningSettings
 
 log = logging.getLogger(__name__)
 
 
-def adapter_name(assistant: str, version: int) -> str:
+def adapter_name(assistant: str, version: int, kind: AdapterKind = AdapterKind.policy) -> str:
+    if kind == AdapterKind.reward:
+        return f"{assistant}-rm-v{version}"
     return f"{assistant}-v{version}"
 
 
-def next_version(*, session: Session, assistant: str) -> int:
+def next_version(
+    *, session: Session, assistant: str, kind: AdapterKind = AdapterKind.policy
+) -> int:
     latest = session.exec(
-        select(func.max(Adapter.version)).where(Adapter.assistant == assistant)
+        select(func.max(Adapter.version)).where(
+            Adapter.assistant == assistant, Adapter.kind == kind
+        )
     ).one()
     return int(latest or 0) + 1
 
@@ -42,16 +53,18 @@ def register(
     base_model: str,
     method: str,
     training_run_id: int | None = None,
-    metrics: dict[str, float] | None = None,
+    metrics: dict[str, Any] | None = None,
+    kind: AdapterKind = AdapterKind.policy,
 ) -> Adapter:
-    version = next_version(session=session, assistant=assistant)
+    version = next_version(session=session, assistant=assistant, kind=kind)
     adapter = Adapter(
         assistant=assistant,
         version=version,
-        name=adapter_name(assistant, version),
+        name=adapter_name(assistant, version, kind),
         path=path,
         base_model=base_model,
         method=method,
+        kind=kind,
         training_run_id=training_run_id,
         metrics=metrics or {},
     )
@@ -73,6 +86,7 @@ def serving(*, session: Session, assistant: str) -> tuple[Adapter | None, Adapte
     rows = session.exec(
         select(Adapter).where(
             Adapter.assistant == assistant,
+            Adapter.kind == AdapterKind.policy,
             col(Adapter.status).in_([AdapterStatus.active, AdapterStatus.canary]),
         )
     ).all()
@@ -98,6 +112,11 @@ def deploy(
 ) -> Adapter:
     """Load the adapter on every replica, then route traffic to it (canary share or all)."""
     adapter = get_by_name(session=session, name=name)
+    if adapter.kind == AdapterKind.reward:
+        raise LoopgramError(
+            f"{name} is a reward model: it scores answers and is never served",
+            key="error-reward-model-not-servable",
+        )
     if adapter.status in (AdapterStatus.active, AdapterStatus.canary):
         raise LoopgramError(f"{name} is already {adapter.status}", key="error-adapter-state")
     server.load(adapter.name, adapter.path)  # before any routing change: no request can fail
@@ -146,6 +165,7 @@ def rollback(
         select(Adapter)
         .where(
             Adapter.assistant == assistant,
+            Adapter.kind == AdapterKind.policy,
             Adapter.status == AdapterStatus.retired,
             col(Adapter.deployed_at).is_not(None),
             Adapter.version < active.version,
@@ -157,6 +177,52 @@ def rollback(
         _set(session, previous, AdapterStatus.active, actor_id, "rollback of " + active.name)
     _set(session, active, AdapterStatus.rejected, actor_id, "rolled back")
     return previous
+
+
+def active_reward_model(*, session: Session, assistant: str) -> Adapter | None:
+    """The reward model that scores `assistant`'s answers now, or None."""
+    return session.exec(
+        select(Adapter)
+        .where(
+            Adapter.assistant == assistant,
+            Adapter.kind == AdapterKind.reward,
+            Adapter.status == AdapterStatus.active,
+        )
+        .order_by(col(Adapter.version).desc())
+    ).first()
+
+
+def activate_reward_model(
+    *, session: Session, name: str, actor_id: int | None = None, note: str | None = None
+) -> Adapter:
+    """Make a registered reward model its assistant's active one (the previous one retires).
+
+    Nothing is loaded anywhere: scorers read the registry and load the files themselves."""
+    adapter = get_by_name(session=session, name=name)
+    if adapter.kind != AdapterKind.reward:
+        raise LoopgramError(f"{name} is not a reward model", key="error-adapter-state")
+    if adapter.status == AdapterStatus.active:
+        return adapter
+    previous = active_reward_model(session=session, assistant=adapter.assistant)
+    if previous is not None:
+        _set(session, previous, AdapterStatus.retired, actor_id, "replaced by " + name)
+    _set(session, adapter, AdapterStatus.active, actor_id, note)
+    adapter.deployed_at = utcnow()
+    session.add(adapter)
+    session.flush()
+    return adapter
+
+
+def reject_reward_model(
+    *, session: Session, name: str, reason: str, actor_id: int | None = None
+) -> Adapter:
+    """Record that a reward model lost its gate: kept on record with the reason, never used."""
+    adapter = get_by_name(session=session, name=name)
+    if adapter.kind != AdapterKind.reward:
+        raise LoopgramError(f"{name} is not a reward model", key="error-adapter-state")
+    adapter.metrics = {**adapter.metrics, "rejected_because": reason}
+    _set(session, adapter, AdapterStatus.rejected, actor_id, reason[:200])
+    return adapter
 
 
 def live_tally(

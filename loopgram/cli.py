@@ -257,13 +257,17 @@ def _with_db(settings: Settings, fn: Any, **kwargs: Any) -> Any:
 @app.command()
 def train(
     assistant: Annotated[str, typer.Option(help="whose feedback to learn from")] = "chat",
-    method: Annotated[str, typer.Option(help="dpo (pairs) or kto (thumbs)")] = "dpo",
+    method: Annotated[
+        str, typer.Option(help="dpo (pairs), kto (thumbs) or reward (a reward model from pairs)")
+    ] = "dpo",
     config: Annotated[
         Path | None, typer.Option(help="YAML with TrainConfig fields; default TRAIN_CONFIG")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Train a LoRA adapter on the reward buffer now; deploy it as a canary if it wins."""
+    """Train a LoRA adapter on the reward buffer now; deploy it as a canary if it wins.
+
+    With --method reward: train a reward model, made the active one if it wins its gate."""
     settings = _settings()
     from loopgram.assistants import ASSISTANTS
 
@@ -288,9 +292,13 @@ def train(
     db = Database.from_settings(settings.db)
     try:
         typer.echo(f"training {assistant} ({method})…", err=True)
-        report = run_training(
-            settings=settings, config=options, db=db, server=_adapter_server(settings)
-        )
+        import contextlib
+
+        # The trainers print their logs: stdout carries only the report (one JSON document).
+        with contextlib.redirect_stdout(sys.stderr):
+            report = run_training(
+                settings=settings, config=options, db=db, server=_adapter_server(settings)
+            )
     finally:
         db.dispose()
     if as_json:
@@ -637,6 +645,7 @@ def adapters_list(
             "assistant": a.assistant,
             "name": a.name,
             "version": a.version,
+            "kind": str(a.kind),
             "status": str(a.status),
             "created_at": a.created_at.isoformat(),
             "metrics": a.metrics,
@@ -649,9 +658,11 @@ def adapters_list(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("assistant", "name", "status", "created")
+    table = Table("assistant", "name", "kind", "status", "created")
     for row in rows:
-        table.add_row(row["assistant"], row["name"], row["status"], row["created_at"][:19])
+        table.add_row(
+            row["assistant"], row["name"], row["kind"], row["status"], row["created_at"][:19]
+        )
     Console().print(table)
 
 

@@ -151,6 +151,7 @@ def read_figures(*, session: Any) -> list[Metric]:
     from loopgram.assistants import ASSISTANTS
     from loopgram.models import (
         Adapter,
+        AdapterKind,
         AdapterStatus,
         Interaction,
         Rating,
@@ -198,7 +199,8 @@ def read_figures(*, session: Any) -> list[Metric]:
     )
     serving = session.execute(
         select(adapter_t.assistant, adapter_t.name, adapter_t.version, adapter_t.status).where(
-            adapter_t.status.in_([AdapterStatus.active.value, AdapterStatus.canary.value])
+            adapter_t.status.in_([AdapterStatus.active.value, AdapterStatus.canary.value]),
+            adapter_t.kind == AdapterKind.policy.value,  # reward models are never served
         )
     ).all()
     active: set[str] = set()

@@ -62,6 +62,11 @@ class AdapterStatus(StrEnum):
     rejected = "rejected"
 
 
+class AdapterKind(StrEnum):
+    policy = "policy"  # a LoRA the model server generates with
+    reward = "reward"  # a reward model (sequence-classification LoRA): scored, never served
+
+
 class PairSource(StrEnum):
     regenerate = "regenerate"
     correction = "correction"
@@ -267,10 +272,16 @@ class TrainingRun(SQLModel, table=True):
 
 
 class Adapter(SQLModel, table=True):
-    """A LoRA adapter version; served under `name` (`<assistant>-v<N>`, never reused)."""
+    """A LoRA adapter version; served under `name` (`<assistant>-v<N>`, never reused).
+
+    `kind` reward rows are reward models (`<assistant>-rm-v<N>`, their own version sequence):
+    the same registry, but never loaded into the model server.
+    """
 
     __tablename__ = "adapter"
-    __table_args__ = (UniqueConstraint("assistant", "version", name="uq_adapter_version"),)
+    __table_args__ = (
+        UniqueConstraint("assistant", "kind", "version", name="uq_adapter_kind_version"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     assistant: str = Field(max_length=32, index=True)
@@ -279,6 +290,12 @@ class Adapter(SQLModel, table=True):
     path: str = Field(max_length=1024)
     base_model: str = Field(max_length=256)
     method: str = Field(max_length=16)
+    kind: AdapterKind = Field(
+        default=AdapterKind.policy,
+        sa_type=String(16),
+        index=True,
+        sa_column_kwargs={"server_default": AdapterKind.policy.value},
+    )
     status: AdapterStatus = Field(default=AdapterStatus.candidate, sa_type=String(16), index=True)
     training_run_id: int | None = Field(default=None, index=True)
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))

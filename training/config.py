@@ -11,13 +11,19 @@ import yaml
 if TYPE_CHECKING:
     from loopgram.settings import Settings
 
-METHODS = ("dpo", "kto")
+# "reward" trains a reward model (TRL RewardTrainer) instead of a policy adapter.
+METHODS = ("dpo", "kto", "reward")
 
 
 @dataclass
 class TrainConfig:
     assistant: str = field(default="chat", metadata={"help": "which assistant's feedback to learn"})
-    method: str = field(default="dpo", metadata={"help": "dpo (pairs) or kto (unpaired thumbs)"})
+    method: str = field(
+        default="dpo",
+        metadata={
+            "help": "dpo (pairs), kto (unpaired thumbs) or reward (a reward model from pairs)"
+        },
+    )
     beta: float = field(default=0.1, metadata={"help": "DPO/KTO temperature: how far from base"})
     learning_rate: float = field(default=2e-4, metadata={"help": "constant LR of the LoRA weights"})
     epochs: float = field(default=2.0, metadata={"help": "passes over the training split"})
@@ -50,6 +56,13 @@ class TrainConfig:
     )
     gate_margin: float = field(
         default=0.0, metadata={"help": "candidate must beat active reward margin by this"}
+    )
+    reward_min_accuracy: float = field(
+        default=0.55,
+        metadata={
+            "help": "reward only: held-out pairwise accuracy a reward model needs (chance is 0.5) "
+            "before it can replace the active one"
+        },
     )
     judge_samples: int = field(
         default=16, metadata={"help": "held-out prompts the LLM judge compares; 0 = no judge"}
@@ -84,6 +97,8 @@ class TrainConfig:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
         if not 0 < self.eval_fraction < 1:
             raise ValueError("eval_fraction must be between 0 and 1")
+        if not 0.5 <= self.reward_min_accuracy <= 1:
+            raise ValueError("reward_min_accuracy must be between 0.5 (chance) and 1")
         if self.sft_weight < 0:
             raise ValueError("sft_weight must not be negative")
 

@@ -128,10 +128,13 @@ def _utc(moment: datetime) -> datetime:
 
 
 def last_trained_at(*, session: Session, assistant: str) -> datetime | None:
-    """When the latest successful run of `assistant` took its data (its start), or None."""
+    """When the latest successful policy run of `assistant` took its data (its start), or None.
+
+    Reward-model runs do not count: they leave the policy's buffer new."""
     run = session.exec(
         select(TrainingRun)
         .where(TrainingRun.assistant == assistant, TrainingRun.status == RunStatus.succeeded)
+        .where(TrainingRun.method != "reward")
         .order_by(
             func.coalesce(col(TrainingRun.started_at), col(TrainingRun.created_at)).desc(),
             col(TrainingRun.id).desc(),

@@ -22,7 +22,7 @@ from loopgram import adapters
 from loopgram.adapter_server import AdapterServer
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
-from loopgram.models import AdapterStatus, RunStatus, TrainingRun, utcnow
+from loopgram.models import AdapterKind, AdapterStatus, RunStatus, TrainingRun, utcnow
 from loopgram.settings import Settings
 from training import datasets
 from training.config import TrainConfig
@@ -101,6 +101,8 @@ def _run(
     from training.evaluate import PolicyScorer, gate
     from training.trainer import train_adapter
 
+    if config.method == "reward":
+        return _run_reward(run_id, settings, config, db, model_path)
     train_rows, eval_rows, pair_ids = db.call(dataset_for, config=config)
     if len(train_rows) < config.min_examples:
         raise NotEnoughDataError(
@@ -191,6 +193,115 @@ def _run(
         counts=(len(train_rows), len(eval_rows)),
     )
     return RunReport(run_id, status.value, adapter.name, reason, metrics)
+
+
+def _run_reward(
+    run_id: int,
+    settings: Settings,
+    config: TrainConfig,
+    db: Database,
+    model_path: Path | None,
+) -> RunReport:
+    """A reward model from the same pairs as DPO: train → held-out pairwise gate against the
+    active reward model on the same pairs → registered as `<assistant>-rm-v<N>`, activated or
+    rejected. Never loaded into the model server, and the pairs are not marked consumed (that
+    bookkeeping belongs to the policy runs)."""
+    from training.reward import RewardScorer, reward_gate, train_reward_model
+
+    train_rows, eval_rows, _pair_ids = db.call(dataset_for, config=config)
+    if len(train_rows) < config.min_examples:
+        raise NotEnoughDataError(
+            f"{len(train_rows)} training pairs for {config.assistant}'s reward model, "
+            f"at least {config.min_examples} are needed"
+        )
+    if not eval_rows:
+        raise NotEnoughDataError(
+            f"no held-out pairs for {config.assistant}'s reward model: more distinct questions "
+            "are needed"
+        )
+    model_path = model_path or resolve_model_path(settings)
+    # Each step scores a chosen and a rejected sequence per pair: twice the rows of a DPO batch.
+    check_fits(
+        model_path,
+        batch_size=config.batch_size * 2,
+        max_length=config.max_length,
+        budget_gb=config.memory_budget_gb,
+    )
+    kind = AdapterKind.reward
+    version = db.call(adapters.next_version, assistant=config.assistant, kind=kind)
+    name = adapters.adapter_name(config.assistant, version, kind)
+    output = Path(settings.learning.adapters_dir).resolve() / config.assistant / name
+    if output.exists():
+        log.warning("training.orphan_adapter_removed path=%s", output)
+        shutil.rmtree(output)
+    outcome = train_reward_model(config, train_rows, model_path=model_path, output_dir=output)
+
+    active = db.call(adapters.active_reward_model, assistant=config.assistant)
+    scorer = RewardScorer(model_path)
+    scorer.add("candidate", outcome.adapter_path)
+    candidate = scorer.evaluate("candidate", eval_rows)
+    against: dict[str, Any] = {"name": None}
+    active_score = None
+    if active is not None:
+        against = {"name": active.name}
+        try:
+            # The same held-out pairs; its own base model if BASE_MODEL_PATH changed since.
+            if not (Path(active.path) / "adapter_config.json").exists():
+                raise OSError(f"no reward model at {active.path}")
+            same_base = Path(active.base_model).resolve() == Path(model_path).resolve()
+            active_scorer = scorer if same_base else RewardScorer(Path(active.base_model))
+            active_scorer.add("active", Path(active.path))
+            active_score = active_scorer.evaluate("active", eval_rows)
+        except (OSError, ValueError) as exc:
+            # Its files are gone or unreadable: it cannot score anything any more either.
+            log.warning("reward.active_unusable name=%s error=%s", active.name, exc)
+            against["note"] = f"active reward model unusable: {str(exc)[:200]}"
+    verdict = reward_gate(candidate, active_score, min_accuracy=config.reward_min_accuracy)
+    gate_record = {**verdict.as_dict(), "against": against}
+    metrics = {
+        "train_seconds": round(outcome.seconds, 1),
+        "steps": outcome.steps,
+        "peak_rss_mb": round(outcome.peak_rss_mb),
+        "final": outcome.final,
+        "history": outcome.history,
+        "heldout_accuracy": round(candidate.accuracy, 4),
+        "heldout_mean_margin": round(candidate.mean_margin, 4),
+        "heldout": candidate.as_dict(),
+        "gate": gate_record,
+        "against": against["name"] or "none",
+    }
+    adapter = db.call(
+        adapters.register,
+        assistant=config.assistant,
+        path=str(outcome.adapter_path),
+        base_model=str(model_path),
+        method="reward",
+        kind=kind,
+        training_run_id=run_id,
+        metrics={"heldout": candidate.as_dict(), "gate": gate_record},
+    )
+    if verdict.passed:
+        db.call(adapters.activate_reward_model, name=adapter.name, note=verdict.reason)
+        status = RunStatus.succeeded
+    else:
+        db.call(adapters.reject_reward_model, name=adapter.name, reason=verdict.reason)
+        status = RunStatus.rejected
+    db.call(
+        _finish,
+        run_id=run_id,
+        status=status,
+        metrics=metrics,
+        adapter_id=adapter.id,
+        counts=(len(train_rows), len(eval_rows)),
+    )
+    log.info(
+        "reward.gate run_id=%s name=%s passed=%s reason=%s",
+        run_id,
+        adapter.name,
+        verdict.passed,
+        verdict.reason,
+    )
+    return RunReport(run_id, status.value, adapter.name, verdict.reason, metrics)
 
 
 def _judge(
@@ -291,8 +402,10 @@ class InProcessModel:
 def dataset_for(
     *, session: Session, config: TrainConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
-    """(train rows, held-out rows for the gate, ids of the stored pairs trained on)."""
-    if config.method == "dpo":
+    """(train rows, held-out rows for the gate, ids of the stored pairs trained on).
+
+    A reward model learns from the same preference pairs as DPO."""
+    if config.method in ("dpo", "reward"):
         pairs = datasets.build_preference_dataset(
             session=session, assistant=config.assistant, include_consumed=config.whole_buffer
         )

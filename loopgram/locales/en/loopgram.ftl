@@ -346,3 +346,6 @@ loadtest-bad-model = Unknown model “{ $model }”: use fast or builtin.
 loadtest-process-died = The { $what } process stopped (exit code { $code }): { $log }
 loadtest-not-ready = The { $what } was not ready within { $seconds } s: { $log }
 loadtest-driver-note = “driver” is this process: the Bot API emulator (which keeps every call and message, so it grows by design), the simulated users and the fast model; it is not judged.
+
+## reward
+error-reward-model-not-servable = { $detail }. Reward models score answers; only policy adapters (name-vN) can be deployed.

@@ -346,3 +346,6 @@ loadtest-bad-model = Неизвестная модель «{ $model }»: ука�
 loadtest-process-died = Процесс «{ $what }» остановился (код { $code }): { $log }
 loadtest-not-ready = { $what } не был готов за { $seconds } с: { $log }
 loadtest-driver-note = «driver» — этот процесс: эмулятор Bot API (он хранит все вызовы и сообщения и поэтому растёт), имитированные пользователи и быстрая модель; он не оценивается.
+
+## reward
+error-reward-model-not-servable = { $detail }. Модель вознаграждения оценивает ответы; развернуть можно только адаптер политики (имя-vN).
