@@ -596,7 +596,7 @@ async def _model_thread_held(backend: TransformersBackend, queued: int) -> Async
     backend._executor.submit(release.wait)
     try:
         yield
-        for _ in range(500):
+        for _ in range(3000):  # up to 30 s: requests reach the queue slowly on a loaded machine
             if backend._executor._jobs.qsize() >= queued:
                 break
             await asyncio.sleep(0.01)
