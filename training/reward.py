@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.resources import peak_rss_mb
-from training.trainer import TrainOutcome
+from training.trainer import TrainOutcome, save_trained
 
 log = logging.getLogger(__name__)
 
@@ -148,23 +147,9 @@ def train_reward_model(
         peft_config=peft_config,
     )
     trainer.train()
-    trainer.save_model(str(work / "adapter"))
-    tokenizer.save_pretrained(str(work / "adapter"))
     meta = {"max_length": config.max_length, "base_model": str(model_path), "method": "reward"}
-    (work / "adapter" / META_FILE).write_text(json.dumps(meta), encoding="utf-8")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(work / "adapter", output_dir)
-    shutil.rmtree(work, ignore_errors=True)
-    history = [
-        {k: float(v) for k, v in entry.items() if isinstance(v, int | float)}
-        for entry in trainer.state.log_history
-    ]
-    outcome = TrainOutcome(
-        adapter_path=output_dir,
-        seconds=time.monotonic() - started,
-        steps=int(trainer.state.global_step),
-        peak_rss_mb=peak_rss_mb(),
-        history=history,
+    outcome = save_trained(
+        trainer, tokenizer, work, output_dir, started, {META_FILE: json.dumps(meta)}
     )
     log.info(
         "reward.trained examples=%s steps=%s seconds=%.1f",

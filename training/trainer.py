@@ -34,6 +34,37 @@ class TrainOutcome:
         return logged[-1] if logged else {}
 
 
+def save_trained(
+    trainer: Any,
+    tokenizer: Any,
+    work: Path,
+    output_dir: Path,
+    started: float,
+    extra_files: dict[str, str] | None = None,
+) -> TrainOutcome:
+    """Save a finished TRL run into `output_dir` atomically (written under `work`, then
+    renamed into place: a reader never sees half a model) and describe it."""
+    saved = work / "adapter"
+    trainer.save_model(str(saved))
+    tokenizer.save_pretrained(str(saved))
+    for name, text in (extra_files or {}).items():
+        (saved / name).write_text(text, encoding="utf-8")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(saved, output_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    history = [
+        {k: float(v) for k, v in entry.items() if isinstance(v, int | float)}
+        for entry in trainer.state.log_history
+    ]
+    return TrainOutcome(
+        adapter_path=output_dir,
+        seconds=time.monotonic() - started,
+        steps=int(trainer.state.global_step),
+        peak_rss_mb=peak_rss_mb(),
+        history=history,
+    )
+
+
 def train_adapter(
     config: TrainConfig, rows: list[dict[str, Any]], *, model_path: Path, output_dir: Path
 ) -> TrainOutcome:
@@ -110,22 +141,7 @@ def train_adapter(
             "with its answer: raise max_length"
         )
     trainer.train()
-    trainer.save_model(str(work / "adapter"))
-    tokenizer.save_pretrained(str(work / "adapter"))
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(work / "adapter", output_dir)
-    shutil.rmtree(work, ignore_errors=True)
-    history = [
-        {k: float(v) for k, v in entry.items() if isinstance(v, int | float)}
-        for entry in trainer.state.log_history
-    ]
-    outcome = TrainOutcome(
-        adapter_path=output_dir,
-        seconds=time.monotonic() - started,
-        steps=int(trainer.state.global_step),
-        peak_rss_mb=peak_rss_mb(),
-        history=history,
-    )
+    outcome = save_trained(trainer, tokenizer, work, output_dir, started)
     log.info(
         "training.done method=%s examples=%s steps=%s seconds=%.1f",
         config.method,
