@@ -71,6 +71,9 @@ class PairSource(StrEnum):
     regenerate = "regenerate"
     correction = "correction"
     rating = "rating"
+    # Best-of-n: the reward model's favourite over its least favourite of one question's
+    # candidates. Machine-labelled, so training uses it only when asked (reward_pairs).
+    best_of_n = "best_of_n"
 
 
 class UserBase(SQLModel):
@@ -173,6 +176,41 @@ class Rating(RatingBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = _ts(index=True)
     updated_at: datetime = _ts()
+
+
+class AnswerCandidate(SQLModel, table=True):
+    """One of the n answers best-of-n generated for an interaction; the one sent is `chosen`
+    (its text is also the interaction's answer)."""
+
+    __tablename__ = "answer_candidate"
+    __table_args__ = (
+        UniqueConstraint("interaction_id", "position", name="uq_answer_candidate_position"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    interaction_id: int = Field(foreign_key="interaction.id", index=True, ondelete="CASCADE")
+    position: int = Field(description="0..n-1, the order the model server returned them in")
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    reward: float | None = Field(default=None, description="None: the reward model was down")
+    reward_model: str | None = Field(default=None, max_length=64)
+    chosen: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    created_at: datetime = _ts()
+
+
+class AnswerScore(SQLModel, table=True):
+    """A reward model's score of a sent answer (rated or not): the satisfaction estimate's
+    input. Scores of different reward models are on different scales: never mixed."""
+
+    __tablename__ = "answer_score"
+    __table_args__ = (
+        UniqueConstraint("interaction_id", "reward_model", name="uq_answer_score_model"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    interaction_id: int = Field(foreign_key="interaction.id", index=True, ondelete="CASCADE")
+    reward_model: str = Field(max_length=64, index=True)
+    score: float
+    created_at: datetime = _ts(index=True)
 
 
 class ReviewItem(SQLModel, table=True):

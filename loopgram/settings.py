@@ -142,6 +142,69 @@ class LearningSettings(BaseSettings):
         return value or []
 
 
+class RewardSettings(BaseSettings):
+    """Reward models: best-of-n answers, scheduled reward-model runs, the satisfaction estimate."""
+
+    model_config = _COMMON
+
+    best_of_n: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict,
+        description="candidates per answer, per assistant (`paraphrase=4,summarize=2`, or one "
+        "number for every assistant); unset or 1 = off. Needs an active reward model",
+    )
+    reward_base_url: str | None = Field(
+        default=None,
+        description="server that scores answers with reward models (POST /v1/rewards); "
+        "unset = the model server (LLM_BASE_URL or the built-in one)",
+    )
+    reward_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to score the candidates before sending the first"
+    )
+    reward_train_min_pairs: int = Field(
+        default=100,
+        description="new preference pairs since the last reward-model run that trigger one",
+    )
+    satisfaction_check_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="how often unscored answers are scored (satisfaction estimate)",
+    )
+
+    @field_validator("best_of_n", mode="before")
+    @classmethod
+    def _per_assistant(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return {}
+        if isinstance(value, int):
+            return {"*": value}
+        if isinstance(value, str):
+            text = value.strip()
+            if text.isdigit():
+                return {"*": int(text)}
+            result: dict[str, int] = {}
+            for part in text.replace(";", ",").split(","):
+                if not part.strip():
+                    continue
+                name, sep, number = part.partition("=")
+                if not sep or not number.strip().isdigit():
+                    raise ValueError(f"BEST_OF_N: expected assistant=N, got {part.strip()!r}")
+                result[name.strip()] = int(number)
+            return result
+        return value
+
+    @field_validator("best_of_n")
+    @classmethod
+    def _bounded(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, n in value.items():
+            if not 1 <= n <= 8:
+                raise ValueError(f"BEST_OF_N for {name}: {n} is outside 1..8")
+        return value
+
+    def candidates_for(self, assistant: str) -> int:
+        """How many answers to generate for `assistant` (1 = best-of-n off)."""
+        return self.best_of_n.get(assistant, self.best_of_n.get("*", 1))
+
+
 class EmbeddingSettings(BaseSettings):
     model_config = _COMMON
 
@@ -291,6 +354,7 @@ class Settings:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     bot: BotSettings = field(default_factory=BotSettings)
     learning: LearningSettings = field(default_factory=LearningSettings)
+    reward: RewardSettings = field(default_factory=RewardSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
 
@@ -324,6 +388,7 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     ReviewSettings,
     BotSettings,
     LearningSettings,
+    RewardSettings,
     LimitSettings,
     OpsSettings,
 )
