@@ -11,8 +11,9 @@ import yaml
 if TYPE_CHECKING:
     from loopgram.settings import Settings
 
-# "reward" trains a reward model (TRL RewardTrainer) instead of a policy adapter.
-METHODS = ("dpo", "kto", "reward")
+# dpo and orpo learn from pairs, kto from unpaired thumbs; "reward" trains a reward model
+# (TRL RewardTrainer) instead of a policy adapter.
+METHODS = ("dpo", "orpo", "kto", "reward")
 
 
 @dataclass
@@ -21,10 +22,18 @@ class TrainConfig:
     method: str = field(
         default="dpo",
         metadata={
-            "help": "dpo (pairs), kto (unpaired thumbs) or reward (a reward model from pairs)"
+            "help": "dpo (pairs), orpo (pairs, no reference model), kto (unpaired thumbs) or "
+            "reward (a reward model from pairs)"
         },
     )
-    beta: float = field(default=0.1, metadata={"help": "DPO/KTO temperature: how far from base"})
+    beta: float = field(
+        default=0.1,
+        metadata={
+            "help": "DPO/KTO temperature: how far from base; for ORPO its lambda, the weight of "
+            "the odds-ratio term against the chosen answers' NLL (same default and range). Also "
+            "scales the gate's held-out margins"
+        },
+    )
     learning_rate: float = field(default=2e-4, metadata={"help": "constant LR of the LoRA weights"})
     epochs: float = field(default=2.0, metadata={"help": "passes over the training split"})
     sft_weight: float = field(
@@ -55,7 +64,11 @@ class TrainConfig:
         },
     )
     gate_margin: float = field(
-        default=0.0, metadata={"help": "candidate must beat active reward margin by this"}
+        default=0.0,
+        metadata={
+            "help": "held-out preference accuracy the candidate must gain over the active "
+            "adapter (0: any gain, or equal accuracy with a larger mean reward margin)"
+        },
     )
     reward_min_accuracy: float = field(
         default=0.55,
@@ -71,6 +84,14 @@ class TrainConfig:
         default=0.5, metadata={"help": "judge win rate the candidate needs over the active one"}
     )
     judge_max_tokens: int = field(default=96, metadata={"help": "answer length for the judge"})
+    reward_min_win_rate: float = field(
+        default=0.0,
+        metadata={
+            "help": "win rate over the active adapter's answers that the assistant's active reward "
+            "model must give the candidate on the judge's held-out prompts; 0 = reported only, "
+            "never blocks (a young reward model trained on the same pairs should not veto alone)"
+        },
+    )
     task_eval_items: int = field(
         default=8,
         metadata={
@@ -94,11 +115,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if not 0 < self.eval_fraction < 1:
             raise ValueError("eval_fraction must be between 0 and 1")
         if not 0.5 <= self.reward_min_accuracy <= 1:
             raise ValueError("reward_min_accuracy must be between 0.5 (chance) and 1")
+        if not 0 <= self.reward_min_win_rate <= 1:
+            raise ValueError("reward_min_win_rate must be between 0 (reported only) and 1")
         if self.sft_weight < 0:
             raise ValueError("sft_weight must not be negative")
 

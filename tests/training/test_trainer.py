@@ -140,3 +140,25 @@ def test_rpo_raises_the_chosen_answers_likelihood_beyond_plain_dpo(
 
     assert chosen_logp("rpo") > chosen_logp("dpo") + 1.0
     assert scorer.score_pairs("rpo", held_out).accuracy > 0.9
+
+
+def test_gate_decides_on_accuracy_and_uses_the_margin_only_to_break_ties() -> None:
+    from training.evaluate import PreferenceScore
+
+    # More accurate but smaller margins than an adapter trained further from the base: passes.
+    assert gate(PreferenceScore(0.77, 0.22, 13), PreferenceScore(0.62, 0.60, 13), margin=0.0).passed
+    # Less accurate with larger margins: rejected.
+    assert not gate(
+        PreferenceScore(0.62, 0.90, 13), PreferenceScore(0.77, 0.22, 13), margin=0.0
+    ).passed
+    # Same accuracy: the larger margin wins, unless an accuracy gain is required.
+    assert gate(PreferenceScore(0.7, 0.5, 10), PreferenceScore(0.7, 0.3, 10), margin=0.0).passed
+    assert not gate(
+        PreferenceScore(0.7, 0.5, 10), PreferenceScore(0.7, 0.3, 10), margin=0.05
+    ).passed
+    assert gate(PreferenceScore(0.8, 0.1, 10), PreferenceScore(0.7, 0.3, 10), margin=0.05).passed
+    # Leaning the wrong way on average is never deployed, whatever the accuracy.
+    assert not gate(
+        PreferenceScore(0.6, -0.1, 10), PreferenceScore(0.5, 0.0, 10), margin=0.0
+    ).passed
+    assert not gate(PreferenceScore(0.9, 0.5, 0), PreferenceScore(0.5, 0.0, 0), margin=0.0).passed
