@@ -46,7 +46,7 @@ class DedupMiddleware(BaseMiddleware):
         deadline, delay = loop.time() + self.hold, 0.2
         while True:
             try:
-                return await self.db.run(crud.mark_update_processed, update_id=update_id)
+                return await self.db.run_grouped(crud.mark_update_processed, update_id=update_id)
             except OperationalError as exc:  # unreachable (a constraint error is not this)
                 if loop.time() + delay > deadline:
                     raise
@@ -74,7 +74,7 @@ class UserContextMiddleware(BaseMiddleware):
             data["user_record"] = None
             return await handler(event, data)
         lang = pick_language(tg_user.language_code, self.settings.bot.default_language)
-        user = await self.db.run(
+        user = await self.db.run_grouped(
             crud.upsert_user,
             user_id=tg_user.id,
             language=lang,

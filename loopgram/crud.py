@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, delete, select, update
 
 from loopgram.models import (
     AuditLog,
@@ -222,9 +223,10 @@ def recent_turns(
 
 
 def add_interaction(*, session: Session, interaction: Interaction) -> Interaction:
+    # Every column is set on the Python side and the flush fills in the id: nothing to
+    # read back (a refresh was a second query per answer).
     session.add(interaction)
     session.flush()
-    session.refresh(interaction)
     return interaction
 
 
@@ -238,6 +240,21 @@ def update_interaction(*, session: Session, interaction: Interaction) -> Interac
     return merged
 
 
+def set_interaction_messages(
+    *, session: Session, interaction_id: int, message_ids: list[int]
+) -> None:
+    """Record the Telegram messages that carry an answer (the last one has the buttons):
+    one UPDATE of those two columns, no read and no write of the rest of the row."""
+    session.exec(
+        update(Interaction)
+        .where(col(Interaction.id) == interaction_id)
+        .values(
+            telegram_message_ids=list(message_ids),
+            telegram_message_id=message_ids[-1] if message_ids else None,
+        )
+    )
+
+
 def siblings(*, session: Session, interaction: Interaction) -> Sequence[Interaction]:
     """All answers to the same prompt: the original and its regenerations (🔄)."""
     root_id = interaction.parent_interaction_id or interaction.id
@@ -249,6 +266,19 @@ def siblings(*, session: Session, interaction: Interaction) -> Sequence[Interact
 
 def mark_update_processed(*, session: Session, update_id: int) -> bool:
     """Record an update id; False when it was already there (a re-delivery)."""
+    # One statement where the dialect has it (no savepoint, no flush); RETURNING says
+    # whether the row went in (psycopg reports no rowcount for it).
+    dialect = session.get_bind().dialect.name
+    row = {"update_id": update_id, "created_at": utcnow()}
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+        statement = (
+            insert(ProcessedUpdate)
+            .values(row)
+            .on_conflict_do_nothing()
+            .returning(col(ProcessedUpdate.update_id))
+        )
+        return session.exec(statement).first() is not None
     try:
         with session.begin_nested():
             session.add(ProcessedUpdate(update_id=update_id))
