@@ -22,9 +22,11 @@ from bot.middlewares import DedupMiddleware, UserContextMiddleware
 from bot.ordering import ChatOrder
 from bot.rate_limit import Limiter, MemoryLimiter, OutgoingRateLimit, create_limiter
 from bot.responding import Responder
+from bot.response_types import hold_response_types
 from bot.review_poster import ReviewPoster
 from bot.throttling import ModelQueue, UserThrottle
 from loopgram.answering import AnswerService
+from loopgram.best_of_n import BestOfN
 from loopgram.db import Database
 from loopgram.embeddings import get_embedder
 from loopgram.errors import LoopgramError
@@ -35,6 +37,7 @@ from loopgram.llm import LLMClient
 from loopgram.logging_setup import install_secret_masking
 from loopgram.rag import service as rag_service
 from loopgram.rag.retrieve import AsyncRetriever
+from loopgram.reward_client import RewardClient
 from loopgram.routing import AdapterRouter
 from loopgram.settings import Settings, TelegramSettings
 from loopgram.spool import Spool
@@ -103,6 +106,7 @@ def create_runtime(
     llm: LLMClient | None = None,
     storage: BaseStorage | None = None,
 ) -> BotRuntime:
+    hold_response_types()
     llm = llm or LLMClient(settings.llm)
     router = AdapterRouter(
         base_model=llm.default_model,
@@ -118,6 +122,12 @@ def create_runtime(
             db, embedder=lambda: get_embedder(settings.embedding.embedding_model)
         ),
         knowledge=AsyncRetriever(lambda: rag_service.retriever(settings), db),
+        best_of_n=BestOfN(
+            settings=settings.reward,
+            llm=llm,
+            rewards=RewardClient.from_settings(settings),
+            cache_seconds=settings.learning.routing_cache_seconds,
+        ),
     )
     limiter = create_limiter(settings.redis.redis_url)
     responder = Responder(

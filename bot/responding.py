@@ -21,6 +21,7 @@ from bot.streaming import AnswerStreamer, DraftSupport
 from bot.throttling import ModelQueue, UserThrottle
 from loopgram.answering import AnswerService, Question
 from loopgram.assistants.structured import StructuredOutputError
+from loopgram.best_of_n import BestOfNResult
 from loopgram.errors import ModelUnavailableError
 from loopgram.i18n import t
 from loopgram.models import InteractionStatus
@@ -81,6 +82,7 @@ class Responder:
         lang = question.lang
         async with self.locks.get(question.chat_id):
             text = ""
+            picked: BestOfNResult | None = None
             try:
                 async with (
                     self.queue.turn(_QueueNotice(streamer, lang)),
@@ -96,6 +98,13 @@ class Responder:
                     guard = LeakGuard.for_messages(prepared.messages)
                     if prepared.assistant.structured:
                         text, _ = await self.answers.answer_structured(prepared)
+                    elif prepared.best_of_n is not None:
+                        # Nothing streams: a draft of a candidate that then loses would show.
+                        await streamer.notice(t(lang, "best-of-n-progress", n=prepared.best_of_n.n))
+                        picked = await self.answers.answer_best_of_n(
+                            prepared, lambda candidate: not guard.leaks(candidate)
+                        )
+                        text = picked.text
                     else:
                         async with aclosing(self.answers.stream(prepared)) as deltas:
                             async for delta in deltas:
@@ -119,7 +128,7 @@ class Responder:
                 )
                 await self.answers.attach_messages(failed, [message_id])
                 return None
-            interaction = await self.answers.store(prepared, answer=text)
+            interaction = await self.answers.store(prepared, answer=text, best_of_n=picked)
             shown = prepared.assistant.render(text, lang=lang)
             if prepared.knowledge_down:
                 shown += "\n\n" + t(lang, "kb-unavailable-note")

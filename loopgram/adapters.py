@@ -5,8 +5,10 @@ serve stale cached prefixes for an adapter reloaded under the same name. Adapter
 stay on disk while registered (the server reads them on load). Every change is audited.
 
 Reward models (`kind` reward, `<assistant>-rm-v<N>`) live in the same table with their own
-version sequence. They are never loaded into the model server: a new one becomes the
+version sequence. They are never served as policy adapters: a new one becomes the
 assistant's active reward model directly (`activate_reward_model`) once it has won its gate.
+Best-of-n (`loopgram.best_of_n`) has the model server load the active one for scoring
+(`/v1/load_reward_model`) the first time it needs it, and again after a server restart.
 """
 
 from __future__ import annotations
@@ -197,7 +199,8 @@ def activate_reward_model(
 ) -> Adapter:
     """Make a registered reward model its assistant's active one (the previous one retires).
 
-    Nothing is loaded anywhere: scorers read the registry and load the files themselves."""
+    Nothing is loaded here: scorers read the registry and load the files themselves (the
+    bot's best-of-n within the routing cache time, through the model server)."""
     adapter = get_by_name(session=session, name=name)
     if adapter.kind != AdapterKind.reward:
         raise LoopgramError(f"{name} is not a reward model", key="error-adapter-state")

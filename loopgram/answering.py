@@ -19,6 +19,7 @@ from loopgram.assistants.label import LabelResult, check_label_in
 from loopgram.assistants.long_text import LongTextSummarizer, Progress
 from loopgram.assistants.moderate import Verdict
 from loopgram.assistants.structured import InvalidOutput, complete_structured, parse_structured
+from loopgram.best_of_n import BestOfN, BestOfNPlan, BestOfNResult, add_interaction_with_candidates
 from loopgram.db import Database
 from loopgram.errors import InputTooLongError
 from loopgram.llm import ChatMessage, LLMClient
@@ -61,6 +62,7 @@ class PreparedAnswer:
     label_set_id: int | None = None
     retrieved: list[str] = field(default_factory=list)  # chunk ids the answer is grounded on
     knowledge_down: bool = False
+    best_of_n: BestOfNPlan | None = None  # set when this answer is picked from n candidates
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -92,6 +94,7 @@ class AnswerService:
         router: AdapterRouter | None = None,
         examples: ExampleSource | None = None,
         knowledge: KnowledgeSource | None = None,
+        best_of_n: BestOfN | None = None,
     ) -> None:
         self.db = db
         self.llm = llm
@@ -99,9 +102,10 @@ class AnswerService:
         self.router = router or AdapterRouter(base_model=llm.default_model, canary_share=0.0)
         self.examples = examples
         self.knowledge = knowledge
+        self.best_of_n = best_of_n
 
     async def prepare(self, question: Question) -> PreparedAnswer:
-        prepared = await self.db.run(self._prepare, question=question)
+        prepared = await self.db.run_grouped(self._prepare, question=question)
         if prepared.assistant.name == "label" and self.examples is not None:
             prepared = await self.examples.attach(prepared)
         if prepared.assistant.uses_knowledge and self.knowledge is not None:
@@ -162,6 +166,11 @@ class AnswerService:
         route = self.router.route(
             session=session, assistant=assistant.name, user_id=question.user_id
         )
+        plan = None
+        if self.best_of_n is not None:
+            plan = self.best_of_n.plan(
+                session=session, assistant=assistant.name, structured=assistant.structured
+            )
         return PreparedAnswer(
             question,
             assistant,
@@ -171,11 +180,27 @@ class AnswerService:
             options=options,
             context=context,
             label_set_id=label_set_id,
+            best_of_n=plan,
         )
 
     def stream(self, prepared: PreparedAnswer) -> AsyncGenerator[str, None]:
         return self.llm.stream_chat(
             prepared.messages, model=prepared.model, max_tokens=prepared.assistant.max_tokens
+        )
+
+    async def answer_best_of_n(
+        self, prepared: PreparedAnswer, acceptable: Callable[[str], bool]
+    ) -> BestOfNResult:
+        """The answer picked from `prepared.best_of_n.n` candidates (see loopgram.best_of_n);
+        `acceptable` rules candidates out (e.g. one that leaks the instructions)."""
+        assert self.best_of_n is not None and prepared.best_of_n is not None
+        return await self.best_of_n.run(
+            prepared.best_of_n,
+            messages=prepared.messages,
+            model=prepared.model,
+            max_tokens=prepared.assistant.max_tokens,
+            assistant=prepared.assistant.name,
+            acceptable=acceptable,
         )
 
     async def complete(self, prepared: PreparedAnswer, messages: Sequence[ChatMessage]) -> str:
@@ -240,7 +265,10 @@ class AnswerService:
         status: InteractionStatus = InteractionStatus.ok,
         error: str | None = None,
         message_ids: list[int] | None = None,
+        best_of_n: BestOfNResult | None = None,
     ) -> Interaction:
+        """Store the answer; with `best_of_n` (an answered one), its candidates and pair in
+        the same transaction."""
         q = prepared.question
         interaction = Interaction(
             chat_id=q.chat_id,
@@ -263,7 +291,12 @@ class AnswerService:
             label_set_id=prepared.label_set_id,
             retrieved_chunk_ids=prepared.retrieved,
         )
-        stored = await self.db.run(crud.add_interaction, interaction=interaction)
+        if best_of_n is not None and status == InteractionStatus.ok:
+            stored = await self.db.run_grouped(
+                add_interaction_with_candidates, interaction=interaction, result=best_of_n
+            )
+        else:
+            stored = await self.db.run_grouped(crud.add_interaction, interaction=interaction)
         bind_log_context(interaction_id=stored.id)  # the rest of this answer's log lines
         metrics.ANSWERS.labels(assistant=prepared.assistant.name, status=status.value).inc()
         metrics.ANSWER_SECONDS.labels(assistant=prepared.assistant.name).observe(
@@ -298,7 +331,11 @@ class AnswerService:
     async def attach_messages(self, interaction: Interaction, message_ids: list[int]) -> None:
         interaction.telegram_message_ids = message_ids
         interaction.telegram_message_id = message_ids[-1] if message_ids else None
-        await self.db.run(crud.update_interaction, interaction=interaction)
+        if interaction.id is None:  # never stored: nothing to point at the messages
+            return
+        await self.db.run_grouped(
+            crud.set_interaction_messages, interaction_id=interaction.id, message_ids=message_ids
+        )
 
     @staticmethod
     def question_for_regenerate(

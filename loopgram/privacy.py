@@ -3,7 +3,8 @@
 What `/forget` does (`forget_user`), and why:
 
 - **Deleted**: every interaction the person had (questions and answers, in any chat, group
-  moderation verdicts included), every rating on those answers, the ratings and comments
+  moderation verdicts included, and the best-of-n candidates each answer was picked from),
+  every rating on those answers, the ratings and comments
   they gave, review items about their answers (with the moderators' decisions on them),
   confirmed label examples taken from their messages, preference pairs built from their
   answers that no training run has used yet, their private chat's settings and label sets.
@@ -46,6 +47,7 @@ from sqlmodel import Session, col, delete, or_, select
 
 from loopgram import crud
 from loopgram.models import (
+    AnswerCandidate,
     Chat,
     Document,
     Interaction,
@@ -108,6 +110,7 @@ class ForgetReport:
     """What `forget_user` did, in counts (no personal data: this goes to the audit log)."""
 
     interactions: int = 0
+    candidates: int = 0
     ratings: int = 0
     comments: int = 0
     review_items: int = 0
@@ -155,8 +158,14 @@ def forget_user(*, session: Session, user_id: int, actor_id: int | None = None) 
     review_items, cards = _delete_review_items(session, ids)
     pairs_deleted, pairs_anonymised = _settle_pairs(session, user_id, id_set)
     ratings, comments = _delete_ratings(session, user_id, ids)
-    labeled = 0
+    labeled = candidates = 0
     for chunk in _chunks(ids):
+        # The foreign key cascades too; deleted here so the count is known whatever the engine.
+        candidates += _rowcount(
+            session.exec(
+                delete(AnswerCandidate).where(col(AnswerCandidate.interaction_id).in_(chunk))
+            )
+        )
         labeled += _rowcount(
             session.exec(
                 delete(LabeledExample).where(col(LabeledExample.interaction_id).in_(chunk))
@@ -181,6 +190,7 @@ def forget_user(*, session: Session, user_id: int, actor_id: int | None = None) 
     user_row = _settle_user_row(session, user_id)
     report = ForgetReport(
         interactions=deleted,
+        candidates=candidates,
         ratings=ratings,
         comments=comments,
         review_items=review_items,
@@ -427,6 +437,18 @@ def _interaction_row(row: Interaction) -> dict[str, Any]:
     }
 
 
+def _candidate_row(row: AnswerCandidate) -> dict[str, Any]:
+    return {
+        "interaction_id": row.interaction_id,
+        "position": row.position,
+        "text": row.text,
+        "reward": row.reward,
+        "reward_model": row.reward_model,
+        "chosen": row.chosen,
+        "created_at": _iso(row.created_at),
+    }
+
+
 def _rating_row(row: Rating) -> dict[str, Any]:
     return {
         "interaction_id": row.interaction_id,
@@ -474,6 +496,15 @@ def write_user_export(*, session: Session, user_id: int, out: IO[str]) -> dict[s
     n_interactions = _write_array(
         out, "interactions", (_interaction_row(r) for r in interactions), last=False
     )
+    # Best-of-n: every answer the model wrote to their questions, the one sent marked chosen.
+    candidates = session.exec(
+        select(AnswerCandidate)
+        .join(Interaction, col(Interaction.id) == col(AnswerCandidate.interaction_id))
+        .where(Interaction.user_id == user_id)
+        .order_by(col(AnswerCandidate.interaction_id), col(AnswerCandidate.position))
+        .execution_options(yield_per=_ROWS_PER_FETCH)
+    )
+    _write_array(out, "answer_candidates", (_candidate_row(r) for r in candidates), last=False)
     ratings_query = (
         select(Rating)
         .where(Rating.user_id == user_id)

@@ -158,8 +158,12 @@ def _interactions(session: Session, ids: Iterable[int | None]) -> dict[int, Inte
     return found
 
 
-def _pairs(session: Session, assistant: str) -> list[PreferencePair]:
+def _pairs(session: Session, assistant: str, *, reward_pairs: bool = False) -> list[PreferencePair]:
+    """The stored pairs of `assistant`; best-of-n pairs (labelled by a reward model, not a
+    person) only with `reward_pairs`."""
     query = select(PreferencePair).where(PreferencePair.assistant == assistant)
+    if not reward_pairs:
+        query = query.where(col(PreferencePair.source) != PairSource.best_of_n)
     return list(session.exec(query.order_by(col(PreferencePair.id))).all())
 
 
@@ -189,14 +193,21 @@ def _latest_ratings(session: Session, assistant: str) -> list[tuple[Interaction,
 
 
 def build_preference_dataset(
-    *, session: Session, assistant: str, include_consumed: bool = False
+    *,
+    session: Session,
+    assistant: str,
+    include_consumed: bool = False,
+    reward_pairs: bool = False,
 ) -> list[PreferenceExample]:
     """DPO examples: the stored pairs of `assistant`, plus pairs derived from ratings.
 
     Without `include_consumed`, only what no run has used: unconsumed pairs, and rating pairs
-    with a rating given or changed since the last successful run.
+    with a rating given or changed since the last successful run. Best-of-n pairs (the reward
+    model's favourite candidate over its least favourite, with the weight they were stored
+    with) only with `reward_pairs` (TrainConfig.reward_pairs); never for a reward model, which
+    would learn its own labels back.
     """
-    pairs = _pairs(session, assistant)
+    pairs = _pairs(session, assistant, reward_pairs=reward_pairs)
     interactions = _interactions(
         session, [i for p in pairs for i in (p.chosen_interaction_id, p.rejected_interaction_id)]
     )
@@ -354,9 +365,12 @@ def _dedup_pairs(examples: Iterable[PreferenceExample]) -> list[PreferenceExampl
 # --- KTO -----------------------------------------------------------------------------------
 
 
-def build_kto_dataset(*, session: Session, assistant: str) -> list[KTOExample]:
+def build_kto_dataset(
+    *, session: Session, assistant: str, reward_pairs: bool = False
+) -> list[KTOExample]:
     """KTO examples: every rated answer of `assistant`, plus the sides of stored pairs whose
-    answers carry no rating of their own (the other 🔄 version, a moderator's correction).
+    answers carry no rating of their own (the other 🔄 version, a moderator's correction;
+    best-of-n candidates only with `reward_pairs`).
 
     The whole history, consumed pairs included, like the ratings it starts from.
     """
@@ -375,7 +389,7 @@ def build_kto_dataset(*, session: Session, assistant: str) -> list[KTOExample]:
             )
         )
 
-    pairs = _pairs(session, assistant)
+    pairs = _pairs(session, assistant, reward_pairs=reward_pairs)
     interactions = _interactions(
         session, [i for p in pairs for i in (p.chosen_interaction_id, p.rejected_interaction_id)]
     )
@@ -541,12 +555,16 @@ def mark_consumed(*, session: Session, pair_ids: Iterable[int], run_id: int) -> 
 
 def buffer_counts(*, session: Session, assistant: str) -> dict[str, int]:
     """What arrived for `assistant` since its last successful run, for the scheduler to weigh
-    against TRAIN_MIN_NEW_EXAMPLES: unconsumed pairs and ratings given or changed since."""
+    against TRAIN_MIN_NEW_EXAMPLES: unconsumed pairs and ratings given or changed since.
+
+    Best-of-n pairs do not count: one comes with nearly every answer while best-of-n is on,
+    and a machine label is no new feedback from people."""
     pairs = session.exec(
         select(func.count())
         .select_from(PreferencePair)
         .where(PreferencePair.assistant == assistant)
         .where(col(PreferencePair.consumed_by_run).is_(None))
+        .where(col(PreferencePair.source) != PairSource.best_of_n)
     ).one()
     ratings_query = (
         select(func.count())

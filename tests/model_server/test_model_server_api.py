@@ -213,7 +213,8 @@ async def test_bad_requests_are_400(
         {"model": "loopgram-base", "messages": USER, "max_tokens": 0},
         {"model": "loopgram-base", "messages": USER, "max_tokens": True},
         {"model": "loopgram-base", "messages": USER, "stop": [1]},
-        {"model": "loopgram-base", "messages": USER, "n": 2},
+        {"model": "loopgram-base", "messages": USER, "n": 2, "stream": True},
+        {"model": "loopgram-base", "messages": USER, "n": 9},
         {"model": 5, "messages": USER},
         {"model": "loopgram-base", "messages": USER, "stream_options": {"include_usage": True}},
     ]

@@ -6,7 +6,9 @@ against vLLM in production:
 
 * ``GET  /v1/models``            -> ``{"object": "list", "data": [{"id", "object": "model", ...}]}``
 * ``POST /v1/chat/completions``  -> ``chat.completion`` or an SSE stream of
-  ``chat.completion.chunk`` objects ending with ``data: [DONE]``
+  ``chat.completion.chunk`` objects ending with ``data: [DONE]``; ``n`` (up to
+  :data:`MAX_N`) candidates without streaming, generated together (the transformers backend
+  batches them into one ``generate``), as ``choices`` with ``index`` 0..n-1
 * ``GET  /health``               -> ``{"status": "ok"}``
 * ``GET  /ready``                -> ``{"status": "ready", "models": [...]}`` once the base model
   is loaded, else 503 (vLLM has only ``/health``, which it answers once the model is loaded)
@@ -23,6 +25,13 @@ offers vLLM's runtime LoRA endpoints (vLLM enables them with
 
 and ``/v1/models`` lists the adapters after the base model, with ``parent`` = the base id.
 
+Reward models (loopgram's own endpoints, see ``rewards.py``), used by best-of-n:
+
+* ``POST /v1/load_reward_model`` ``{"name", "path", "base_model"?}`` -> ``{"name", "loaded":
+  true}``; 404 if the folder holds no adapter
+* ``POST /v1/rewards`` ``{"model", "messages", "answers": [str, ...]}`` -> ``{"model",
+  "scores": [float, ...]}``; 404 (``model_not_found``) for a reward model not loaded here
+
 Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` (the LoRA
 endpoints, like vLLM's, put the HTTP status in ``code`` and vLLM's error names in ``type``).
 """
@@ -38,6 +47,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +63,21 @@ from .protocol import (
     TokenCounter,
     UnknownModelError,
 )
+from .rewards import (
+    RewardModelError,
+    RewardModels,
+    RewardsUnavailableError,
+    ScorerRewardModels,
+    UnknownRewardModelError,
+)
 
 __all__ = [
     "BACKEND_KEY",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MODEL_CACHE",
+    "MAX_N",
     "NGRAM_BASE_MODEL",
+    "REWARDS_KEY",
     "create_app",
     "make_backend",
     "serve",
@@ -72,6 +91,12 @@ DEFAULT_MAX_TOKENS = 512
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
+MAX_N = 8
+"""Most candidates one request may ask for (``n``): best-of-n needs a handful, not more."""
+
+MAX_REWARD_ANSWERS = 64
+"""Most answers one ``/v1/rewards`` request may score."""
+
 DEFAULT_MODEL_CACHE = Path.home() / ".cache" / "loopgram" / "models"
 """Where the built-in base model is converted to when no ``cache_dir`` is given: one place
 per user, so every working directory (and test) shares the one-off conversion.  The CLI
@@ -81,6 +106,7 @@ NGRAM_BASE_MODEL = "ngram"
 """``base_model`` value that asks for the placeholder n-gram model explicitly."""
 
 BACKEND_KEY: web.AppKey[GenerationBackend] = web.AppKey("loopgram_model_backend")
+REWARDS_KEY: web.AppKey[RewardModels] = web.AppKey("loopgram_reward_models")
 _CREATED_KEY = web.AppKey("loopgram_model_created", int)
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -169,10 +195,22 @@ async def _error_middleware(
 class _ChatRequest:
     """A validated ``POST /v1/chat/completions`` body."""
 
-    def __init__(self, generation: GenerationRequest, *, stream: bool, include_usage: bool) -> None:
+    def __init__(
+        self, generation: GenerationRequest, *, stream: bool, include_usage: bool, n: int = 1
+    ) -> None:
         self.generation = generation
         self.stream = stream
         self.include_usage = include_usage
+        self.n = n
+
+    def candidates(self) -> list[GenerationRequest]:
+        """The ``n`` generations to run: a seeded request gives candidate ``i`` the seed
+        ``seed + i`` (the same seed would give ``n`` copies of one answer)."""
+        requests = [self.generation]
+        for i in range(1, self.n):
+            seed = self.generation.seed
+            requests.append(replace(self.generation, seed=None if seed is None else seed + i))
+        return requests
 
 
 def _is_int(value: object) -> bool:
@@ -293,11 +331,13 @@ def parse_chat_request(body: object, model_ids: list[str]) -> _ChatRequest:
     if max_tokens is None:
         max_tokens = legacy_max_tokens if legacy_max_tokens is not None else DEFAULT_MAX_TOKENS
 
-    n = _optional_int(body, "n", minimum=1)
-    if n is not None and n != 1:
-        raise _bad_request("Only n=1 is supported.", "n")
+    n = _optional_int(body, "n", minimum=1) or 1
+    if n > MAX_N:
+        raise _bad_request(f"'n' must be at most {MAX_N}, got {n}.", "n")
 
     stream = _optional_bool(body, "stream")
+    if stream and n > 1:
+        raise _bad_request("Streaming supports only n=1; ask for n > 1 without 'stream'.", "n")
     include_usage = False
     stream_options = body.get("stream_options")
     if stream_options is not None:
@@ -321,7 +361,7 @@ def parse_chat_request(body: object, model_ids: list[str]) -> _ChatRequest:
     )
     if model not in model_ids:
         raise _model_not_found(model)
-    return _ChatRequest(generation, stream=stream, include_usage=include_usage)
+    return _ChatRequest(generation, stream=stream, include_usage=include_usage, n=n)
 
 
 # ----------------------------------------------------------------------- generation
@@ -535,14 +575,17 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     if chat.stream:
         return await _stream_completion(request, chat, generation, completion_id, created)
 
-    deltas = generation.deltas()
-    try:
-        async for _ in deltas:
-            pass
-    except Exception as exc:
-        raise _as_api_error(exc) from exc
-    finally:
-        await deltas.aclose()
+    if chat.n == 1:
+        generations = [generation]
+        await _drain(generation)
+    else:
+        generations = [_Generation(backend, candidate) for candidate in chat.candidates()]
+        await _drain_together(generations)
+    usage = generations[0].usage()
+    if len(generations) > 1:  # OpenAI: the prompt counts once, every completion counts
+        completion_tokens = sum(g.usage()["completion_tokens"] for g in generations)
+        usage["completion_tokens"] = completion_tokens
+        usage["total_tokens"] = usage["prompt_tokens"] + completion_tokens
     return web.json_response(
         {
             "id": completion_id,
@@ -551,16 +594,47 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
             "model": chat.generation.model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": generation.text, "refusal": None},
+                    "index": index,
+                    "message": {"role": "assistant", "content": g.text, "refusal": None},
                     "logprobs": None,
-                    "finish_reason": generation.finish_reason,
+                    "finish_reason": g.finish_reason,
                 }
+                for index, g in enumerate(generations)
             ],
-            "usage": generation.usage(),
+            "usage": usage,
         },
         dumps=_dumps,
     )
+
+
+async def _drain(generation: _Generation) -> None:
+    """Run one generation to its end (its text accumulates on ``generation``)."""
+    deltas = generation.deltas()
+    try:
+        async for _ in deltas:
+            pass
+    except Exception as exc:
+        raise _as_api_error(exc) from exc
+    finally:
+        await deltas.aclose()
+
+
+async def _drain_together(generations: list[_Generation]) -> None:
+    """Run the candidates of one request at once, so a batching backend takes them as one
+    batch (they reach its queue in the same event-loop step). The first failure fails the
+    request and stops the others; so does the client going away (this handler cancelled)."""
+    tasks = [asyncio.ensure_future(_drain(g)) for g in generations]
+    for task in tasks:  # retrieved even if this handler is cancelled before it looks
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op for the finished ones
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            raise exc
 
 
 async def _stream_completion(
@@ -643,21 +717,103 @@ async def _stream_completion(
         await deltas.aclose()
 
 
+# ------------------------------------------------------------------------- rewards
+
+
+def _reward_error(exc: Exception) -> APIError:
+    if isinstance(exc, UnknownRewardModelError):
+        return APIError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, RewardsUnavailableError):
+        return APIError(503, str(exc), type="server_error")
+    if isinstance(exc, RewardModelError):
+        return APIError(exc.status, str(exc), code=exc.status)
+    logger.error("Reward scoring failed: %r", exc, exc_info=exc)
+    return APIError(500, f"Reward scoring failed: {exc or type(exc).__name__}", type="server_error")
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json(loads=json.loads)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _bad_request(f"We could not parse the JSON body of your request: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise _bad_request("The request body must be a JSON object.")
+    return body
+
+
+def _required_str(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise _bad_request(f"'{name}' must be a non-empty string.", name)
+    return value
+
+
+async def _load_reward_model(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    name, path = _required_str(body, "name"), _required_str(body, "path")
+    base_model = body.get("base_model")
+    if base_model is not None and not isinstance(base_model, str):
+        raise _bad_request("'base_model' must be a string.", "base_model")
+    try:
+        await request.app[REWARDS_KEY].load(name, path, base_model or None)
+    except Exception as exc:
+        raise _reward_error(exc) from exc
+    logger.info("Loaded reward model %r from %s", name, path)
+    return web.json_response({"name": name, "loaded": True}, dumps=_dumps)
+
+
+async def _rewards(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    name = _required_str(body, "model")
+    messages = _parse_messages(body.get("messages"))
+    answers = body.get("answers")
+    if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+        raise _bad_request("'answers' must be an array of strings.", "answers")
+    if not answers:
+        raise _bad_request("'answers' must contain at least one answer.", "answers")
+    if len(answers) > MAX_REWARD_ANSWERS:
+        raise _bad_request(
+            f"'answers' may hold at most {MAX_REWARD_ANSWERS} answers, got {len(answers)}.",
+            "answers",
+        )
+    try:
+        scores = await request.app[REWARDS_KEY].score(name, messages, answers)
+    except Exception as exc:
+        raise _reward_error(exc) from exc
+    return web.json_response({"model": name, "scores": scores}, dumps=_dumps)
+
+
 # ---------------------------------------------------------------------- app & serve
 
 
-def create_app(backend: GenerationBackend) -> web.Application:
-    """Build the aiohttp application serving ``backend``."""
+def create_app(
+    backend: GenerationBackend, *, rewards: RewardModels | None = None
+) -> web.Application:
+    """Build the aiohttp application serving ``backend``.
+
+    ``rewards`` hosts the reward models of ``/v1/rewards``; by default CPU scorers on the
+    backend's base model (``model_path``, when it has one), created on the first load.
+    """
     app = web.Application(middlewares=[_error_middleware], client_max_size=MAX_BODY_BYTES)
     app[BACKEND_KEY] = backend
+    if rewards is None:
+        rewards = ScorerRewardModels(getattr(backend, "model_path", None))
+    app[REWARDS_KEY] = rewards
     app[_CREATED_KEY] = int(time.time())
     app.router.add_get("/health", _health)
     app.router.add_get("/ready", _ready)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/v1/load_reward_model", _load_reward_model)
+    app.router.add_post("/v1/rewards", _rewards)
     if isinstance(backend, AdapterBackend):
         app.router.add_post("/v1/load_lora_adapter", _load_lora_adapter)
         app.router.add_post("/v1/unload_lora_adapter", _unload_lora_adapter)
+
+    async def close_rewards(app: web.Application) -> None:
+        app[REWARDS_KEY].close()
+
+    app.on_cleanup.append(close_rewards)
     return app
 
 
