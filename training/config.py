@@ -63,6 +63,13 @@ class TrainConfig:
             "on what arrived since the last run: a new adapter must not forget earlier feedback"
         },
     )
+    reward_pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "policy runs only: train on best-of-n pairs the reward model labelled too "
+            "(machine labels, weight 0.5); a reward model never trains on them"
+        },
+    )
     gate_margin: float = field(
         default=0.0,
         metadata={

@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import openai
 
@@ -29,9 +30,17 @@ class JudgeScore:
     win_rate: float  # candidate wins, ties counting half
     ties: int
     comparisons: int
+    # Per item, in order: 1.0 the candidate won in both orders, 0.0 the active answer did,
+    # 0.5 a tie (the verdict flipped with the order). Compared with the reward model's.
+    preferences: tuple[float, ...] = ()
 
-    def as_dict(self) -> dict[str, float]:
-        return {"win_rate": self.win_rate, "ties": self.ties, "comparisons": self.comparisons}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "win_rate": self.win_rate,
+            "ties": self.ties,
+            "comparisons": self.comparisons,
+            "preferences": list(self.preferences),
+        }
 
 
 class PairwiseJudge:
@@ -73,4 +82,6 @@ def judge_candidate(judge: PairwiseJudge, items: Sequence[tuple[str, str, str]])
     scores = [judge.prefer(question, candidate, active) for question, candidate, active in items]
     if not scores:
         return JudgeScore(0.5, 0, 0)
-    return JudgeScore(sum(scores) / len(scores), sum(s == 0.5 for s in scores), len(scores))
+    return JudgeScore(
+        sum(scores) / len(scores), sum(s == 0.5 for s in scores), len(scores), tuple(scores)
+    )

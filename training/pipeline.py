@@ -13,22 +13,32 @@ import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from loopgram import adapters
 from loopgram.adapter_server import AdapterServer
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
-from loopgram.models import AdapterKind, AdapterStatus, RunStatus, TrainingRun, utcnow
+from loopgram.models import (
+    AdapterKind,
+    AdapterStatus,
+    PairSource,
+    PreferencePair,
+    RunStatus,
+    TrainingRun,
+    utcnow,
+)
 from loopgram.settings import Settings
 from training import datasets
 from training.config import TrainConfig
 from training.datasets import Example
 from training.lock import training_lock
 from training.resources import WouldNotFitError, check_fits
+from training.reward_check import HeldOutAnswer
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +109,7 @@ def _run(
     model_path: Path | None,
 ) -> RunReport:
     from training.evaluate import PolicyScorer, gate
+    from training.reward_check import agreement, reward_check
     from training.trainer import train_adapter
 
     if config.method == "reward":
@@ -115,6 +126,7 @@ def _run(
         batch_size=config.batch_size,
         max_length=config.max_length,
         budget_gb=config.memory_budget_gb,
+        reference=config.method != "orpo",  # ORPO has no reference pass
     )
     version = db.call(adapters.next_version, assistant=config.assistant)
     name = adapters.adapter_name(config.assistant, version)
@@ -131,19 +143,33 @@ def _run(
     scorer.add_adapter("candidate", outcome.adapter_path)
     if active is not None:
         scorer.add_adapter("active", Path(active.path))
-    score = scorer.score_pairs if config.method == "dpo" else scorer.score_thumbs
+    score = scorer.score_pairs if config.method in ("dpo", "orpo") else scorer.score_thumbs
     verdict = gate(
         score("candidate", eval_rows),
         score("active" if active is not None else None, eval_rows),
         margin=config.gate_margin,
     )
-    judged = _judge(settings, config, scorer, eval_rows, has_active=active is not None)
+    # Answered once, then compared by the LLM judge and scored by the reward model.
+    answers = _held_out_answers(config, scorer, eval_rows, has_active=active is not None)
+    judged = _judge(settings, answers)
+    rewarded = reward_check(db, config.assistant, answers)
     passed, reason = verdict.passed, verdict.reason
     if passed and judged.get("available") and judged["win_rate"] < config.judge_min_win_rate:
         passed = False
         reason = (
             f"the judge prefers the active answers (candidate win rate "
             f"{judged['win_rate']:.2f} < {config.judge_min_win_rate:.2f})"
+        )
+    if (
+        passed
+        and config.reward_min_win_rate > 0
+        and rewarded.get("available")
+        and rewarded["win_rate"] < config.reward_min_win_rate
+    ):
+        passed = False
+        reason = (
+            f"the reward model {rewarded['name']} prefers the active answers (candidate win "
+            f"rate {rewarded['win_rate']:.2f} < {config.reward_min_win_rate:.2f})"
         )
     task = _task(config, scorer, has_active=active is not None) if passed else {}
     if task.get("available") and not task["passed"]:
@@ -157,6 +183,8 @@ def _run(
         "passed": passed,
         "reason": reason,
         "judge": judged,
+        "reward_model": rewarded,
+        "agreement": agreement(judged, rewarded, answers),
         "task": task,
     }
     metrics = {
@@ -304,17 +332,24 @@ def _run_reward(
     return RunReport(run_id, status.value, adapter.name, verdict.reason, metrics)
 
 
-def _judge(
-    settings: Settings,
-    config: TrainConfig,
-    scorer: Any,
-    eval_rows: list[dict[str, Any]],
-    *,
-    has_active: bool,
-) -> dict[str, Any]:
-    """The LLM judge's verdict on held-out prompts, or why there is none (it never blocks a
+def _held_out_answers(
+    config: TrainConfig, scorer: Any, eval_rows: list[dict[str, Any]], *, has_active: bool
+) -> list[HeldOutAnswer]:
+    """Greedy answers of the candidate and of the active adapter (or the base model) to the
+    first `judge_samples` held-out prompts: what the judge and the reward model compare."""
+    answers = []
+    for row in eval_rows[: max(config.judge_samples, 0)]:
+        prompt = row["prompt"]
+        candidate = scorer.generate("candidate", prompt, config.judge_max_tokens)
+        active = scorer.generate("active" if has_active else None, prompt, config.judge_max_tokens)
+        answers.append(HeldOutAnswer(prompt, candidate, active))
+    return answers
+
+
+def _judge(settings: Settings, answers: Sequence[HeldOutAnswer]) -> dict[str, Any]:
+    """The LLM judge's verdict on held-out answers, or why there is none (it never blocks a
     run by being unreachable: the preference gate still decides then)."""
-    if config.judge_samples <= 0 or not eval_rows:
+    if not answers:
         return {"available": False, "note": "judge off or no held-out prompts"}
     import openai
 
@@ -322,13 +357,7 @@ def _judge(
 
     key = settings.llm.llm_api_key.get_secret_value() if settings.llm.llm_api_key else "EMPTY"
     client = openai.OpenAI(base_url=settings.llm.base_url, api_key=key, timeout=60, max_retries=0)
-    items = []
-    for row in eval_rows[: config.judge_samples]:
-        prompt = row["prompt"]
-        question = str(prompt[-1]["content"])
-        candidate = scorer.generate("candidate", prompt, config.judge_max_tokens)
-        active = scorer.generate("active" if has_active else None, prompt, config.judge_max_tokens)
-        items.append((question, candidate, active))
+    items = [(a.question, a.candidate, a.active) for a in answers]
     try:
         score = judge_candidate(PairwiseJudge(client, settings.llm.llm_model), items)
     except openai.APIError as exc:
@@ -404,13 +433,20 @@ def dataset_for(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[int]]:
     """(train rows, held-out rows for the gate, ids of the stored pairs trained on).
 
-    A reward model learns from the same preference pairs as DPO."""
-    if config.method in ("dpo", "reward"):
+    ORPO and a reward model learn from the same preference pairs as DPO. Best-of-n pairs (the
+    reward model's own labels) join the training side only with `reward_pairs`, and never a
+    reward model's data: it must not learn from what it labelled."""
+    if config.method in ("dpo", "reward", "orpo"):
         pairs = datasets.build_preference_dataset(
-            session=session, assistant=config.assistant, include_consumed=config.whole_buffer
+            session=session,
+            assistant=config.assistant,
+            include_consumed=config.whole_buffer,
+            reward_pairs=config.reward_pairs and config.method != "reward",
         )
         return _rows(_newest(pairs, config.max_examples), config)
-    thumbs = datasets.build_kto_dataset(session=session, assistant=config.assistant)
+    thumbs = datasets.build_kto_dataset(
+        session=session, assistant=config.assistant, reward_pairs=config.reward_pairs
+    )
     return _rows(_newest(thumbs, config.max_examples), config)
 
 
@@ -426,6 +462,8 @@ def _rows(
     train, evaluation = datasets.split(
         examples, eval_fraction=config.eval_fraction, seed=config.seed
     )
+    # The gate judges against what people preferred, never against the reward model's labels.
+    evaluation = [e for e in evaluation if e.source != PairSource.best_of_n.value]
     pair_ids = sorted({pid for example in train for pid in example.pair_ids})
     return datasets.to_trl_rows(train), datasets.to_trl_rows(evaluation), pair_ids
 
@@ -529,3 +567,51 @@ def due_assistants(*, session: Session, min_new_examples: int) -> list[str]:
         ).all()
     )
     return [name for name in due if name not in running]
+
+
+# Pairs people made. Best-of-n pairs are labelled by the reward model itself: training the
+# next one on them would teach it its own opinions, and they must not trigger that run either.
+HUMAN_PAIR_SOURCES = (PairSource.regenerate, PairSource.correction, PairSource.rating)
+# A reward run that never started (refused: too little data, would not fit) is no reference
+# point: the pairs it did not train on are still new. A failed one is, so that a run that
+# crashes is not retried on every check, only once as many new pairs have arrived again.
+_NOT_STARTED = (RunStatus.refused, RunStatus.queued)
+
+
+def reward_due_assistants(*, session: Session, min_new_pairs: int) -> list[str]:
+    """Assistants with at least `min_new_pairs` preference pairs from people (not best-of-n)
+    since their last reward-model run started, and no reward-model run in progress.
+
+    `min_new_pairs` <= 0 turns scheduled reward-model runs off."""
+    from loopgram.assistants import ASSISTANTS
+
+    if min_new_pairs <= 0:
+        return []
+    due = []
+    for name in ASSISTANTS:
+        runs = session.exec(
+            select(TrainingRun.status, TrainingRun.started_at, TrainingRun.created_at).where(
+                TrainingRun.assistant == name,
+                TrainingRun.method == "reward",
+                col(TrainingRun.status).not_in(_NOT_STARTED),
+            )
+        ).all()
+        if any(status == RunStatus.running for status, _, _ in runs):
+            continue
+        since = max((started or created for _, started, created in runs), default=None)
+        if new_human_pairs(session=session, assistant=name, since=since) >= min_new_pairs:
+            due.append(name)
+    return due
+
+
+def new_human_pairs(*, session: Session, assistant: str, since: datetime | None) -> int:
+    """Preference pairs people made for `assistant` after `since` (all of them when None)."""
+    query = (
+        select(func.count())
+        .select_from(PreferencePair)
+        .where(PreferencePair.assistant == assistant)
+        .where(col(PreferencePair.source).in_(HUMAN_PAIR_SOURCES))
+    )
+    if since is not None:
+        query = query.where(col(PreferencePair.created_at) > since)
+    return int(session.exec(query).one())

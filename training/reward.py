@@ -17,10 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.trainer import TrainOutcome, save_trained
+from training.trainer import TrainOutcome, save_trained, start_run
 
 log = logging.getLogger(__name__)
 
@@ -102,28 +99,16 @@ def train_reward_model(
     """One RewardTrainer LoRA run; the folder appears complete at `output_dir` or not at all."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer
     from trl.trainer.reward_config import RewardConfig
     from trl.trainer.reward_trainer import RewardTrainer
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    started = time.monotonic()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    _pad_token(tokenizer)
+    # SEQ_CLS: the score head is trained and saved with the adapter.
+    started, tokenizer, peft_config, work = start_run(
+        config, model_path=model_path, output_dir=output_dir, task_type="SEQ_CLS"
+    )
     torch.manual_seed(config.seed)  # the new head's initialisation
     model = load_classifier(model_path)
     model.config.pad_token_id = tokenizer.pad_token_id
-    peft_config = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=config.target_modules,
-        task_type="SEQ_CLS",  # the score head is trained and saved with the adapter
-    )
-    work = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
     args = RewardConfig(
         output_dir=str(work / "trainer"),
         use_cpu=True,

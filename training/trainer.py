@@ -1,4 +1,4 @@
-"""One DPO or KTO LoRA run with TRL, on rows already built from the reward buffer.
+"""One DPO, ORPO or KTO LoRA run with TRL, on rows already built from the reward buffer.
 
 The adapter is written to a temporary folder and renamed into place only when complete,
 so a run killed midway never leaves a half-written adapter that could be deployed.
@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from training.config import TrainConfig
 from training.resources import peak_rss_mb
@@ -65,13 +65,23 @@ def save_trained(
     )
 
 
-def train_adapter(
-    config: TrainConfig, rows: list[dict[str, Any]], *, model_path: Path, output_dir: Path
-) -> TrainOutcome:
+class RunStart(NamedTuple):
+    started: float  # time.monotonic() at the start
+    tokenizer: Any
+    peft_config: Any
+    work: Path  # an empty temporary folder beside the output, renamed into place at the end
+
+
+def start_run(
+    config: TrainConfig, *, model_path: Path, output_dir: Path, task_type: str
+) -> RunStart:
+    """What every LoRA run (policy or reward model) begins with: torch threads, the clock,
+    the tokenizer with a pad token (TRL's collators need one; eos, as TRL itself falls back
+    to), the LoRA config for `task_type` ("CAUSAL_LM", or "SEQ_CLS": the score head is then
+    trained and saved with the adapter) and a clean temporary folder."""
     import torch
-    from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -79,16 +89,29 @@ def train_adapter(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     peft_config = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=config.target_modules,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     work = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
+    return RunStart(started, tokenizer, peft_config, work)
+
+
+def train_adapter(
+    config: TrainConfig, rows: list[dict[str, Any]], *, model_path: Path, output_dir: Path
+) -> TrainOutcome:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    started, tokenizer, peft_config, work = start_run(
+        config, model_path=model_path, output_dir=output_dir, task_type="CAUSAL_LM"
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     common: dict[str, Any] = {
         "output_dir": str(work / "trainer"),
         "use_cpu": True,
@@ -123,6 +146,8 @@ def train_adapter(
             processing_class=tokenizer,
             peft_config=peft_config,
         )
+    elif config.method == "orpo":
+        trainer = _orpo_trainer(rows, model, tokenizer, peft_config, common)
     else:
         from trl.trainer.kto_config import KTOConfig
         from trl.trainer.kto_trainer import KTOTrainer
@@ -150,3 +175,42 @@ def train_adapter(
         outcome.seconds,
     )
     return outcome
+
+
+def _orpo_trainer(
+    rows: list[dict[str, Any]],
+    model: Any,
+    tokenizer: Any,
+    peft_config: Any,
+    common: dict[str, Any],
+) -> Any:
+    """ORPO (TRL's experimental ORPOTrainer) on the same pairs as DPO: the chosen answers'
+    NLL plus `beta` (the paper's lambda) times the log odds ratio of chosen over rejected.
+    No reference model: only the policy's forward pass, where DPO also runs the base's."""
+    import warnings
+
+    from datasets import Dataset
+
+    with warnings.catch_warnings():
+        # TRL warns on import that its experimental APIs may change; tests/training runs
+        # ORPO end to end on the installed TRL.
+        warnings.simplefilter("ignore", UserWarning)
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    trainer = ORPOTrainer(
+        model=model,
+        args=ORPOConfig(**common),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    # Unlike DPO and KTO, ORPO keeps a pair whose prompt fills max_length with nothing of
+    # its answers left (a NaN loss): drop those here, as the other trainers do.
+    tokenized: Any = trainer.train_dataset
+    trainer.train_dataset = tokenized.filter(
+        lambda row: (
+            any(label != -100 for label in row["chosen_labels"])
+            and any(label != -100 for label in row["rejected_labels"])
+        )
+    )
+    return trainer

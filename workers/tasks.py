@@ -158,10 +158,11 @@ def evaluate_canaries() -> dict[str, str]:
 
 
 @shared_task(name="loopgram.maybe_train", acks_late=True, bind=True)
-def maybe_train(self: Task[Any, Any]) -> list[str]:
-    """Queue a training run for each assistant whose buffer has grown enough."""
+def maybe_train(self: Task[Any, Any]) -> dict[str, list[str]]:
+    """Queue a training run for each assistant whose buffer has grown enough, and a
+    reward-model run for each with enough new preference pairs from people."""
     settings = get_settings()
-    from training.pipeline import due_assistants, reap_interrupted_runs
+    from training.pipeline import due_assistants, reap_interrupted_runs, reward_due_assistants
 
     # A run killed mid-way stays `running` and would keep its assistant off the schedule.
     reap_interrupted_runs(settings=settings, db=get_db())
@@ -170,7 +171,18 @@ def maybe_train(self: Task[Any, Any]) -> list[str]:
         # Sent through the app running this task: in a thread without a current app, the
         # shared-task proxy would fall back to Celery's default app and its default broker.
         self.app.send_task("loopgram.train_assistant", args=(assistant,), queue="training")
-    return due
+    # Independent of the policy runs; the per-assistant training lock serialises the two.
+    reward_due = get_db().call(
+        reward_due_assistants, min_new_pairs=settings.reward.reward_train_min_pairs
+    )
+    for assistant in reward_due:
+        self.app.send_task(
+            "loopgram.train_assistant",
+            args=(assistant, "reward"),
+            kwargs={"only_if_due": True},
+            queue="training",
+        )
+    return {"policy": due, "reward": reward_due}
 
 
 @shared_task(
@@ -179,11 +191,25 @@ def maybe_train(self: Task[Any, Any]) -> list[str]:
     time_limit=6 * 3600,
     soft_time_limit=6 * 3600 - 60,
 )
-def train_assistant(assistant: str, method: str = "dpo") -> dict[str, object]:
-    """One training run (the `training` queue: GPU nodes, concurrency 1)."""
+def train_assistant(
+    assistant: str, method: str | None = None, only_if_due: bool = False
+) -> dict[str, object]:
+    """One training run (the `training` queue: GPU nodes, concurrency 1). Without `method`
+    (the schedule's policy runs), TRAIN_CONFIG's `method` decides, else dpo.
+
+    `only_if_due` (scheduled reward-model runs): checked again when the run starts, since the
+    schedule may have queued it twice while a long run held the queue."""
     settings = get_settings()
     from training.config import train_config
-    from training.pipeline import run_training
+    from training.pipeline import reward_due_assistants, run_training
+
+    if only_if_due and method == "reward":
+        due = get_db().call(
+            reward_due_assistants, min_new_pairs=settings.reward.reward_train_min_pairs
+        )
+        if assistant not in due:
+            log.info("training.not_due assistant=%s method=%s", assistant, method)
+            return {"run_id": None, "status": "skipped", "detail": "no longer due"}
 
     report = run_training(
         settings=settings,
@@ -204,3 +230,26 @@ def train_assistant(assistant: str, method: str = "dpo") -> dict[str, object]:
 @shared_task(name="loopgram.prune_processed_updates", acks_late=True)
 def prune_processed_updates(hours: int = 48) -> int:
     return get_db().call(crud.prune_processed_updates, older_than=timedelta(hours=hours))
+
+
+#: Seconds a scoring pass may take at most (and no longer than the schedule's interval); it
+#: starts no new batch after that.
+SCORE_PASS_SECONDS = 25 * 60
+
+
+@shared_task(
+    name="loopgram.score_answers",
+    # Acked at start: a pass may outlast the broker's visibility timeout, and one that dies is
+    # simply redone by the next schedule (scores are stored per batch, idempotently).
+    acks_late=False,
+    time_limit=SCORE_PASS_SECONDS + 300,
+    soft_time_limit=SCORE_PASS_SECONDS + 240,
+)
+def score_answers(limit: int = 2000) -> list[dict[str, Any]]:
+    """Score the sent answers each active reward model has not scored yet (the satisfaction
+    estimate's input). On the `training` queue: it loads torch and a model, like training."""
+    from training.answer_scores import score_pending
+
+    interval = get_settings().reward.satisfaction_check_seconds
+    results = score_pending(get_db(), limit=limit, seconds=min(SCORE_PASS_SECONDS, interval))
+    return [result.as_dict() for result in results]
