@@ -1,6 +1,6 @@
 """Prometheus metrics: every metric loopgram exposes is defined here, once.
 
-Two kinds:
+Three kinds:
 
 - **Process counters and histograms**, updated where things happen: updates handled (the
   aiogram middleware in `bot/metrics_middleware.py`), answers and their latency
@@ -13,6 +13,10 @@ Two kinds:
   `max`, not `sum`), cost a few `GROUP BY` queries on indexed columns, and are cached for
   `cache_seconds` so frequent scrapes stay cheap. When the database cannot be read the scrape
   still answers, with `loopgram_db_stats_up 0`.
+- **The satisfaction estimate** (`loopgram.satisfaction`): the predicted 👍 rate per assistant
+  and adapter and the calibration error, recomputed on scrape at most every
+  `SATISFACTION_SECONDS` (it reads every scored answer) and whenever it is computed anyway
+  (`/stats` calls `publish_satisfaction`).
 
 `render()` gives the text exposition format for `/metrics`. This module imports neither
 aiogram nor celery.
@@ -40,13 +44,19 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Table
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from loopgram.db import Database
+    from loopgram.satisfaction import Estimate
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 RATE_WINDOW = timedelta(days=7)
 """Ratings younger than this count for `loopgram_thumbs_up_rate` and `loopgram_recent_ratings`."""
+
+SATISFACTION_SECONDS = 300.0
+"""How long a satisfaction estimate computed on scrape is reused."""
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 
@@ -88,6 +98,17 @@ MODEL_FIRST_TOKEN_SECONDS = Histogram(
     "Time to the first streamed chunk of a Chat Completions call.",
     buckets=_LATENCY_BUCKETS,
 )
+BEST_OF_N = Counter(
+    "loopgram_best_of_n",
+    "Best-of-n answers (loopgram.best_of_n): scored, or sent unscored (reward server failed).",
+    ["assistant", "outcome"],  # scored | unscored
+)
+BEST_OF_N_SECONDS = Histogram(
+    "loopgram_best_of_n_seconds",
+    "Best-of-n stages: generating the n candidates, scoring them with the reward model.",
+    ["stage"],  # generate | score
+    buckets=_LATENCY_BUCKETS,
+)
 RATING_PRESSES = Counter(
     "loopgram_rating_presses",
     "Ratings received by this bot process (buttons and reactions).",
@@ -108,10 +129,19 @@ class DatabaseCollector(Collector):
         self._lock = threading.Lock()
         self._cached: list[Metric] | None = None
         self._cached_at = 0.0
+        self._satisfaction: list[Metric] | None = None
+        self._satisfaction_at = 0.0
 
     def use_database(self, db: Database | None) -> None:
         with self._lock:
-            self._db, self._cached = db, None
+            self._db, self._cached, self._satisfaction = db, None, None
+
+    def publish_satisfaction(self, estimates: Mapping[str, Estimate]) -> None:
+        """Expose an estimate computed elsewhere (fresher than the scrape-time one)."""
+        families = satisfaction_families(estimates)
+        with self._lock:
+            self._satisfaction, self._satisfaction_at = families, time.monotonic()
+            self._cached = None
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # families depend on the data; nothing to check at registration
@@ -137,7 +167,20 @@ class DatabaseCollector(Collector):
             up.add_metric([], 0)
             return [up]
         up.add_metric([], 1)
-        return [up, *figures]
+        return [up, *figures, *self._read_satisfaction(db)]
+
+    def _read_satisfaction(self, db: Database) -> list[Metric]:
+        now = time.monotonic()
+        if self._satisfaction is None or now - self._satisfaction_at >= SATISFACTION_SECONDS:
+            from loopgram.satisfaction import estimate_all
+
+            try:
+                self._satisfaction = satisfaction_families(db.call(estimate_all))
+            except Exception as exc:  # the other figures are still worth a scrape
+                log.warning("metrics.satisfaction_failed error=%s", type(exc).__name__)
+                self._satisfaction = self._satisfaction or []
+            self._satisfaction_at = now
+        return self._satisfaction
 
 
 def _table(model: Any) -> Table:
@@ -245,6 +288,42 @@ def read_figures(*, session: Any) -> list[Metric]:
     return [queue, runs, adapters, recent, rate]
 
 
+def satisfaction_families(estimates: Mapping[str, Estimate]) -> list[Metric]:
+    """The satisfaction estimate as metric families (calibrated assistants only, except the
+    count of scored answers)."""
+    predicted = GaugeMetricFamily(
+        "loopgram_predicted_thumbs_up_rate",
+        "👍 rate predicted by the calibrated reward model over all scored answers (rated or "
+        "not), per assistant and adapter.",
+        labels=["assistant", "adapter"],
+    )
+    answers = GaugeMetricFamily(
+        "loopgram_satisfaction_scored_answers",
+        "Answers scored by the assistant's active reward model, per adapter.",
+        labels=["assistant", "adapter"],
+    )
+    error = GaugeMetricFamily(
+        "loopgram_satisfaction_calibration_error",
+        "Expected calibration error of the predicted 👍 probability (out of sample).",
+        labels=["assistant"],
+    )
+    brier = GaugeMetricFamily(
+        "loopgram_satisfaction_brier_score",
+        "Brier score of the predicted 👍 probability on rated answers (out of sample).",
+        labels=["assistant"],
+    )
+    for assistant, estimate in sorted(estimates.items()):
+        for adapter, figures in sorted(estimate.adapters.items()):
+            answers.add_metric([assistant, adapter], figures.answers)
+            if figures.predicted is not None:
+                predicted.add_metric([assistant, adapter], figures.predicted)
+        if estimate.ece is not None:
+            error.add_metric([assistant], estimate.ece)
+        if estimate.brier is not None:
+            brier.add_metric([assistant], estimate.brier)
+    return [predicted, answers, error, brier]
+
+
 DATABASE_COLLECTOR = DatabaseCollector()
 REGISTRY.register(DATABASE_COLLECTOR)
 
@@ -252,6 +331,11 @@ REGISTRY.register(DATABASE_COLLECTOR)
 def use_database(db: Database | None) -> None:
     """Read the scrape-time figures from `db` (None: leave them out)."""
     DATABASE_COLLECTOR.use_database(db)
+
+
+def publish_satisfaction(estimates: Mapping[str, Estimate]) -> None:
+    """Expose a freshly computed satisfaction estimate on `/metrics`."""
+    DATABASE_COLLECTOR.publish_satisfaction(estimates)
 
 
 def render(registry: CollectorRegistry = REGISTRY) -> bytes:

@@ -81,6 +81,8 @@ def create_celery(settings: Settings | None = None) -> Celery:
             "loopgram.evaluate_canaries": {"queue": "feedback"},
             "loopgram.maybe_train": {"queue": "feedback"},
             "loopgram.train_assistant": {"queue": "training"},
+            # Torch and a reward model: where training runs, never in the bot's worker.
+            "loopgram.score_answers": {"queue": "training"},
         },
         beat_schedule={
             "maybe-train": {
@@ -90,6 +92,12 @@ def create_celery(settings: Settings | None = None) -> Celery:
             "evaluate-canaries": {
                 "task": "loopgram.evaluate_canaries",
                 "schedule": timedelta(seconds=settings.learning.canary_check_seconds),
+            },
+            "score-answers": {
+                "task": "loopgram.score_answers",
+                "schedule": timedelta(seconds=settings.reward.satisfaction_check_seconds),
+                # Dropped unstarted when no training worker took it before the next one.
+                "options": {"expires": settings.reward.satisfaction_check_seconds},
             },
             "prune-processed-updates": {
                 "task": "loopgram.prune_processed_updates",

@@ -25,7 +25,8 @@ from bot.callbacks import ReviewAction, ReviewCb
 from bot.filters import AddressedToBot
 from bot.permissions import is_admin, is_moderator
 from bot.review_cards import card_keyboard, card_text, decided_text
-from loopgram import review, review_stats, roles
+from bot.stats_satisfaction import calibration_png, satisfaction_lines
+from loopgram import metrics, review, review_stats, roles, satisfaction
 from loopgram.assistants import get_assistant
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
@@ -360,16 +361,24 @@ def _duration(seconds: float | None, lang: str) -> str:
 
 @router.message(Command("stats"), AddressedToBot())
 async def on_stats(
-    message: Message, bot: Bot, lang: str, db: Database, user_record: User | None
+    message: Message,
+    bot: Bot,
+    lang: str,
+    db: Database,
+    settings: Settings,
+    user_record: User | None,
 ) -> None:
-    """The review queue, moderators' decisions and agreement, and the 👍 rate per assistant
-    and adapter over the last 30 days as a chart."""
+    """The review queue, moderators' decisions and agreement, the satisfaction estimate per
+    assistant and adapter, the 👍 rate over the last 30 days as a chart and the estimate's
+    calibration as another."""
     if not is_admin(user_record):
         await message.reply(t(lang, "admin-only"))
         return
     queue = await db.run(review_stats.queue_stats)
     agreement = await db.run(review_stats.agreement)
     series = await db.run(review_stats.thumbs_up_series)
+    estimates = await db.run(satisfaction.estimate_all)
+    metrics.publish_satisfaction(estimates)
     lines = [
         t(
             lang,
@@ -395,7 +404,11 @@ async def on_stats(
                 kappa=f"{agree.kappa:.2f} ({agree.shared_items})" if agree else "—",
             )
         )
+    lines += satisfaction_lines(
+        estimates, lang, check_seconds=settings.reward.satisfaction_check_seconds
+    )
     await message.reply("\n".join(lines))
+    thread = message.message_thread_id if message.is_topic_message else None
     png = await asyncio.to_thread(
         render_thumbs_up_chart, series, title=t(lang, "stats-chart-plot-title")
     )
@@ -403,5 +416,13 @@ async def on_stats(
         message.chat.id,
         BufferedInputFile(png, filename="thumbs-up.png"),
         caption=t(lang, "stats-chart-title"),
-        message_thread_id=message.message_thread_id if message.is_topic_message else None,
+        message_thread_id=thread,
     )
+    calibration = await asyncio.to_thread(calibration_png, estimates, lang)
+    if calibration is not None:
+        await bot.send_photo(
+            message.chat.id,
+            BufferedInputFile(calibration, filename="calibration.png"),
+            caption=t(lang, "stats-calibration-title"),
+            message_thread_id=thread,
+        )

@@ -14,6 +14,7 @@ from workers.celery_app import QUEUES, create_celery
         ("loopgram.maybe_train", "feedback"),
         ("loopgram.evaluate_canaries", "feedback"),
         ("loopgram.train_assistant", "training"),
+        ("loopgram.score_answers", "training"),
     ],
 )
 def test_each_task_is_bound_to_exactly_one_queue(settings_factory, task: str, queue: str) -> None:
