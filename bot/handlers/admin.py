@@ -76,7 +76,7 @@ async def on_admin_command(
             await message.reply(t(lang, "adapters-rolled-back", assistant=arg[0], current=label))
         else:
             method = arg[1] if len(arg) > 1 else "dpo"
-            if not arg or arg[0] not in ASSISTANTS or method not in ("dpo", "kto"):
+            if not arg or arg[0] not in ASSISTANTS or method not in ("dpo", "orpo", "kto"):
                 await message.reply(t(lang, "adapters-usage-train"))
                 return
             celery_app.send_task(

@@ -55,12 +55,24 @@ def build_options(
     moderators: int = 1,
     correct_share: float = 0.5,
     train_config: Path | None = None,
+    method: str | None = None,
+    best_of_n: int = 1,
+    reward_pairs: bool = False,
 ) -> SimulationOptions:
+    """The options of one run. `method` and `reward_pairs` go over `train_config`'s; the
+    options are checked together (SimulationOptions), so a bad mix is one clear error."""
     chosen_languages = _names(languages, LANGUAGES, "--languages")
     if people < 2 * len(chosen_languages):
         raise SimulationInputError("--people must give every language at least two people")
+    train = dict(SimulationOptions(data_dir=data_dir).train)
+    if train_config is not None:
+        train = train_options(train_config)
+    if method is not None:
+        train["method"] = method.strip().lower()
+    if reward_pairs:
+        train["reward_pairs"] = True
     try:
-        options = SimulationOptions(
+        return SimulationOptions(
             data_dir=data_dir,
             assistants=_names(assistants, JUDGES, "--assistants"),
             languages=chosen_languages,
@@ -75,10 +87,9 @@ def build_options(
             shuffled_control=control,
             moderators=moderators,
             correct_share=correct_share,
+            best_of_n=best_of_n,
+            train=train,
         )
-        if train_config is not None:
-            options = dataclasses.replace(options, train=train_options(train_config))
-        return options
     except ValueError as exc:
         raise SimulationInputError(str(exc)) from exc
 
@@ -176,6 +187,8 @@ def _print_result(result: SimulationResult, paths: dict[str, Path], *, as_json: 
     print(paths["markdown"].read_text("utf-8"))
     print(f"chart: {paths['png']}  report: {paths['html']}")
     print(result.summary())
+    print(result.options_line())
+    print(result.cost_line())
 
 
 DEMO_ROUNDS = 1

@@ -1,9 +1,10 @@
 """The shuffled-ratings control: the same data and training, with the preferences scrambled.
 
 Each pair the last real run could train on has its chosen and rejected answers swapped
-with probability one half, so the answers, prompts and amount of data stay the same and
-only the link between an answer and the people's verdict is broken. A gain that survives
-this would come from training itself (more data, a format), not from the feedback.
+with probability one half (DPO, ORPO), or the 👍/👎 labels of the thumbs are dealt out again
+at random (KTO), so the answers, prompts and amount of data stay the same and only the link
+between an answer and the people's verdict is broken. A gain that survives this would come
+from training itself (more data, a format), not from the feedback.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ from typing import Any
 from loopgram.db import Database
 from loopgram.settings import Settings
 from training.config import TrainConfig
+
+
+def shuffled_what(method: str) -> str:
+    """How the control's examples were scrambled, for the report."""
+    if method == "kto":
+        return "answers with their 👍/👎 labels dealt out at random"
+    return "pairs with chosen/rejected shuffled"
+
+
+def shuffled_labels(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, Any]]:
+    """KTO rows with the same labels (as many 👍 and 👎) on randomly chosen answers."""
+    labels = [row["label"] for row in rows]
+    random.Random(seed).shuffle(labels)
+    return [{**row, "label": label} for row, label in zip(rows, labels, strict=True)]
 
 
 def shuffled_rows(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, Any]]:
@@ -30,14 +45,20 @@ def shuffled_rows(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, An
 def train_shuffled_control(
     settings: Settings, config: TrainConfig, db: Database, *, seed: int
 ) -> tuple[Path, int]:
-    """Train the control adapter; returns its folder and the number of pairs it saw."""
+    """Train the control adapter with `config`'s method; returns its folder and the number
+    of examples (pairs, or thumbs for KTO) it saw."""
     from training.pipeline import dataset_for, resolve_model_path
     from training.trainer import train_adapter
 
     train_rows, _eval_rows, _ids = db.call(dataset_for, config=config)
     if len(train_rows) < config.min_examples:
-        raise ValueError(f"{len(train_rows)} pairs to train on, fewer than {config.min_examples}")
-    rows = shuffled_rows(train_rows, seed=seed)
+        raise ValueError(
+            f"{len(train_rows)} examples to train on, fewer than {config.min_examples}"
+        )
+    if config.method == "kto":
+        rows = shuffled_labels(train_rows, seed=seed)
+    else:
+        rows = shuffled_rows(train_rows, seed=seed)
     name = f"{config.assistant}-shuffled-control"
     output = Path(settings.learning.adapters_dir).resolve() / config.assistant / name
     outcome = train_adapter(

@@ -6,6 +6,11 @@ system prompt and layout) and the model name the bot would use, so every version
 measured on the same prompts: the base model, each round's serving adapter, the control.
 Answers are judged as a user sees them (rendered the way the bot renders them for
 Telegram) and without rating noise: the rate is the share of answers the people like.
+
+With best-of-n on (`BestOfNMeasure`) an answer is what the bot would send: n candidates
+from the same model in one request, the active reward model picks (`loopgram.best_of_n`,
+the bot's own code). The first candidate alone is counted too: the policy's own rate from
+the same samples, so the reward model's share of a gain is visible in one run.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from bot.simulation.preferences import judge
 from bot.simulation.prompts import Prompt
 from loopgram.assistants import get_assistant
+from loopgram.best_of_n import BestOfN, BestOfNPlan
 from loopgram.canary import wilson
 from loopgram.errors import ModelUnavailableError
 from loopgram.llm import LLMClient
@@ -41,6 +47,13 @@ class RateEstimate:
     model: str
     samples: tuple[tuple[str, str, bool], ...] = ()
     """(prompt, answer, liked) of a few answers, for the report."""
+    best_of_n: int = 0
+    """Answers picked by the reward model from n candidates (0: best-of-n was off)."""
+    unscored: int = 0
+    """Best-of-n answers whose scoring failed: the first candidate was taken."""
+    policy_liked: int | None = None
+    """Liked first candidates of the best-of-n answers plus the liked single answers (None:
+    as `liked`, measured without best-of-n)."""
 
     @property
     def rate(self) -> float:
@@ -50,9 +63,15 @@ class RateEstimate:
     def interval(self) -> tuple[float, float]:
         return wilson(self.liked, self.total, Z95)
 
+    @property
+    def policy_rate(self) -> float:
+        """The 👍 rate without the reward model's pick (equal to `rate` without best-of-n)."""
+        liked = self.liked if self.policy_liked is None else self.policy_liked
+        return liked / self.total if self.total else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         low, high = self.interval
-        return {
+        data: dict[str, Any] = {
             "thumbs_up_rate": round(self.rate, 4),
             "ci_low": round(low, 4),
             "ci_high": round(high, 4),
@@ -60,6 +79,31 @@ class RateEstimate:
             "answers": self.total,
             "model": self.model,
         }
+        if self.best_of_n or self.unscored:
+            data |= {
+                "best_of_n_answers": self.best_of_n,
+                "unscored_answers": self.unscored,
+                "policy_thumbs_up_rate": round(self.policy_rate, 4),
+            }
+        return data
+
+
+@dataclass(frozen=True)
+class BestOfNMeasure:
+    """Best-of-n as the bot does it: `plans` holds the assistants that answer best-of-n now
+    (n > 1 and an active reward model), as `BestOfN.plan` decided for them."""
+
+    service: BestOfN
+    plans: dict[str, BestOfNPlan]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    prompt: str
+    text: str
+    liked: bool
+    first_liked: bool
+    mode: str  # "single", "best_of_n" or "unscored"
 
 
 async def heldout_rate(
@@ -71,31 +115,59 @@ async def heldout_rate(
     concurrency: int,
     max_tokens: int,
     keep_examples: int = 3,
+    best_of_n: BestOfNMeasure | None = None,
 ) -> RateEstimate:
     """Ask every held-out prompt `samples_per_prompt` times (sampled as the bot samples) of
     its assistant's model in `models`, and count the answers the simulated people like."""
     limit = asyncio.Semaphore(concurrency)
 
-    async def one(prompt: Prompt) -> tuple[str, str, bool]:
+    def liked(prompt: Prompt, answer: str) -> tuple[str, bool]:
+        seen = as_user_sees(answer)
+        return seen, judge(prompt.assistant, prompt.text, seen).liked
+
+    async def ask(prompt: Prompt) -> _Answer:
         messages = get_assistant(prompt.assistant).build_messages(
             lang=prompt.lang, history=[], text=prompt.text
         )
+        model = models[prompt.assistant]
+        plan = best_of_n.plans.get(prompt.assistant) if best_of_n is not None else None
+        if plan is None or best_of_n is None:
+            answer = await llm.complete(messages, model=model, max_tokens=max_tokens)
+            seen, ok = liked(prompt, answer)
+            return _Answer(prompt.text, seen, ok, ok, "single")
+        result = await best_of_n.service.run(
+            plan, messages=messages, model=model, max_tokens=max_tokens, assistant=prompt.assistant
+        )
+        seen, ok = liked(prompt, result.text)
+        first = result.candidates[0].text if result.candidates else ""
+        return _Answer(
+            prompt.text,
+            seen,
+            ok,
+            liked(prompt, first)[1],
+            "best_of_n" if result.scored else "unscored",
+        )
+
+    async def one(prompt: Prompt) -> _Answer:
         async with limit:
             for attempt in range(3):
                 try:
-                    answer = await llm.complete(
-                        messages, model=models[prompt.assistant], max_tokens=max_tokens
-                    )
-                    break
+                    return await ask(prompt)
                 except ModelUnavailableError:
                     if attempt == 2:
                         raise
                     await asyncio.sleep(2.0)
-        seen = as_user_sees(answer)
-        return prompt.text, seen, judge(prompt.assistant, prompt.text, seen).liked
+        raise AssertionError("unreachable")
 
     jobs = [one(p) for p in prompts for _ in range(samples_per_prompt)]
     results = await asyncio.gather(*jobs)
-    liked = sum(1 for _, _, ok in results if ok)
     model = ", ".join(sorted(set(models.values())))
-    return RateEstimate(liked, len(results), model, tuple(results[:keep_examples]))
+    return RateEstimate(
+        sum(r.liked for r in results),
+        len(results),
+        model,
+        tuple((r.prompt, r.text, r.liked) for r in results[:keep_examples]),
+        best_of_n=sum(r.mode == "best_of_n" for r in results),
+        unscored=sum(r.mode == "unscored" for r in results),
+        policy_liked=sum(r.first_liked for r in results),
+    )

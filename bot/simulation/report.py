@@ -83,23 +83,77 @@ def _chart(data: dict[str, Any], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+def _seconds(value: Any) -> str:
+    return "" if value is None else f"{float(value):.0f}"
+
+
+def _policy_rate(point: dict[str, Any]) -> str:
+    rate = point.get("policy_thumbs_up_rate")
+    return "" if rate is None else f"{rate:.2f}"
+
+
+def _reward(point: dict[str, Any]) -> str:
+    status = point.get("reward_run_status")
+    if not status:
+        return ""
+    accuracy = point.get("reward_accuracy")
+    parts = [status, f"acc {accuracy:.2f}" if accuracy is not None else ""]
+    return " ".join(p for p in parts if p) + f" → {point.get('reward_model') or 'none'}"
+
+
 def _row(label: str, point: dict[str, Any]) -> list[str]:
     rate = point.get("thumbs_up_rate")
     if rate is None:
-        return [label, "—", "—", "", "", "", "", point.get("detail", "")]
+        return [label, "—", "—", "", "", "", "", point.get("detail", ""), "", "", "", ""]
+    p50 = point.get("answer_p50_seconds")
     return [
         label,
         f"{rate:.2f}",
         f"{point['ci_low']:.2f}–{point['ci_high']:.2f}",
+        _policy_rate(point),
         str(point.get("answers", "")),
         str(point.get("adapter") or "base"),
         str(point.get("candidate") or ""),
         " ".join(part for part in (point.get("run_status", ""), point.get("canary", "")) if part),
         str(point.get("train_examples", "")),
+        _reward(point),
+        " / ".join(
+            _seconds(point.get(key)) for key in ("policy_train_seconds", "reward_train_seconds")
+        )
+        if "policy_train_seconds" in point
+        else "",
+        "" if p50 is None else f"{p50:.1f}",
     ]
 
 
-_HEADER = ["", "held-out 👍", "95% CI", "answers", "serving", "candidate", "run / canary", "pairs"]
+_HEADER = [
+    "",
+    "held-out 👍",
+    "95% CI",
+    "policy alone",
+    "answers",
+    "serving",
+    "candidate",
+    "run / canary",
+    "pairs",
+    "reward model",
+    "training s (policy / reward)",
+    "answer p50 s",
+]
+_NOTES = (
+    "The held-out 👍 rate is the share of answers to prompts never used as traffic that",
+    "the simulated people would like (their hidden taste, without rating noise). The",
+    "training code never sees that taste, only the presses it caused.",
+    "With best-of-n on, a held-out answer is what the bot would send (n candidates, the",
+    "active reward model picks) and *policy alone* is the first candidate's rate.",
+    "*training s* is each round's training time of the policy and of the reward model;",
+    "*answer p50* is how long a person waited for an answer in the round's traffic.",
+)
+
+
+def _header_lines(data: dict[str, Any]) -> list[str]:
+    """What was compared and what it cost (older reports have neither line)."""
+    return [line for line in (data.get("options_summary"), data.get("cost_summary")) if line]
 
 
 def _rows(data: dict[str, Any]) -> list[list[str]]:
@@ -115,6 +169,8 @@ def render_markdown(data: dict[str, Any], *, chart: str) -> str:
         "",
         f"**{data['summary']}**",
         "",
+        *(f"{line}  " for line in _header_lines(data)),
+        "",
         f"![held-out 👍 rate per round]({chart})",
         "",
         "| " + " | ".join(_HEADER) + " |",
@@ -127,9 +183,7 @@ def render_markdown(data: dict[str, Any], *, chart: str) -> str:
         "",
         f"Settings: {json.dumps(settings, ensure_ascii=False)}; took {data['seconds']:.0f} s.",
         "",
-        "The held-out 👍 rate is the share of answers to prompts never used as traffic that",
-        "the simulated people would like (their hidden taste, without rating noise). The",
-        "training code never sees that taste, only the presses it caused.",
+        *_NOTES,
         "",
     ]
     return "\n".join(lines)
@@ -141,13 +195,15 @@ def render_html(data: dict[str, Any], *, chart: str) -> str:
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
         for row in _rows(data)
     )
+    header = "".join(f"<p>{html.escape(line)}</p>" for line in _header_lines(data))
+    notes = html.escape(" ".join(_NOTES).replace("*", ""))
     return (
         "<!doctype html><meta charset='utf-8'><title>loopgram simulation</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}</style>"
-        f"<h1>loopgram simulation</h1><p><b>{html.escape(data['summary'])}</b></p>"
+        f"<h1>loopgram simulation</h1><p><b>{html.escape(data['summary'])}</b></p>{header}"
         f"<img src='{html.escape(chart)}' alt='held-out 👍 rate per round'>"
-        f"<table><tr>{head}</tr>{body}</table>"
+        f"<table><tr>{head}</tr>{body}</table><p>{notes}</p>"
         f"<p>Settings: {html.escape(json.dumps(data['settings'], ensure_ascii=False))}; "
         f"took {data['seconds']:.0f} s.</p>"
     )

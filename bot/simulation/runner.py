@@ -6,6 +6,14 @@ buffer and trains; the gate and the canary decide; then the held-out 👍 rate o
 the bot now serves is measured. The people's taste is never handed to the training code:
 it sees only their presses. Controls in the same run: the base model (no training) and an
 adapter trained on the same pairs with the preferences shuffled.
+
+Options compared run against run: the policy method (dpo, orpo, kto), best-of-n serving
+(`best_of_n`) and training on the pairs the reward model labelled (`reward_pairs`). Either
+of the last two trains each assistant's reward model every round, right after its policy
+run (the same `loopgram.train_assistant` task on the training worker, method "reward"), so
+best-of-n serves from the round after a reward model first passed its gate. Each round
+records its cost in time: seconds of policy and reward-model training and how long a person
+waited for an answer (p50, p90).
 """
 
 from __future__ import annotations
@@ -13,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +35,17 @@ import yaml
 from sqlmodel import Session, col, select
 
 from bot.emulated import emulated_bot
-from bot.simulation.heldout import RateEstimate, heldout_rate
+from bot.simulation.control import shuffled_what
+from bot.simulation.heldout import BestOfNMeasure, RateEstimate, heldout_rate
 from bot.simulation.moderators import SimModerator, Tally
 from bot.simulation.people import Behaviour, Person
 from bot.simulation.prompts import Prompt, load_prompt_set
 from bot.simulation.traffic import Conversation, Exchange, run_traffic
 from loopgram import adapters
 from loopgram.llm import LLMClient
-from loopgram.models import Adapter, Rating, TrainingRun
+from loopgram.models import Adapter, AnswerCandidate, Interaction, Rating, TrainingRun
 from loopgram.settings import Settings
+from workers.celery_app import create_celery
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,10 @@ _FIRST_USER_ID = 7_000_001
 _HOLD = 10**9
 MODERATOR_BASE = 990_000  # simulated moderators' user ids
 """TRAIN_MIN_NEW_EXAMPLES while a round's traffic is being served: no run starts."""
+POLICY_METHODS = ("dpo", "orpo", "kto")
+MAX_BEST_OF_N = 8  # BEST_OF_N's own bound (loopgram.settings.RewardSettings)
+_REWARD_RUN_START = 300.0
+"""Seconds a queued reward-model run may take to start on the training worker."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +104,38 @@ class SimulationOptions:
         }
     )
     round_timeout: float = 3600.0
+    best_of_n: int = 1
+    """Candidates per answer the bot generates for the reward model to pick from (1 = off)."""
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.people < 2 or self.passes < 1 or self.eval_samples < 1:
             raise ValueError("rounds ≥ 1, people ≥ 2, passes ≥ 1 and eval samples ≥ 1")
+        if self.method not in POLICY_METHODS:
+            raise ValueError(
+                f"--method (or method: in --train-config) must be one of "
+                f"{', '.join(POLICY_METHODS)}, not {self.method!r}"
+            )
+        if not 1 <= self.best_of_n <= MAX_BEST_OF_N:
+            raise ValueError(
+                f"--best-of-n must be 1 (off) to {MAX_BEST_OF_N} candidates, not {self.best_of_n}"
+            )
+        if self.reward_pairs and self.best_of_n < 2:
+            raise ValueError(
+                "--reward-pairs needs --best-of-n 2 or more: the extra pairs are best-of-n "
+                "candidates the reward model ranked"
+            )
+
+    @property
+    def method(self) -> str:
+        return str(self.train.get("method", "dpo"))
+
+    @property
+    def reward_pairs(self) -> bool:
+        return bool(self.train.get("reward_pairs", False))
+
+    @property
+    def trains_reward_model(self) -> bool:
+        return self.best_of_n > 1 or self.reward_pairs
 
 
 @dataclass
@@ -110,9 +153,35 @@ class RoundResult:
     traffic_failures: int = 0
     pairs: int = 0
     train_seconds: float = 0.0
+    """Policy training (the trainer's own time; `policy_run_seconds` adds the gate)."""
     seconds: float = 0.0
     reviewed: int = 0
     corrected: int = 0
+    policy_run_seconds: float = 0.0
+    reward_run_status: str = ""
+    """"" when no reward model is trained (best-of-n and reward pairs off)."""
+    reward_model: str | None = None
+    """The active reward model after the round."""
+    reward_accuracy: float | None = None
+    """Held-out pairwise accuracy of the round's reward-model candidate."""
+    reward_detail: str = ""
+    """Why the round's reward-model candidate was refused, rejected or failed."""
+    reward_train_seconds: float = 0.0
+    reward_run_seconds: float = 0.0
+    answer_seconds: list[float] = field(default_factory=list)
+    """How long each person waited for an answer in the round's traffic (before the canary)."""
+    traffic_best_of_n: int = 0
+    """Traffic answers the bot picked from n candidates (scored or not)."""
+    traffic_unscored: int = 0
+    measure_seconds: float = 0.0
+
+    @property
+    def answer_p50(self) -> float | None:
+        return percentile(self.answer_seconds, 0.5)
+
+    @property
+    def answer_p90(self) -> float | None:
+        return percentile(self.answer_seconds, 0.9)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -132,7 +201,32 @@ class RoundResult:
             "train_examples": self.pairs,
             "train_seconds": round(self.train_seconds, 1),
             "seconds": round(self.seconds, 1),
+            "policy_train_seconds": round(self.train_seconds, 1),
+            "policy_run_seconds": round(self.policy_run_seconds, 1),
+            "reward_run_status": self.reward_run_status,
+            "reward_model": self.reward_model,
+            "reward_accuracy": self.reward_accuracy,
+            "reward_detail": self.reward_detail[:300],
+            "reward_train_seconds": round(self.reward_train_seconds, 1),
+            "reward_run_seconds": round(self.reward_run_seconds, 1),
+            "answer_p50_seconds": _rounded(self.answer_p50),
+            "answer_p90_seconds": _rounded(self.answer_p90),
+            "traffic_best_of_n_answers": self.traffic_best_of_n,
+            "traffic_unscored_answers": self.traffic_unscored,
+            "measure_seconds": round(self.measure_seconds, 1),
         }
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile (nearest rank), None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 @dataclass
@@ -156,6 +250,37 @@ class SimulationResult:
             f"{len(self.rounds)} round{'s' if len(self.rounds) != 1 else ''} ({control})"
         )
 
+    def options_line(self) -> str:
+        """What this run compared: method, best-of-n, reward pairs, what held-out measures."""
+        options = self.options
+        best = f"best-of-{options.best_of_n}" if options.best_of_n > 1 else "best-of-n off"
+        pairs = "reward-model pairs on" if options.reward_pairs else "reward-model pairs off"
+        return f"method {options.method} · {best} · {pairs} · held-out: {self.measured()}"
+
+    def measured(self) -> str:
+        if self.options.best_of_n > 1:
+            return "answers as served (best-of-n once a reward model is active)"
+        return "the policy alone"
+
+    def costs(self) -> dict[str, Any]:
+        """The run's cost in time, summed (training) or over every answer (latency)."""
+        waited = [s for r in self.rounds for s in r.answer_seconds]
+        return {
+            "policy_train_seconds": round(sum(r.train_seconds for r in self.rounds), 1),
+            "reward_train_seconds": round(sum(r.reward_train_seconds for r in self.rounds), 1),
+            "answer_p50_seconds": _rounded(percentile(waited, 0.5)),
+            "answer_p90_seconds": _rounded(percentile(waited, 0.9)),
+        }
+
+    def cost_line(self) -> str:
+        costs = self.costs()
+        p50 = costs["answer_p50_seconds"]
+        waited = "no answers" if p50 is None else f"answer p50 {p50:.1f} s"
+        return (
+            f"time: policy training {costs['policy_train_seconds']:.0f} s, reward-model "
+            f"training {costs['reward_train_seconds']:.0f} s, {waited}"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         control: dict[str, Any] = (
             {**self.shuffled_control.as_dict(), "adapter": self.shuffled_control.model}
@@ -167,6 +292,9 @@ class SimulationResult:
             "baseline": {**self.baseline.as_dict(), "adapter": None},
             "shuffled_control": control,
             "summary": self.summary(),
+            "options_summary": self.options_line(),
+            "cost_summary": self.cost_line(),
+            "costs": self.costs(),
             "seconds": round(self.seconds, 1),
             "settings": {
                 "assistants": list(self.options.assistants),
@@ -176,6 +304,10 @@ class SimulationResult:
                 "eval_samples": self.options.eval_samples,
                 "max_tokens": self.options.max_tokens,
                 "seed": self.options.seed,
+                "method": self.options.method,
+                "best_of_n": self.options.best_of_n,
+                "reward_pairs": self.options.reward_pairs,
+                "heldout_measures": self.measured(),
             },
         }
 
@@ -215,6 +347,17 @@ def simulation_env(options: SimulationOptions) -> dict[str, str]:
         "CANARY_MAX_RATINGS": str(options.canary_max_ratings),
         "CANARY_MARGIN": str(options.canary_margin),
         "ROUTING_CACHE_SECONDS": "1",
+        # Best-of-n as asked (1 = off). Scoring waits its turn on the busy CPU like the
+        # answers do: a production-like 10 s limit would leave most candidates unscored here.
+        "BEST_OF_N": str(options.best_of_n),
+        "REWARD_BASE_URL": "",
+        "REWARD_TIMEOUT": "600",
+        # The rounds train the reward model themselves (Simulation._train_reward_models), one
+        # run per round, so the schedule's own reward-model runs are off.
+        "REWARD_TRAIN_MIN_PAIRS": "0",
+        # The satisfaction estimate would score answers on the training worker mid-round,
+        # competing for the CPU with the traffic whose waiting time is measured.
+        "SATISFACTION_CHECK_SECONDS": str(10**7),
         "ADMIN_IDS": "",
         "MODERATOR_IDS": ",".join(str(MODERATOR_BASE + i) for i in range(options.moderators)),
         "MODERATOR_CHAT_ID": "",  # moderators take items with /review in private
@@ -278,6 +421,7 @@ class Simulation:
             async with emulated_bot(settings, with_training=True) as env:
                 self.settings = env.stack.settings
                 self.db = env.stack.db
+                self.celery = create_celery(self.settings)
                 llm = LLMClient(self.settings.llm)
                 try:
                     return await self._rounds(env.emulator, llm, started)
@@ -336,6 +480,8 @@ class Simulation:
         return conversations
 
     async def _measure(self, llm: LLMClient, models: dict[str, str]) -> RateEstimate:
+        """The held-out 👍 rate of `models`, answered as the bot would answer: best-of-n
+        (the bot's `BestOfN`) for the assistants it is on for, else one answer each."""
         return await heldout_rate(
             llm,
             self.prompts.heldout,
@@ -343,7 +489,27 @@ class Simulation:
             samples_per_prompt=self.options.eval_samples,
             concurrency=self.options.concurrency,
             max_tokens=self.options.max_tokens,
+            best_of_n=await self._best_of_n(llm),
         )
+
+    async def _best_of_n(self, llm: LLMClient) -> BestOfNMeasure | None:
+        if self.options.best_of_n < 2:
+            return None
+        from loopgram.best_of_n import BestOfN
+        from loopgram.reward_client import RewardClient
+
+        service = BestOfN(
+            settings=self.settings.reward,
+            llm=llm,
+            rewards=RewardClient.from_settings(self.settings),
+            cache_seconds=0,
+        )
+        plans = {}
+        for assistant in self.options.assistants:
+            plan = await self.db.run(service.plan, assistant=assistant)
+            if plan is not None:
+                plans[assistant] = plan
+        return BestOfNMeasure(service, plans) if plans else None
 
     def _traffic_prompts(self, count: int | None = None) -> list[Prompt]:
         prompts = list(self.prompts.train) * self.options.passes
@@ -355,10 +521,12 @@ class Simulation:
     ) -> RoundResult:
         round_started = time.monotonic()
         last_run = await self.db.run(_last_run_id)
+        last_interaction = await self.db.run(_last_interaction_id)
         prompts = self._traffic_prompts(self.traffic_per_round)
         self.progress(f"round {number}: {len(prompts)} prompts from {len(conversations)} people")
         exchanges = await run_traffic(conversations, prompts)
         await self._wait_stored(exchanges)
+        best_of_n, unscored = await self.db.run(_best_of_n_answers, after=last_interaction)
         tally = await self._moderate()
         answered = [e for e in exchanges if not e.failed]
         liked = sum(e.judgement.liked for e in answered) / max(1, len(answered))
@@ -378,13 +546,19 @@ class Simulation:
             traffic_failures=len(exchanges) - len(answered),
             reviewed=tally.decided,
             corrected=tally.corrected,
+            answer_seconds=[e.seconds for e in answered],
+            traffic_best_of_n=best_of_n,
+            traffic_unscored=unscored,
         )
+        if self.options.trains_reward_model:
+            await self._train_reward_models(number, result)
         statuses, candidates, canaries, details = [], [], [], []
         for run in runs:
             statuses.append(run.status)
             details.append(str(run.error or (run.evaluation or {}).get("reason", ""))[:300])
             result.pairs += run.train_examples
             result.train_seconds += float((run.metrics or {}).get("train_seconds", 0.0))
+            result.policy_run_seconds += _run_seconds(run)
             candidate = await self.db.run(_adapter_of_run, run_id=run.id)
             if candidate is None:
                 continue
@@ -401,9 +575,47 @@ class Simulation:
         serving = await self._serving()
         result.adapter = ", ".join(sorted(set(serving.values()) - {self.settings.llm.llm_model}))
         result.adapter = result.adapter or None
+        measuring = time.monotonic()
         result.heldout = await self._measure(llm, serving)
+        result.measure_seconds = time.monotonic() - measuring
         result.seconds = time.monotonic() - round_started
         return result
+
+    async def _train_reward_models(self, number: int, result: RoundResult) -> None:
+        """Each assistant's reward model, trained on the training worker right after the
+        round's policy run, by the task the schedule and `/train` use: best-of-n and the
+        reward-labelled pairs use it from the next answer on."""
+        after = await self.db.run(_last_run_id)
+        self.progress(f"round {number}: training the reward model")
+        for assistant in self.options.assistants:
+            await asyncio.to_thread(
+                self.celery.send_task,
+                "loopgram.train_assistant",
+                args=(assistant, "reward"),
+                queue="training",
+            )
+        runs = await self._wait_runs(after=after, reward=True)
+        statuses, accuracies = [], []
+        for run in runs:
+            statuses.append(run.status)
+            metrics = run.metrics or {}
+            result.reward_train_seconds += float(metrics.get("train_seconds", 0.0))
+            result.reward_run_seconds += _run_seconds(run)
+            if "heldout_accuracy" in metrics:
+                accuracies.append(float(metrics["heldout_accuracy"]))
+            if run.status != "succeeded":
+                why = run.error or (run.evaluation or {}).get("reason", "")
+                result.reward_detail = "; ".join(d for d in (result.reward_detail, why) if d)
+        result.reward_run_status = ", ".join(statuses) or "no run"
+        result.reward_accuracy = round(sum(accuracies) / len(accuracies), 4) if accuracies else None
+        names = [
+            await self.db.run(_reward_model_name, assistant=a) for a in self.options.assistants
+        ]
+        result.reward_model = ", ".join(n for n in names if n) or None
+        self.progress(
+            f"round {number}: reward model {result.reward_run_status}; "
+            f"active {result.reward_model or 'none'}"
+        )
 
     async def _moderate(self) -> Tally:
         """The moderators work through (part of) the review queue, one after the other."""
@@ -454,14 +666,21 @@ class Simulation:
             serving[assistant] = active or base
         return serving
 
-    async def _wait_runs(self, *, after: int) -> list[TrainingRun]:
-        """The runs the beat schedule starts for this round's feedback (one per assistant
-        whose buffer filled), once they have finished."""
-        settle = time.monotonic() + 60  # no run by then: the buffer stayed below the threshold
+    async def _wait_runs(self, *, after: int, reward: bool = False) -> list[TrainingRun]:
+        """The policy runs the beat schedule starts for this round's feedback (one per
+        assistant whose buffer filled), or with `reward` the reward-model runs queued for the
+        round, once they have finished."""
+        # No run by then: the buffer stayed below the threshold, or the run was refused
+        # before it started (the training worker starts a queued run within seconds).
+        settle = time.monotonic() + (_REWARD_RUN_START if reward else 60)
         deadline = time.monotonic() + self.options.round_timeout
         while time.monotonic() < deadline:
-            runs = await self.db.run(_runs_after, run_id=after)
-            if runs:
+            runs = [
+                r
+                for r in await self.db.run(_runs_after, run_id=after)
+                if (r.method == "reward") == reward
+            ]
+            if runs and not reward:
                 self._hold_training()  # one run per assistant and round
             done = [r for r in runs if r.status != "running"]
             trained = {r.assistant for r in runs}
@@ -493,8 +712,8 @@ class Simulation:
         server = HttpAdapterServer.from_settings(self.settings)
         models, notes = {}, []
         for assistant in self.options.assistants:
-            config = train_config(self.settings, assistant=assistant, method="dpo")
-            self.progress(f"training the shuffled-ratings control of {assistant} on the same pairs")
+            config = train_config(self.settings, assistant=assistant, method=self.options.method)
+            self.progress(f"training the shuffled-ratings control of {assistant} on the same data")
             try:
                 path, pairs = await asyncio.to_thread(
                     train_shuffled_control, self.settings, config, self.db, seed=self.options.seed
@@ -504,7 +723,7 @@ class Simulation:
                 return None, f"control training failed for {assistant}: {exc}"
             await asyncio.to_thread(server.load, path.name, str(path))
             models[assistant] = path.name
-            notes.append(f"{assistant}: {pairs} pairs with chosen/rejected shuffled")
+            notes.append(f"{assistant}: {pairs} {shuffled_what(config.method)}")
         return await self._measure(llm, models), "; ".join(notes)
 
 
@@ -518,6 +737,36 @@ def _runs_after(*, session: Session, run_id: int) -> list[TrainingRun]:
             select(TrainingRun).where(col(TrainingRun.id) > run_id).order_by(col(TrainingRun.id))
         ).all()
     )
+
+
+def _last_interaction_id(*, session: Session) -> int:
+    ids = session.exec(select(Interaction.id)).all()
+    return max((i for i in ids if i is not None), default=0)
+
+
+def _best_of_n_answers(*, session: Session, after: int) -> tuple[int, int]:
+    """(answers picked from n candidates, of which unscored) among interactions after `after`."""
+    rows = session.exec(
+        select(AnswerCandidate.interaction_id, AnswerCandidate.reward).where(
+            col(AnswerCandidate.interaction_id) > after
+        )
+    ).all()
+    answers: dict[int, bool] = {}
+    for interaction_id, reward in rows:
+        answers[interaction_id] = answers.get(interaction_id, False) or reward is not None
+    return len(answers), sum(1 for scored in answers.values() if not scored)
+
+
+def _run_seconds(run: TrainingRun) -> float:
+    """Wall time of a run (training and its gate), 0 when it never started."""
+    if run.started_at is None or run.finished_at is None:
+        return 0.0
+    return max(0.0, (run.finished_at - run.started_at).total_seconds())
+
+
+def _reward_model_name(*, session: Session, assistant: str) -> str | None:
+    active = adapters.active_reward_model(session=session, assistant=assistant)
+    return active.name if active else None
 
 
 def _adapter_of_run(*, session: Session, run_id: int | None) -> Adapter | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,8 @@ class Exchange:
     """(interaction id, +1/-1) of every rating press, to wait for the worker to store them."""
     failed: bool = False
     """The bot apologised instead of answering (the model was down or too slow)."""
+    seconds: float = 0.0
+    """From the question sent to the (first) answer ready to rate, as the person waited."""
 
 
 def _rating_buttons(message: JsonDict) -> dict[str, str]:
@@ -106,16 +109,20 @@ class Conversation:
 
     async def ask(self, prompt: Prompt) -> Exchange:
         await self.use(prompt.assistant)
+        started = time.monotonic()
         await self.user.send_text(prompt.text)
         answer = await self._next_answer()
+        waited = time.monotonic() - started
         buttons = _rating_buttons(answer)
         if "up" not in buttons:
             failure = Judgement(False, -3.0, "no answer")
-            return Exchange(self.person.user_id, prompt, "", failure, Action.ignore, failed=True)
+            return Exchange(
+                self.person.user_id, prompt, "", failure, Action.ignore, failed=True, seconds=waited
+            )
         text = str(answer.get("text", ""))
         verdict = judge(prompt.assistant, prompt.text, text)
         action = self.person.react(verdict)
-        exchange = Exchange(self.person.user_id, prompt, text, verdict, action)
+        exchange = Exchange(self.person.user_id, prompt, text, verdict, action, seconds=waited)
         if action == Action.regenerate:
             await self._compare(exchange, answer, buttons)
         elif action in (Action.up, Action.down):

@@ -1,0 +1,236 @@
+"""`loopgram simulate` comparisons: --method, --best-of-n and --reward-pairs parsed and
+checked (one clear line on a bad value), passed to the simulated deployment, and the
+report's new fields (what was compared, the time it cost) next to the CLI contract."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.simulation.command import build_options
+from bot.simulation.heldout import RateEstimate
+from bot.simulation.report import write_report
+from bot.simulation.runner import (
+    RoundResult,
+    SimulationOptions,
+    SimulationResult,
+    percentile,
+    simulation_env,
+)
+from loopgram.cli import app
+from loopgram.settings import RewardSettings
+from training.config import TrainConfig
+
+RAW: dict[str, Any] = {
+    "rounds": 2,
+    "people": 4,
+    "assistants": "paraphrase",
+    "languages": "en",
+    "passes": 1,
+    "traffic": 0,
+    "eval_samples": 1,
+    "max_tokens": 16,
+    "noise": 0.1,
+    "seed": 0,
+    "control": True,
+}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--best-of-n", "0"], "--best-of-n must be 1 (off) to 8 candidates, not 0"),
+        (["--best-of-n", "9"], "--best-of-n must be 1 (off) to 8 candidates, not 9"),
+        (["--method", "reward"], "must be one of dpo, orpo, kto, not 'reward'"),
+        (["--method", "ppo"], "must be one of dpo, orpo, kto, not 'ppo'"),
+        (["--reward-pairs"], "--reward-pairs needs --best-of-n 2 or more"),
+        (["--reward-pairs", "--best-of-n", "1"], "--reward-pairs needs --best-of-n 2 or more"),
+    ],
+)
+def test_bad_comparison_options_fail_with_one_clear_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(app, ["simulate", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_best_of_n_that_is_not_a_number_is_refused() -> None:
+    result = CliRunner().invoke(app, ["simulate", "--best-of-n", "four"])
+    assert result.exit_code == 2
+    assert "best-of-n" in result.output and "Traceback" not in result.output
+
+
+def test_a_method_from_the_train_config_is_checked_too(tmp_path: Path) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("method: reward\n", "utf-8")
+    result = CliRunner().invoke(app, ["simulate", "--train-config", str(path)])
+    assert result.exit_code == 2
+    assert "method: in --train-config) must be one of dpo, orpo, kto" in result.output
+
+
+def test_the_options_reach_the_training_config_and_the_deployment(tmp_path: Path) -> None:
+    options = build_options(**RAW, data_dir=tmp_path, method="ORPO", best_of_n=4, reward_pairs=True)
+    assert (options.method, options.best_of_n, options.reward_pairs) == ("orpo", 4, True)
+    assert options.trains_reward_model
+    # What the training worker reads from TRAIN_CONFIG is a valid TrainConfig.
+    config = TrainConfig(**options.train)
+    assert (config.method, config.reward_pairs) == ("orpo", True)
+    assert options.train["max_length"] == 448  # the simulation's own options stay
+    env = simulation_env(options)
+    assert RewardSettings(best_of_n=env["BEST_OF_N"]).candidates_for("paraphrase") == 4
+    assert env["REWARD_TRAIN_MIN_PAIRS"] == "0"  # the rounds train the reward model
+    off = build_options(**RAW, data_dir=tmp_path)
+    assert (off.method, off.best_of_n, off.reward_pairs) == ("dpo", 1, False)
+    assert not off.trains_reward_model
+    assert RewardSettings(best_of_n=simulation_env(off)["BEST_OF_N"]).candidates_for("x") == 1
+
+
+def test_method_goes_over_the_train_config_and_best_of_n_alone_trains_a_reward_model(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text("method: kto\nepochs: 1\n", "utf-8")
+    from_yaml = build_options(**RAW, data_dir=tmp_path, train_config=path)
+    assert from_yaml.method == "kto" and from_yaml.train["epochs"] == 1
+    overridden = build_options(**RAW, data_dir=tmp_path, train_config=path, method="dpo")
+    assert overridden.method == "dpo" and overridden.train["epochs"] == 1
+    best = build_options(**RAW, data_dir=tmp_path, best_of_n=2)
+    assert best.trains_reward_model and not best.reward_pairs
+
+
+def _compared(tmp_path: Path) -> SimulationResult:
+    options = dataclasses.replace(
+        SimulationOptions(data_dir=tmp_path / "data", rounds=2),
+        best_of_n=4,
+        train={**SimulationOptions(data_dir=tmp_path).train, "method": "orpo"},
+    )
+    rounds = [
+        RoundResult(
+            1,
+            RateEstimate(20, 48, "paraphrase-v1"),
+            "paraphrase-v1",
+            True,
+            candidate="paraphrase-v1",
+            run_status="succeeded",
+            canary="promoted",
+            train_seconds=300.0,
+            policy_run_seconds=340.0,
+            reward_run_status="succeeded",
+            reward_model="paraphrase-rm-v1",
+            reward_accuracy=0.71,
+            reward_train_seconds=120.0,
+            reward_run_seconds=150.0,
+            answer_seconds=[2.0, 4.0, 3.0, 10.0],
+        ),
+        RoundResult(
+            2,
+            RateEstimate(30, 48, "paraphrase-v1", best_of_n=46, unscored=2, policy_liked=24),
+            "paraphrase-v1",
+            False,
+            candidate="paraphrase-v2",
+            run_status="rejected",
+            train_seconds=310.0,
+            reward_run_status="rejected",
+            reward_model="paraphrase-rm-v1",
+            reward_train_seconds=125.0,
+            answer_seconds=[8.0, 9.0, 12.0],
+            traffic_best_of_n=3,
+            traffic_unscored=1,
+        ),
+    ]
+    return SimulationResult(
+        baseline=RateEstimate(12, 48, "loopgram-base"),
+        rounds=rounds,
+        shuffled_control=RateEstimate(13, 48, "paraphrase-shuffled-control"),
+        control_detail="",
+        options=options,
+        seconds=900.0,
+    )
+
+
+def test_the_report_shows_what_was_compared_and_its_cost_in_time(tmp_path: Path) -> None:
+    paths = write_report(_compared(tmp_path), tmp_path / "report")
+    data = json.loads(paths["json"].read_text("utf-8"))
+    # The CLI contract stays.
+    for point in data["rounds"]:
+        assert {"round", "thumbs_up_rate", "ci_low", "ci_high", "adapter", "deployed"} <= set(point)
+    assert {"thumbs_up_rate", "ci_low", "ci_high"} <= set(data["baseline"])
+    assert data["shuffled_control"]["thumbs_up_rate"] == pytest.approx(13 / 48, abs=1e-4)
+    assert data["summary"] == "👍 rate 0.25 → 0.62 after 2 rounds (shuffled control 0.27)"
+    # What was compared.
+    settings = data["settings"]
+    assert (settings["method"], settings["best_of_n"], settings["reward_pairs"]) == (
+        "orpo",
+        4,
+        False,
+    )
+    assert settings["heldout_measures"].startswith("answers as served")
+    assert data["options_summary"] == (
+        "method orpo · best-of-4 · reward-model pairs off · held-out: answers as served "
+        "(best-of-n once a reward model is active)"
+    )
+    # Its cost in time, per round and in all.
+    one, two = data["rounds"]
+    assert (one["policy_train_seconds"], one["reward_train_seconds"]) == (300.0, 120.0)
+    assert (one["policy_run_seconds"], one["reward_run_seconds"]) == (340.0, 150.0)
+    assert (one["answer_p50_seconds"], one["answer_p90_seconds"]) == (3.0, 10.0)
+    assert (one["reward_model"], one["reward_accuracy"]) == ("paraphrase-rm-v1", 0.71)
+    assert two["answer_p50_seconds"] == 9.0
+    assert (two["best_of_n_answers"], two["unscored_answers"]) == (46, 2)
+    assert two["policy_thumbs_up_rate"] == 0.5
+    assert (two["traffic_best_of_n_answers"], two["traffic_unscored_answers"]) == (3, 1)
+    assert "best_of_n_answers" not in one  # measured without best-of-n: no such fields
+    assert data["costs"] == {
+        "policy_train_seconds": 610.0,
+        "reward_train_seconds": 245.0,
+        "answer_p50_seconds": 8.0,
+        "answer_p90_seconds": 12.0,
+    }
+    assert data["cost_summary"] == (
+        "time: policy training 610 s, reward-model training 245 s, answer p50 8.0 s"
+    )
+    markdown = paths["markdown"].read_text("utf-8")
+    assert data["options_summary"] in markdown and data["cost_summary"] in markdown
+    assert "| round 1 | 0.42 |" in markdown
+    assert "succeeded acc 0.71 → paraphrase-rm-v1 | 300 / 120 | 3.0 |" in markdown
+    assert "| 0.50 |" in markdown  # round 2's policy-alone rate
+    page = paths["html"].read_text("utf-8")
+    assert "best-of-4" in page and "answer p50 s" in page and "300 / 120" in page
+
+
+def test_a_run_without_the_options_reports_them_off(tmp_path: Path) -> None:
+    from tests.simulation.test_report_and_command import _result
+
+    data = json.loads(write_report(_result(tmp_path), tmp_path / "r")["json"].read_text("utf-8"))
+    assert data["options_summary"] == (
+        "method dpo · best-of-n off · reward-model pairs off · held-out: the policy alone"
+    )
+    assert data["rounds"][0]["reward_run_status"] == ""
+    assert data["rounds"][0]["answer_p50_seconds"] is None
+    assert data["cost_summary"].endswith("no answers")
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([5.0], 0.9) == 5.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.0
+    assert percentile([float(i) for i in range(1, 11)], 0.9) == 9.0
+
+
+def test_the_kto_control_deals_the_same_labels_out_at_random() -> None:
+    from bot.simulation.control import shuffled_labels
+
+    rows = [
+        {"prompt": [], "completion": [{"role": "assistant", "content": str(i)}], "label": i < 30}
+        for i in range(100)
+    ]
+    shuffled = shuffled_labels(rows, seed=1)
+    assert sum(r["label"] for r in shuffled) == 30  # as many 👍 as people gave
+    assert [r["completion"] for r in shuffled] == [r["completion"] for r in rows]
+    moved = sum(a["label"] != b["label"] for a, b in zip(rows, shuffled, strict=True))
+    assert moved > 20  # the link between an answer and its label is broken
