@@ -51,13 +51,28 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _config_error(exc: Exception) -> str:
+    """One line naming each wrong setting and why (pydantic's own first line names only the
+    settings class)."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc).splitlines()[0]
+    parts = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]).upper() or exc.title
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(message if message.startswith(name) else f"{name}: {message}")
+    return "; ".join(parts)
+
+
 def _settings() -> Settings:
     from loopgram.logging_setup import secret_values, setup_logging
 
     try:
         settings = Settings.load()
     except Exception as exc:
-        fail(f"invalid configuration: {str(exc).splitlines()[0]}")
+        fail(f"invalid configuration: {_config_error(exc)}")
     # Bot token, webhook secret, LLM/Qdrant API keys: masked in every log line.
     setup_logging(settings.app.log_level, settings.app.log_format, secrets=secret_values(settings))
     return settings
@@ -258,7 +273,11 @@ def _with_db(settings: Settings, fn: Any, **kwargs: Any) -> Any:
 def train(
     assistant: Annotated[str, typer.Option(help="whose feedback to learn from")] = "chat",
     method: Annotated[
-        str, typer.Option(help="dpo (pairs), kto (thumbs) or reward (a reward model from pairs)")
+        str,
+        typer.Option(
+            help="dpo or orpo (pairs; orpo needs no reference model), kto (thumbs) or reward "
+            "(a reward model from pairs)"
+        ),
     ] = "dpo",
     config: Annotated[
         Path | None, typer.Option(help="YAML with TrainConfig fields; default TRAIN_CONFIG")
@@ -859,6 +878,105 @@ def review_stats_command(as_json: Annotated[bool, typer.Option("--json")] = Fals
 
 
 @app.command()
+def satisfaction(
+    assistant: Annotated[str | None, typer.Option(help="only this assistant")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="write the calibration chart (PNG) to this file")
+    ] = None,
+    score: Annotated[
+        bool,
+        typer.Option("--score", help="score the answers not scored yet first (needs the ml extra)"),
+    ] = False,
+) -> None:
+    """The satisfaction estimate: the 👍 rate predicted on every scored answer, rated or not.
+
+    Per assistant with an active reward model: its scores calibrated to P(👍) on the rated
+    answers (Platt scaling), the mean over each adapter's answers, the observed 👍 rate of
+    the rated ones, and the calibration's Brier score and ECE measured out of sample."""
+    settings = _settings()
+    from loopgram import satisfaction as estimates_of
+
+    if score:
+        from training.answer_scores import score_pending
+
+        db = _review_db(settings)
+        try:
+            for result in score_pending(db, assistants=[assistant] if assistant else None):
+                typer.echo(
+                    f"scored {result.scored} answers of {result.assistant} with "
+                    f"{result.reward_model}" + (f" ({result.error})" if result.error else ""),
+                    err=True,
+                )
+        finally:
+            db.dispose()
+    estimates = _review_call(settings, estimates_of.estimate_all, assistant=assistant)
+    if not estimates:
+        target = f"--assistant {assistant} " if assistant else ""
+        who = assistant or "any assistant"
+        fail(
+            f"no active reward model for {who}: train one with "
+            f"`loopgram train {target}--method reward`"
+        )
+    if not any(e.adapters for e in estimates.values()):
+        fail(
+            "no answers scored yet: the training worker scores them every "
+            f"{settings.reward.satisfaction_check_seconds:g} s (or run with --score)"
+        )
+    if plot is not None:
+        from loopgram.review_chart import render_calibration_chart
+
+        shown = [e for _, e in sorted(estimates.items()) if e.calibrated]
+        try:
+            plot.write_bytes(render_calibration_chart(shown, title="Satisfaction calibration"))
+        except OSError as exc:
+            fail(f"cannot write {plot}: {exc.strerror or exc}")
+        if not shown:
+            typer.echo(f"{plot}: no calibration yet (not enough ratings)", err=True)
+    if as_json:
+        document = {name: e.as_dict() for name, e in estimates.items()}
+        typer.echo(json.dumps(document, ensure_ascii=False))
+        return
+    _print_satisfaction(estimates)
+
+
+def _print_satisfaction(estimates: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1%}"
+
+    console = Console()
+    for name, estimate in sorted(estimates.items()):
+        if estimate.calibrated:
+            quality = (
+                f"calibrated on {estimate.rated} ratings: Brier {estimate.brier:.3f}, "
+                f"ECE {estimate.ece:.3f} (out of sample)"
+            )
+        else:
+            quality = estimate.note or "not calibrated"
+        table = Table(
+            "adapter",
+            "predicted 👍",
+            "answers",
+            "observed 👍",
+            "rated",
+            title=f"{name} — reward model {estimate.reward_model}",
+            caption=quality,
+        )
+        for adapter, figures in sorted(estimate.adapters.items()):
+            table.add_row(
+                adapter,
+                share(figures.predicted),
+                str(figures.answers),
+                share(figures.observed),
+                str(figures.rated),
+            )
+        console.print(table)
+
+
+@app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
     data_dir: Annotated[Path, typer.Option(help="where the demo keeps its files")] = Path(
@@ -964,6 +1082,25 @@ def simulate(
         Path | None,
         typer.Option(help="YAML of training options (TrainConfig fields) over the simulation's"),
     ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="policy training: dpo, orpo or kto (default: --train-config's, dpo)"),
+    ] = None,
+    best_of_n: Annotated[
+        int,
+        typer.Option(
+            help="answer candidates the reward model picks from, 2-8 (1 = off); trains the "
+            "reward model every round"
+        ),
+    ] = 1,
+    reward_pairs: Annotated[
+        bool,
+        typer.Option(
+            "--reward-pairs",
+            help="also train the policy on best-of-n pairs the reward model labelled "
+            "(needs --best-of-n 2 or more)",
+        ),
+    ] = False,
     data_dir: Annotated[Path, typer.Option(help="the simulated deployment's files")] = Path(
         "./data/simulation"
     ),
@@ -992,6 +1129,9 @@ def simulate(
         moderators=moderators,
         correct_share=correct_share,
         train_config=train_config,
+        method=method,
+        best_of_n=best_of_n,
+        reward_pairs=reward_pairs,
         data_dir=data_dir,
         out=out,
         as_json=as_json,

@@ -162,7 +162,8 @@ class RewardSettings(BaseSettings):
     )
     reward_train_min_pairs: int = Field(
         default=100,
-        description="new preference pairs since the last reward-model run that trigger one",
+        description="new preference pairs from people (best-of-n pairs not counted) since "
+        "the last reward-model run that trigger one; 0 = no scheduled reward-model runs",
     )
     satisfaction_check_seconds: float = Field(
         default=900.0,

@@ -16,6 +16,10 @@ measured together with a baseline *in the same run* and reported as ``value / ba
 * ``adapter_load_s`` / ``adapter_unload_s`` — latency of the load / unload endpoints over
   loading the full base model from disk with ``from_pretrained``.  Ratio ≪ 1 is what makes hot
   swapping adapters cheap compared with restarting the server on a merged model.
+* ``best_of_n_latency`` — seconds until one best-of-n answer (``BEST_OF_N``'s path in the bot:
+  4 candidates in one request, which the server batches, then scored by a reward model through
+  ``/v1/rewards``; ``training/bench_best_of_n.py``) over one ordinary streamed answer to the same
+  prompt through the same server.  The ratio is what best-of-n costs a person in waiting.
 * ``dpo_step_s`` — seconds per optimiser step of a short DPO LoRA run (``train_adapter``) over
   one plain forward + backward pass of the same model on the same batch.  The ratio is how many
   "plain steps" one DPO step costs (DPO runs the policy and the reference on chosen and
@@ -94,10 +98,13 @@ FIGURES = (
     "server_concurrent_tokens_per_s",
     "adapter_load_s",
     "adapter_unload_s",
+    "best_of_n_latency",
     "dpo_step_s",
     "dpo_peak_rss_mb",
     "update_text_answer",
     "update_callback_rating",
+    "update_text_answer_vs_minimal",
+    "update_callback_rating_vs_minimal",
     "rating_ingest_per_s",
     "kb_ingest_chunks_per_s",
     "kb_retrieval_p50_ms",
@@ -470,6 +477,29 @@ async def _measure_server(
     ]
 
 
+def _measure_best_of_n(options: BenchOptions, deadline: _Deadline, work: Path) -> Measurement:
+    from training.bench_best_of_n import measure_best_of_n
+
+    found = asyncio.run(
+        measure_best_of_n(
+            options.model_path,
+            work,
+            requests=options.requests,
+            max_tokens=options.max_tokens,
+            deadline_s=max(30.0, deadline.remaining()),
+        )
+    )
+    return Measurement(
+        "best_of_n_latency",
+        found["best_s"],
+        "s",
+        found["single_s"],
+        "one streamed answer (n=1)",
+        note=f"n={found['n']}: candidates {found['generate_s']:.2f} s + reward scoring "
+        f"{found['score_s']:.2f} s (medians of {found['requests']})",
+    )
+
+
 # ------------------------------------------------------------------------- training
 
 
@@ -653,7 +683,7 @@ def _measure_updates(options: BenchOptions) -> list[Measurement]:
     redis_url = options.redis_url if options.services else None
     rates = asyncio.run(measure_updates(options.updates, redis_url=redis_url))
     bare = "bare aiogram echo bot"
-    return [
+    measurements = [
         Measurement("update_text_answer", rates.text, "updates/s", rates.text_bare, bare),
         Measurement(
             "update_callback_rating",
@@ -663,6 +693,28 @@ def _measure_updates(options: BenchOptions) -> list[Measurement]:
             f"{bare} (ratings → {rates.sink} broker)",
         ),
     ]
+    if rates.text_minimal and rates.callback_minimal:
+        # The contract's echo baseline does no work a product must do (no model request, no
+        # stored row); this one does the least of it with the same parts, to show where the
+        # rest of the cost is.
+        minimal = "minimal bot: same model client, one stored row / the same rating sink"
+        measurements += [
+            Measurement(
+                "update_text_answer_vs_minimal",
+                rates.text,
+                "updates/s",
+                rates.text_minimal,
+                minimal,
+            ),
+            Measurement(
+                "update_callback_rating_vs_minimal",
+                rates.callback,
+                "updates/s",
+                rates.callback_minimal,
+                minimal,
+            ),
+        ]
+    return measurements
 
 
 def _measure_ingest(options: BenchOptions, deadline: _Deadline) -> Measurement | str:
@@ -794,6 +846,9 @@ def run_bench(options: BenchOptions) -> BenchResults:
         plain = _PlainGenerator(plain_model, options.model_path)
         serving = asyncio.run(_measure_server(options, plain, adapter_dir, load_baseline, deadline))
         del plain, plain_model
+
+        log.info("bench: best-of-n latency")
+        serving.append(_measure_best_of_n(options, deadline, work))
 
         log.info("bench: DPO training (%d pairs)", options.dpo_pairs)
         training = _measure_training(options, deadline, work)

@@ -33,9 +33,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["interaction_id"], ["interaction.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint(
-            "interaction_id", "position", name="uq_answer_candidate_position"
-        ),
+        sa.UniqueConstraint("interaction_id", "position", name="uq_answer_candidate_position"),
     )
     with op.batch_alter_table("answer_candidate", schema=None) as batch_op:
         batch_op.create_index(
