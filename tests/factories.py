@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sqlmodel import Session
+
 from loopgram import crud
 from loopgram.db import Database
 from loopgram.models import Interaction, InteractionStatus
@@ -34,3 +36,25 @@ def add_interaction(
     row = db.call(crud.add_interaction, interaction=interaction)
     assert row.id is not None
     return row.id
+
+
+def activate_reward_model(
+    db: Database, *, path: str, base_model: str, assistant: str = "chat"
+) -> str:
+    """Register a reward model at `path` and make it the assistant's active one; its name."""
+    from loopgram import adapters
+    from loopgram.models import AdapterKind
+
+    def register(*, session: Session) -> str:
+        row = adapters.register(
+            session=session,
+            assistant=assistant,
+            path=path,
+            base_model=base_model,
+            method="reward",
+            kind=AdapterKind.reward,
+        )
+        adapters.activate_reward_model(session=session, name=row.name)
+        return row.name
+
+    return db.call(register)

@@ -12,10 +12,8 @@ import pytest
 from sqlmodel import Session
 
 from bot.emulated import EmulatedBot, emulated_bot
-from loopgram import adapters
 from loopgram.db import Database
 from loopgram.models import (
-    AdapterKind,
     AnswerCandidate,
     Interaction,
     InteractionStatus,
@@ -23,6 +21,7 @@ from loopgram.models import (
     PreferencePair,
 )
 from tests.e2e.conftest import has_rating_buttons, rows, wait_db
+from tests.factories import activate_reward_model
 from tests.model_server.test_best_of_n_server import FakeRewards
 from training.model_server.app import create_app, start_server
 from training.model_server.scripted import ScriptedBackend
@@ -54,19 +53,9 @@ async def model_url(scripted: ScriptedBackend, rewards: FakeRewards) -> AsyncIte
 
 
 def _activate_reward_model(db: Database, tmp_path: Path) -> str:
-    def register(*, session: Session) -> str:
-        row = adapters.register(
-            session=session,
-            assistant="chat",
-            path=str(tmp_path / "chat-rm-v1"),
-            base_model=str(tmp_path / "base"),
-            method="reward",
-            kind=AdapterKind.reward,
-        )
-        adapters.activate_reward_model(session=session, name=row.name)
-        return row.name
-
-    return db.call(register)
+    return activate_reward_model(
+        db, path=str(tmp_path / "chat-rm-v1"), base_model=str(tmp_path / "base")
+    )
 
 
 def _answered(*, session: Session) -> list[Interaction]:

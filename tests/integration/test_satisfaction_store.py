@@ -22,13 +22,12 @@ from loopgram.cli import app
 from loopgram.db import Database
 from loopgram.feedback import Feedback, apply_feedback_many
 from loopgram.models import (
-    AdapterKind,
     AnswerScore,
     Interaction,
     InteractionStatus,
     Rating,
 )
-from tests.factories import add_interaction
+from tests.factories import activate_reward_model, add_interaction
 from training.answer_scores import score_pending
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -77,19 +76,9 @@ class Loader:
 
 
 def add_reward_model(db: Database, assistant: str = "chat") -> str:
-    def register(*, session: Any) -> str:
-        rm = adapters.register(
-            session=session,
-            assistant=assistant,
-            path=f"/nowhere/{assistant}-rm",
-            base_model="/nowhere/base",
-            method="reward",
-            kind=AdapterKind.reward,
-        )
-        adapters.activate_reward_model(session=session, name=rm.name)
-        return rm.name
-
-    return db.call(register)
+    return activate_reward_model(
+        db, path=f"/nowhere/{assistant}-rm", base_model="/nowhere/base", assistant=assistant
+    )
 
 
 def stored(db: Database, reward_model: str | None = None) -> dict[int, float]:

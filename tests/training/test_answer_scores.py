@@ -14,12 +14,12 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from sqlmodel import func, select
 
-from loopgram import adapters, satisfaction
+from loopgram import satisfaction
 from loopgram.db import Database
 from loopgram.feedback import Feedback, apply_feedback_many
-from loopgram.models import AdapterKind, AnswerScore, Interaction, Rating
+from loopgram.models import AnswerScore, Interaction, Rating
 from loopgram.settings import DatabaseSettings
-from tests.factories import add_interaction
+from tests.factories import activate_reward_model, add_interaction
 from tests.training.conftest import CONCISE, RAMBLING, pair_rows
 from training import reward
 from training.answer_scores import score_pending
@@ -49,19 +49,9 @@ def _fresh_scorers() -> Iterator[None]:
 
 
 def activate(db: Database, path: Path, base_model: Path, assistant: str = "chat") -> str:
-    def register(*, session: Any) -> str:
-        rm = adapters.register(
-            session=session,
-            assistant=assistant,
-            path=str(path),
-            base_model=str(base_model),
-            method="reward",
-            kind=AdapterKind.reward,
-        )
-        adapters.activate_reward_model(session=session, name=rm.name)
-        return rm.name
-
-    return db.call(register)
+    return activate_reward_model(
+        db, path=str(path), base_model=str(base_model), assistant=assistant
+    )
 
 
 def asked(db: Database, i: int, answer: str, **fields: Any) -> int:

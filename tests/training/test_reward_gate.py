@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import select
 
-from loopgram import adapters
 from loopgram.db import Database
-from loopgram.models import AdapterKind, TrainingRun
+from loopgram.models import TrainingRun
 from loopgram.run_report import build_report, gate_figures, held_out_lines
 from loopgram.settings import Settings
+from tests.factories import activate_reward_model
 from tests.integration.test_adapters import RecordingServer
 from tests.training.conftest import CONCISE, CORPUS, RAMBLING, pair_rows
 from tests.training.test_judge import judge_server, prefers_concise
@@ -50,19 +50,9 @@ def reward_models(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def activate(db: Database, path: Path, base_model: Path, assistant: str = "chat") -> str:
-    def register(*, session: Session) -> str:
-        row = adapters.register(
-            session=session,
-            assistant=assistant,
-            path=str(path),
-            base_model=str(base_model),
-            method="reward",
-            kind=AdapterKind.reward,
-        )
-        adapters.activate_reward_model(session=session, name=row.name)
-        return row.name
-
-    return db.call(register)
+    return activate_reward_model(
+        db, path=str(path), base_model=str(base_model), assistant=assistant
+    )
 
 
 def answers(n: int, *, concise_candidate: list[bool]) -> list[HeldOutAnswer]:
