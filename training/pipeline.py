@@ -248,12 +248,15 @@ def _run_reward(
             "are needed"
         )
     model_path = model_path or resolve_model_path(settings)
-    # Each step scores a chosen and a rejected sequence per pair: twice the rows of a DPO batch.
+    # Each step scores a chosen and a rejected sequence per pair (counted by `pairs`), with no
+    # reference pass and one score per sequence instead of vocabulary-wide logits.
     check_fits(
         model_path,
-        batch_size=config.batch_size * 2,
+        batch_size=config.batch_size,
         max_length=config.max_length,
         budget_gb=config.memory_budget_gb,
+        reference=False,
+        vocab_logits=False,
     )
     kind = AdapterKind.reward
     version = db.call(adapters.next_version, assistant=config.assistant, kind=kind)

@@ -39,6 +39,7 @@ def estimate_peak_bytes(
     max_length: int,
     pairs: bool = True,
     reference: bool = True,
+    vocab_logits: bool = True,
 ) -> int:
     """Weights ~3x (weights, LoRA optimiser state, reference pass, allocator slack; measured
     2.2-2.9x for SmolLM2-135M and Qwen-0.5B) plus activations of chosen and rejected.
@@ -51,7 +52,8 @@ def estimate_peak_bytes(
     layers = int(config.get("num_hidden_layers", 24))
     vocab = int(config.get("vocab_size", 50_000))
     sequences = batch_size * (2 if pairs else 1)
-    logits = vocab * (8 if reference else 5)
+    # A reward model reads one score off the last hidden state: no vocabulary-wide logits.
+    logits = 0 if not vocab_logits else vocab * (8 if reference else 5)
     activations = sequences * max_length * (hidden * layers * 40 + logits)
     return 3 * model_weight_bytes(model_path) + activations
 
@@ -63,9 +65,14 @@ def check_fits(
     max_length: int,
     budget_gb: float,
     reference: bool = True,
+    vocab_logits: bool = True,
 ) -> int:
     need = estimate_peak_bytes(
-        model_path, batch_size=batch_size, max_length=max_length, reference=reference
+        model_path,
+        batch_size=batch_size,
+        max_length=max_length,
+        reference=reference,
+        vocab_logits=vocab_logits,
     )
     budget = int(budget_gb * 1024**3) if budget_gb > 0 else int(available_memory_bytes() * 0.75)
     if need > budget:

@@ -111,6 +111,12 @@ def test_orpo_needs_less_memory_than_dpo(tiny_model: Path) -> None:
     dpo = estimate_peak_bytes(tiny_model, batch_size=8, max_length=256)
     orpo = estimate_peak_bytes(tiny_model, batch_size=8, max_length=256, reference=False)
     assert 0 < orpo < dpo
+    # A reward model has neither a reference pass nor vocabulary-wide logits (a simulated
+    # round's reward run was refused at 16 GiB, twice a DPO run, before this was counted).
+    reward = estimate_peak_bytes(
+        tiny_model, batch_size=8, max_length=256, reference=False, vocab_logits=False
+    )
+    assert 0 < reward < orpo
 
 
 def test_an_unknown_method_is_a_clear_error(tmp_path: Path, sqlite_url: str) -> None:
