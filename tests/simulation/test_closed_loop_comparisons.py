@@ -10,6 +10,7 @@ was active.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,15 @@ async def test_an_orpo_round_with_best_of_n_trains_the_reward_model_and_times_it
         with db.session() as session:
             runs = session.exec(select(TrainingRun).order_by(col(TrainingRun.id))).all()
             assert [r.method for r in runs] == ["orpo", "reward"]
-            assert session.exec(select(AnswerCandidate)).all() == []
+            candidates = session.exec(select(AnswerCandidate)).all()
+            if round_one.reward_run_status == "succeeded":
+                # The canary phase's traffic came after the reward model: best-of-2 answers,
+                # two candidates each, scored by that model (or unscored if it failed).
+                per_answer = Counter(c.interaction_id for c in candidates)
+                assert set(per_answer.values()) <= {2}
+                assert {c.reward_model for c in candidates} <= {None, round_one.reward_model}
+            else:
+                assert candidates == []
     finally:
         db.dispose()
 
