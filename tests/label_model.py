@@ -55,18 +55,22 @@ def answer_for(request: GenerationRequest) -> str:
 
 class LabelingBackend(ScriptedBackend):
     """`asked`: the item of every request, in arrival order; `answered`: items in the order
-    their answers were finished. `fail_after` answered requests, it fails with HTTP 500."""
+    their answers were finished. `fail_after` answered requests, it fails with HTTP 500;
+    so does every request for an item in `crash_on` (whatever order concurrent rows take)."""
 
     def __init__(self) -> None:
         super().__init__(answer_for, model_ids=("loopgram-base", "label-v1"))
         self.asked: list[str] = []
         self.answered: list[str] = []
         self.fail_after: int | None = None
+        self.crash_on: set[str] = set()
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[str]:
         item = item_of(request)
         self.asked.append(item)
-        if self.fail_after is not None and len(self.answered) >= self.fail_after:
+        if item in self.crash_on or (
+            self.fail_after is not None and len(self.answered) >= self.fail_after
+        ):
             raise RuntimeError("the model crashed")
         if "huge" in item:
             raise APIError(400, "This model's maximum context length is 2048 tokens.")

@@ -4,18 +4,24 @@ Each pair the last real run could train on has its chosen and rejected answers s
 with probability one half (DPO, ORPO), or the 👍/👎 labels of the thumbs are dealt out again
 at random (KTO), so the answers, prompts and amount of data stay the same and only the link
 between an answer and the people's verdict is broken. A gain that survives this would come
-from training itself (more data, a format), not from the feedback.
+from training itself (more data, a format), not from the feedback. A run that answers
+best-of-n gets a control reward model trained the same way, so that the control's best-of-n
+picks without any preference learned either.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopgram.db import Database
 from loopgram.settings import Settings
 from training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from training.trainer import TrainOutcome
 
 
 def shuffled_what(method: str) -> str:
@@ -47,8 +53,46 @@ def train_shuffled_control(
 ) -> tuple[Path, int]:
     """Train the control adapter with `config`'s method; returns its folder and the number
     of examples (pairs, or thumbs for KTO) it saw."""
-    from training.pipeline import dataset_for, resolve_model_path
     from training.trainer import train_adapter
+
+    return _train_shuffled(
+        settings,
+        config,
+        db,
+        seed=seed,
+        name=f"{config.assistant}-shuffled-control",
+        train=train_adapter,
+    )
+
+
+def train_shuffled_reward_model(
+    settings: Settings, config: TrainConfig, db: Database, *, seed: int
+) -> tuple[Path, int]:
+    """The control's reward model, for runs that answer best-of-n: trained like the real
+    ones (`config` has method `reward`) on the same pairs with chosen/rejected shuffled, so
+    that the control's best-of-n picks by a reward model that learned no preference."""
+    from training.reward import train_reward_model
+
+    return _train_shuffled(
+        settings,
+        config,
+        db,
+        seed=seed,
+        name=f"{config.assistant}-rm-shuffled-control",
+        train=train_reward_model,
+    )
+
+
+def _train_shuffled(
+    settings: Settings,
+    config: TrainConfig,
+    db: Database,
+    *,
+    seed: int,
+    name: str,
+    train: Callable[..., TrainOutcome],
+) -> tuple[Path, int]:
+    from training.pipeline import dataset_for, resolve_model_path
 
     train_rows, _eval_rows, _ids = db.call(dataset_for, config=config)
     if len(train_rows) < config.min_examples:
@@ -59,9 +103,6 @@ def train_shuffled_control(
         rows = shuffled_labels(train_rows, seed=seed)
     else:
         rows = shuffled_rows(train_rows, seed=seed)
-    name = f"{config.assistant}-shuffled-control"
     output = Path(settings.learning.adapters_dir).resolve() / config.assistant / name
-    outcome = train_adapter(
-        config, rows, model_path=resolve_model_path(settings), output_dir=output
-    )
+    outcome = train(config, rows, model_path=resolve_model_path(settings), output_dir=output)
     return outcome.adapter_path, len(rows)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from sqlmodel import Session, col, select
@@ -479,9 +479,17 @@ class Simulation:
             )
         return conversations
 
-    async def _measure(self, llm: LLMClient, models: dict[str, str]) -> RateEstimate:
+    async def _measure(
+        self,
+        llm: LLMClient,
+        models: dict[str, str],
+        best_of_n: BestOfNMeasure | Literal["as the bot"] | None = "as the bot",
+    ) -> RateEstimate:
         """The held-out 👍 rate of `models`, answered as the bot would answer: best-of-n
-        (the bot's `BestOfN`) for the assistants it is on for, else one answer each."""
+        (the bot's `BestOfN`) for the assistants it is on for, else one answer each —
+        unless `best_of_n` says which reward models to pick with."""
+        if best_of_n == "as the bot":
+            best_of_n = await self._best_of_n(llm)
         return await heldout_rate(
             llm,
             self.prompts.heldout,
@@ -489,7 +497,7 @@ class Simulation:
             samples_per_prompt=self.options.eval_samples,
             concurrency=self.options.concurrency,
             max_tokens=self.options.max_tokens,
-            best_of_n=await self._best_of_n(llm),
+            best_of_n=best_of_n,
         )
 
     async def _best_of_n(self, llm: LLMClient) -> BestOfNMeasure | None:
@@ -705,26 +713,49 @@ class Simulation:
         return "undecided"
 
     async def _shuffled_control(self, llm: LLMClient) -> tuple[RateEstimate | None, str]:
-        from bot.simulation.control import train_shuffled_control
+        from bot.simulation.control import train_shuffled_control, train_shuffled_reward_model
         from loopgram.adapter_server import HttpAdapterServer
+        from loopgram.best_of_n import BestOfNPlan
+        from loopgram.reward_client import RewardModelRef
         from training.config import train_config
+        from training.pipeline import resolve_model_path
 
         server = HttpAdapterServer.from_settings(self.settings)
+        real_best_of_n = await self._best_of_n(llm)
+        plans: dict[str, BestOfNPlan] = {}
         models, notes = {}, []
         for assistant in self.options.assistants:
             config = train_config(self.settings, assistant=assistant, method=self.options.method)
             self.progress(f"training the shuffled-ratings control of {assistant} on the same data")
+            real_plan = real_best_of_n.plans.get(assistant) if real_best_of_n else None
             try:
                 path, pairs = await asyncio.to_thread(
                     train_shuffled_control, self.settings, config, self.db, seed=self.options.seed
                 )
+                if real_plan is not None:
+                    rm_config = train_config(self.settings, assistant=assistant, method="reward")
+                    rm_path, rm_pairs = await asyncio.to_thread(
+                        train_shuffled_reward_model,
+                        self.settings,
+                        rm_config,
+                        self.db,
+                        seed=self.options.seed,
+                    )
             except Exception as exc:  # reported as missing; the rounds still stand
                 log.exception("simulation.control_failed assistant=%s", assistant)
                 return None, f"control training failed for {assistant}: {exc}"
             await asyncio.to_thread(server.load, path.name, str(path))
             models[assistant] = path.name
-            notes.append(f"{assistant}: {pairs} {shuffled_what(config.method)}")
-        return await self._measure(llm, models), "; ".join(notes)
+            note = f"{assistant}: {pairs} {shuffled_what(config.method)}"
+            if real_plan is not None:
+                base = str(resolve_model_path(self.settings))
+                plans[assistant] = BestOfNPlan(
+                    real_plan.n, RewardModelRef(rm_path.name, str(rm_path), base)
+                )
+                note += f"; best-of-{real_plan.n} by a reward model on {rm_pairs} shuffled pairs"
+            notes.append(note)
+        best_of_n = BestOfNMeasure(real_best_of_n.service, plans) if real_best_of_n else None
+        return await self._measure(llm, models, best_of_n), "; ".join(notes)
 
 
 def _last_run_id(*, session: Session) -> int:

@@ -3,8 +3,8 @@ best-of-n serving, and the reward model trained on the training worker after the
 
 The tiny model's reward model may or may not clear its gate, so this checks the machinery:
 the runs' methods, the reward-model run the round queued, the time each cost and how long
-people waited, and that the held-out answers went best-of-n exactly when a reward model
-was active.
+people waited, and that the held-out answers (the control's too, with its own shuffled
+reward model) went best-of-n exactly when a reward model was active.
 """
 
 from __future__ import annotations
@@ -74,8 +74,17 @@ async def test_an_orpo_round_with_best_of_n_trains_the_reward_model_and_times_it
         assert heldout.best_of_n + heldout.unscored == heldout.total
     else:
         assert heldout.best_of_n == heldout.unscored == 0
-    assert result.shuffled_control is not None, result.control_detail
+    control = result.shuffled_control
+    assert control is not None, result.control_detail
     assert "chosen/rejected shuffled" in result.control_detail
+    if round_one.reward_model is not None:
+        # The control picks its best-of-2 with its own reward model, on shuffled pairs too.
+        assert "best-of-2 by a reward model on" in result.control_detail
+        assert control.best_of_n + control.unscored == control.total > 0
+        assert (data_dir / "adapters" / "paraphrase" / "paraphrase-rm-shuffled-control").is_dir()
+    else:
+        assert "reward model" not in result.control_detail
+        assert control.best_of_n == control.unscored == 0
 
     db = Database.from_settings(
         DatabaseSettings(database_url=f"sqlite:///{data_dir / 'loopgram.db'}")
