@@ -234,3 +234,85 @@ def test_the_kto_control_deals_the_same_labels_out_at_random() -> None:
     assert [r["completion"] for r in shuffled] == [r["completion"] for r in rows]
     moved = sum(a["label"] != b["label"] for a, b in zip(rows, shuffled, strict=True))
     assert moved > 20  # the link between an answer and its label is broken
+
+
+async def test_a_best_of_n_control_picks_with_its_own_shuffled_reward_model(
+    tmp_path: Path, settings_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real reward model learned from the feedback: a control that picked its best-of-n
+    with it would carry the feedback's gain. The control trains its own reward model on the
+    shuffled pairs and measures with that, at the same n. (The trainers themselves run in the
+    slow closed-loop test and the measured simulations.)"""
+    from bot.simulation import control
+    from bot.simulation.heldout import BestOfNMeasure
+    from bot.simulation.runner import Simulation
+    from loopgram.adapter_server import HttpAdapterServer
+    from loopgram.best_of_n import BestOfNPlan
+    from loopgram.reward_client import RewardModelRef
+    from training import pipeline
+
+    trained: list[tuple[str, str]] = []
+
+    def fake_trainer(kind: str, folder: str) -> Any:
+        def train(settings: Any, config: TrainConfig, db: Any, *, seed: int) -> Any:
+            trained.append((kind, config.method))
+            return tmp_path / folder, 40
+
+        return train
+
+    monkeypatch.setattr(
+        control, "train_shuffled_control", fake_trainer("policy", "paraphrase-shuffled-control")
+    )
+    monkeypatch.setattr(
+        control,
+        "train_shuffled_reward_model",
+        fake_trainer("reward", "paraphrase-rm-shuffled-control"),
+    )
+    monkeypatch.setattr(HttpAdapterServer, "load", lambda self, name, path: None)
+    monkeypatch.setattr(pipeline, "resolve_model_path", lambda settings: tmp_path / "base")
+    real = BestOfNMeasure(
+        service=object(),  # type: ignore[arg-type]
+        plans={"paraphrase": BestOfNPlan(4, RewardModelRef("paraphrase-rm-v2", "/rm/v2"))},
+    )
+    measured: list[tuple[dict[str, str], Any]] = []
+
+    async def best_of_n(llm: Any) -> BestOfNMeasure:
+        return real
+
+    async def measure(llm: Any, models: dict[str, str], best: Any = "as the bot") -> Any:
+        measured.append((models, best))
+        return RateEstimate(10, 40, "paraphrase-shuffled-control")
+
+    simulation = Simulation(SimulationOptions(data_dir=tmp_path, best_of_n=4))
+    simulation.settings = settings_factory()
+    simulation.db = None  # type: ignore[assignment]
+    monkeypatch.setattr(simulation, "_best_of_n", best_of_n)
+    monkeypatch.setattr(simulation, "_measure", measure)
+
+    estimate, detail = await simulation._shuffled_control(llm=None)  # type: ignore[arg-type]
+
+    assert estimate is not None and estimate.rate == 0.25
+    assert trained == [("policy", "dpo"), ("reward", "reward")]
+    [(models, best)] = measured
+    assert models == {"paraphrase": "paraphrase-shuffled-control"}
+    assert best.service is real.service
+    plan = best.plans["paraphrase"]
+    assert plan.n == 4
+    assert plan.reward_model == RewardModelRef(
+        "paraphrase-rm-shuffled-control",
+        str(tmp_path / "paraphrase-rm-shuffled-control"),
+        str(tmp_path / "base"),
+    )
+    assert "best-of-4 by a reward model on 40 shuffled pairs" in detail
+
+    # Without an active reward model the control answers singly, as the rounds did.
+    trained.clear()
+    measured.clear()
+
+    async def no_best_of_n(llm: Any) -> None:
+        return None
+
+    monkeypatch.setattr(simulation, "_best_of_n", no_best_of_n)
+    await simulation._shuffled_control(llm=None)  # type: ignore[arg-type]
+    assert trained == [("policy", "dpo")]
+    assert measured[0][1] is None
