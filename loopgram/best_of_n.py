@@ -27,6 +27,7 @@ JSON value checked against a schema (with a repair turn), not prose a reward mod
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,7 +38,13 @@ from sqlmodel import Session
 from loopgram import crud, metrics
 from loopgram.adapters import active_reward_model
 from loopgram.llm import ChatMessage, LLMClient
-from loopgram.models import AnswerCandidate, Interaction, PairSource, PreferencePair
+from loopgram.models import (
+    AnswerCandidate,
+    AnswerScore,
+    Interaction,
+    PairSource,
+    PreferencePair,
+)
 from loopgram.reward_client import RewardClient, RewardModelRef, RewardUnavailableError
 from loopgram.settings import RewardSettings
 
@@ -232,10 +239,26 @@ class BestOfN:
 def add_interaction_with_candidates(
     *, session: Session, interaction: Interaction, result: BestOfNResult
 ) -> Interaction:
-    """Store the interaction (whose answer is the chosen candidate), every candidate and the
-    best_of_n pair, in the caller's one transaction."""
+    """Store the interaction (whose answer is the chosen candidate), every candidate, the
+    best_of_n pair and the sent answer's reward, in the caller's one transaction.
+
+    The reward is stored as the answer's `answer_score` for that reward model: it is the
+    score the satisfaction pass would compute (same scorer, same prompt messages, same text),
+    so that pass does not score best-of-n answers a second time."""
     stored = crud.add_interaction(session=session, interaction=interaction)
     assert stored.id is not None
+    sent = result.candidates[result.chosen]
+    if (
+        result.reward_model is not None
+        and sent.reward is not None
+        and math.isfinite(sent.reward)
+        and sent.text == stored.answer
+    ):
+        session.add(
+            AnswerScore(
+                interaction_id=stored.id, reward_model=result.reward_model, score=sent.reward
+            )
+        )
     for candidate in result.candidates:
         session.add(
             AnswerCandidate(

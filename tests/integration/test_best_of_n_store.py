@@ -24,6 +24,7 @@ from loopgram.db import Database
 from loopgram.models import (
     AdapterKind,
     AnswerCandidate,
+    AnswerScore,
     Interaction,
     PairSource,
     PreferencePair,
@@ -88,6 +89,43 @@ def test_candidates_and_the_pair_are_stored_with_the_interaction(db: Database) -
     assert (pair.chosen_interaction_id, pair.rejected_interaction_id) == (iid, None)
     assert pair.weight == PAIR_WEIGHT and pair.user_id == ASKER
     assert pair.prompt == "Rewrite this, please."
+
+
+def test_the_sent_answers_reward_is_its_satisfaction_score(db: Database) -> None:
+    """The reward model already scored the answer it picked: the satisfaction pass finds it
+    scored and does not score it again; unscored answers are left to that pass."""
+    from loopgram.satisfaction import unscored_answers
+
+    picked = _store(db, _result([0.2, 1.4, -0.9]))
+    unscored = _store(db, _result(None), prompt="Another one.")
+    (score,) = _all(db, AnswerScore)
+    assert (score.interaction_id, score.reward_model, score.score) == (
+        picked,
+        "paraphrase-rm-v1",
+        1.4,
+    )
+    pending = db.call(
+        unscored_answers, assistant="paraphrase", reward_model="paraphrase-rm-v1", limit=10
+    )
+    assert [a.interaction_id for a in pending] == [unscored]
+
+
+def test_a_sent_answer_that_differs_from_its_candidate_is_left_to_the_scoring_pass(
+    db: Database,
+) -> None:
+    """The reward was for the candidate's text; an answer stored in another form (trimmed,
+    withheld) gets its own score from the satisfaction pass."""
+    result = _result([0.2, 1.4, -0.9])
+    interaction = Interaction(
+        chat_id=ASKER,
+        user_id=ASKER,
+        assistant="paraphrase",
+        prompt="Rewrite this, please.",
+        answer="The best answer, trimmed.",
+        model="loopgram-base",
+    )
+    db.call(add_interaction_with_candidates, interaction=interaction, result=result)
+    assert _all(db, AnswerScore) == []
 
 
 def test_no_pair_when_unscored_or_too_close(db: Database) -> None:
@@ -155,6 +193,7 @@ def test_forget_and_export_cover_the_candidates(db: Database) -> None:
     report = db.call(privacy.forget_user, user_id=ASKER)
     assert report.interactions == 1 and report.candidates == 3 and report.pairs_deleted == 1
     assert _all(db, AnswerCandidate) == [] and _all(db, PreferencePair) == []
+    assert _all(db, AnswerScore) == []  # the sent answer's reward goes with it
 
 
 def test_active_reward_model_lookup_is_cached(db: Database, tmp_path: Any) -> None:
