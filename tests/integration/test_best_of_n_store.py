@@ -49,7 +49,12 @@ def _result(rewards: list[float] | None) -> BestOfNResult:
     )
 
 
-def _store(db: Database, result: BestOfNResult, prompt: str = "Rewrite this, please.") -> int:
+def _store(
+    db: Database,
+    result: BestOfNResult,
+    prompt: str = "Rewrite this, please.",
+    answer: str | None = None,
+) -> int:
     interaction = Interaction(
         chat_id=ASKER,
         user_id=ASKER,
@@ -59,7 +64,7 @@ def _store(db: Database, result: BestOfNResult, prompt: str = "Rewrite this, ple
             {"role": "system", "content": "You rewrite texts."},
             {"role": "user", "content": prompt},
         ],
-        answer=result.text,
+        answer=result.text if answer is None else answer,
         model="loopgram-base",
     )
     stored = db.call(add_interaction_with_candidates, interaction=interaction, result=result)
@@ -115,16 +120,7 @@ def test_a_sent_answer_that_differs_from_its_candidate_is_left_to_the_scoring_pa
 ) -> None:
     """The reward was for the candidate's text; an answer stored in another form (trimmed,
     withheld) gets its own score from the satisfaction pass."""
-    result = _result([0.2, 1.4, -0.9])
-    interaction = Interaction(
-        chat_id=ASKER,
-        user_id=ASKER,
-        assistant="paraphrase",
-        prompt="Rewrite this, please.",
-        answer="The best answer, trimmed.",
-        model="loopgram-base",
-    )
-    db.call(add_interaction_with_candidates, interaction=interaction, result=result)
+    _store(db, _result([0.2, 1.4, -0.9]), answer="The best answer, trimmed.")
     assert _all(db, AnswerScore) == []
 
 
