@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 from sqlmodel import Session
@@ -21,16 +21,17 @@ from loopgram.assistants.moderate import Verdict
 from loopgram.assistants.structured import InvalidOutput, complete_structured, parse_structured
 from loopgram.best_of_n import BestOfN, BestOfNPlan, BestOfNResult, add_interaction_with_candidates
 from loopgram.db import Database
-from loopgram.errors import InputTooLongError
+from loopgram.errors import InputTooLongError, ModelNotServedError
 from loopgram.llm import ChatMessage, LLMClient
 from loopgram.logging_setup import bind_log_context
 from loopgram.models import Interaction, InteractionStatus
 from loopgram.rag import prompt as rag_prompt
 from loopgram.rag.types import Retrieval
-from loopgram.routing import AdapterRouter
+from loopgram.routing import AdapterRouter, Route
 from loopgram.settings import BotSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -183,29 +184,78 @@ class AnswerService:
             best_of_n=plan,
         )
 
-    def stream(self, prepared: PreparedAnswer) -> AsyncGenerator[str, None]:
-        return self.llm.stream_chat(
-            prepared.messages, model=prepared.model, max_tokens=prepared.assistant.max_tokens
+    async def stream(self, prepared: PreparedAnswer) -> AsyncGenerator[str, None]:
+        """The answer's deltas; re-routed once if its adapter is gone before the first one."""
+        for attempt in (1, 2):
+            started = False
+            try:
+                async for delta in self.llm.stream_chat(
+                    prepared.messages,
+                    model=prepared.model,
+                    max_tokens=prepared.assistant.max_tokens,
+                ):
+                    started = True
+                    yield delta
+                return
+            except ModelNotServedError:
+                if started or attempt == 2 or not await self._reroute(prepared):
+                    raise
+
+    async def _rerouted(self, prepared: PreparedAnswer, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` (which reads `prepared.model`), once more after a re-route if the model
+        server no longer serves the adapter the answer was routed to."""
+        try:
+            return await call()
+        except ModelNotServedError:
+            if not await self._reroute(prepared):
+                raise
+            return await call()
+
+    async def _reroute(self, prepared: PreparedAnswer) -> bool:
+        """The adapter this answer was routed to is not served any more: a canary rolled back
+        or an adapter unloaded between the (cached) routing and the request. Route again from
+        a fresh read of the registry; if that still names the missing adapter, answer with the
+        base model rather than not at all. False when there is nowhere else to go."""
+        if prepared.adapter is None:
+            return False
+        self.router.invalidate()
+        route = await self.db.run(
+            self.router.route,
+            assistant=prepared.assistant.name,
+            user_id=prepared.question.user_id,
         )
+        if route.model == prepared.model:
+            route = Route(self.router.base_model, None)
+        log.warning("answer.rerouted missing=%s to=%s", prepared.model, route.model)
+        metrics.ANSWER_REROUTES.labels(assistant=prepared.assistant.name).inc()
+        prepared.model, prepared.adapter = route.model, route.adapter
+        return True
 
     async def answer_best_of_n(
         self, prepared: PreparedAnswer, acceptable: Callable[[str], bool]
     ) -> BestOfNResult:
         """The answer picked from `prepared.best_of_n.n` candidates (see loopgram.best_of_n);
         `acceptable` rules candidates out (e.g. one that leaks the instructions)."""
-        assert self.best_of_n is not None and prepared.best_of_n is not None
-        return await self.best_of_n.run(
-            prepared.best_of_n,
-            messages=prepared.messages,
-            model=prepared.model,
-            max_tokens=prepared.assistant.max_tokens,
-            assistant=prepared.assistant.name,
-            acceptable=acceptable,
+        service, plan = self.best_of_n, prepared.best_of_n
+        assert service is not None and plan is not None
+        return await self._rerouted(
+            prepared,
+            lambda: service.run(
+                plan,
+                messages=prepared.messages,
+                model=prepared.model,
+                max_tokens=prepared.assistant.max_tokens,
+                assistant=prepared.assistant.name,
+                acceptable=acceptable,
+            ),
         )
 
     async def complete(self, prepared: PreparedAnswer, messages: Sequence[ChatMessage]) -> str:
-        return await self.llm.complete(
-            messages, model=prepared.model, max_tokens=prepared.assistant.max_tokens
+        return await self._rerouted(
+            prepared,
+            lambda: self.llm.complete(
+                messages, model=prepared.model, max_tokens=prepared.assistant.max_tokens
+            ),
         )
 
     def needs_condensing(self, prepared: PreparedAnswer) -> bool:
@@ -217,7 +267,9 @@ class AnswerService:
         """Read a long text in parts (map), so the final prompt (reduce) fits the model."""
         summarizer = LongTextSummarizer(
             prepared.assistant,
-            complete=lambda messages: self.llm.complete(messages, model=prepared.model),
+            complete=lambda messages: self._rerouted(
+                prepared, lambda: self.llm.complete(messages, model=prepared.model)
+            ),
             budget_chars=self.settings.summary_part_chars,
         )
         messages, plan = await summarizer.final_messages(

@@ -21,6 +21,11 @@ class ModelUnavailableError(LoopgramError):
     key = "error-model-unavailable"
 
 
+class ModelNotServedError(ModelUnavailableError):
+    """The model server answered 404 for the requested model: an adapter that is no longer
+    loaded (a canary rolled back, an adapter unloaded) while a bot still routed to it."""
+
+
 class InputTooLongError(LoopgramError):
     key = "error-input-too-long"
 

@@ -17,7 +17,7 @@ import openai
 from openai import AsyncOpenAI
 
 from loopgram import metrics
-from loopgram.errors import ModelUnavailableError
+from loopgram.errors import ModelNotServedError, ModelUnavailableError
 from loopgram.settings import LLMSettings
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class LLMClient:
         except openai.APIError as exc:
             outcome = "error"
             log.warning("llm.unavailable base_url=%s error=%s", self.settings.base_url, exc)
-            raise ModelUnavailableError(str(exc)) from exc
+            raise _unavailable(exc) from exc
         except ValueError as exc:  # an event that is not JSON: not a model server we know
             outcome = "error"
             log.warning("llm.malformed base_url=%s error=%s", self.settings.base_url, exc)
@@ -174,7 +174,7 @@ class LLMClient:
         except openai.APIError as exc:
             outcome = "error"
             log.warning("llm.unavailable base_url=%s n=%s error=%s", self.settings.base_url, n, exc)
-            raise ModelUnavailableError(str(exc)) from exc
+            raise _unavailable(exc) from exc
         finally:
             metrics.MODEL_REQUESTS.labels(outcome=outcome).inc()
             metrics.MODEL_SECONDS.labels(outcome=outcome).observe(time.monotonic() - started)
@@ -183,3 +183,11 @@ class LLMClient:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _unavailable(exc: openai.APIError) -> ModelUnavailableError:
+    """A 404 names a model the server does not serve (vLLM and the built-in server both
+    answer so for an unknown or unloaded LoRA): the caller may route elsewhere and retry."""
+    if isinstance(exc, openai.NotFoundError):
+        return ModelNotServedError(str(exc))
+    return ModelUnavailableError(str(exc))

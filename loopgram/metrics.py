@@ -82,6 +82,12 @@ ANSWER_SECONDS = Histogram(
     ["assistant"],
     buckets=_LATENCY_BUCKETS,
 )
+ANSWER_REROUTES = Counter(
+    "loopgram_answer_reroutes",
+    "Answers sent to another model because their adapter was no longer served (a canary "
+    "rolled back or an adapter unloaded while the routing cache still named it).",
+    ["assistant"],
+)
 MODEL_REQUESTS = Counter(
     "loopgram_model_requests",
     "Chat Completions calls to the model server.",

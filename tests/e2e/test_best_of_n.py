@@ -158,6 +158,39 @@ async def test_model_down_is_the_usual_apology_with_try_again(
     assert await db.run(rows(AnswerCandidate)) == []
 
 
+async def test_an_adapter_the_server_no_longer_serves_is_answered_around_best_of_n_too(
+    best_of_n_bot: EmulatedBot, scripted: ScriptedBackend
+) -> None:
+    """The registry names an active adapter the model server does not have (unloaded, or a
+    server restarted without it): the n candidates come from the base model instead."""
+    from loopgram import adapters
+
+    emu, db = best_of_n_bot.emulator, best_of_n_bot.stack.db
+
+    class NothingLoads:
+        def load(self, name: str, path: str) -> None: ...
+
+        def unload(self, name: str) -> None: ...
+
+    def deploy(*, session: Session) -> str:
+        row = adapters.register(
+            session=session, assistant="chat", path="/adapters/x", base_model="b", method="dpo"
+        )
+        adapters.deploy(session=session, name=row.name, server=NothingLoads(), canary=False)
+        return row.name
+
+    db.call(deploy)
+    erin = emu.user(5105, "Erin", language_code="en")
+    await erin.send_text("How do I plan my week?")
+    answer = await emu.wait_for_bot_message(5105, has_rating_buttons)
+    assert answer["text"] == PREFERRED
+    # The server refused `missing` before generating; the three candidates are the base's.
+    assert [r.model for r in scripted.requests] == ["loopgram-base"] * 3
+    (interaction,) = await wait_db(db, _answered)
+    assert (interaction.model, interaction.adapter) == ("loopgram-base", None)
+    assert len(await db.run(rows(AnswerCandidate))) == 3
+
+
 async def test_a_candidate_that_leaks_the_instructions_is_never_sent(
     best_of_n_bot: EmulatedBot, scripted: ScriptedBackend
 ) -> None:

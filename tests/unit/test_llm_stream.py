@@ -119,3 +119,30 @@ async def test_a_non_json_event_is_model_unavailable_not_a_crash(
             await client.complete([{"role": "user", "content": "hi"}])
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(("status", "not_served"), [(404, True), (500, False), (400, False)])
+async def test_a_404_is_a_model_the_server_does_not_serve(status: int, not_served: bool) -> None:
+    """vLLM and the built-in server answer 404 for an unknown or unloaded LoRA: the caller may
+    route elsewhere. Other errors stay plain ModelUnavailableError, streamed or best-of-n."""
+    from loopgram.errors import ModelNotServedError
+
+    async def refuse(request: web.Request) -> web.Response:
+        body = {"error": {"message": "The model `chat-v9` does not exist.", "code": status}}
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", refuse)
+    runner, host, port = await start_site(app, "127.0.0.1", 0)
+    client = _client(f"http://{host}:{port}/v1")
+    try:
+        with pytest.raises(ModelUnavailableError) as streamed:
+            await client.complete([{"role": "user", "content": "hi"}], model="chat-v9")
+        with pytest.raises(ModelUnavailableError) as many:
+            await client.complete_many([{"role": "user", "content": "hi"}], n=2, model="chat-v9")
+    finally:
+        await client.close()
+        await runner.cleanup()
+    for caught in (streamed, many):
+        assert isinstance(caught.value, ModelNotServedError) is not_served
+        assert caught.value.key == "error-model-unavailable"  # the same text for the person
