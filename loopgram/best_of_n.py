@@ -176,9 +176,11 @@ class BestOfN:
         max_tokens: int | None,
         assistant: str,
         acceptable: Callable[[str], bool] = lambda _text: True,
+        seed: int | None = None,
     ) -> BestOfNResult:
         """Generate, score and choose. ModelUnavailableError when the model fails; a scoring
-        failure only makes the result unscored."""
+        failure only makes the result unscored. `seed` is for measurements (repeatable
+        candidates); the bot samples unseeded."""
         started = time.monotonic()
         texts = await self.llm.complete_many(
             messages,
@@ -186,6 +188,7 @@ class BestOfN:
             model=model,
             max_tokens=max_tokens,
             temperature=self.llm.settings.llm_temperature or SAMPLING_TEMPERATURE,
+            seed=seed,
         )
         generated = time.monotonic()
         metrics.BEST_OF_N_SECONDS.labels(stage="generate").observe(generated - started)

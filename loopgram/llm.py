@@ -58,8 +58,11 @@ class LLMClient:
         model: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        seed: int | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Yield text deltas. Raises ModelUnavailableError on any transport or server failure."""
+        """Yield text deltas. Raises ModelUnavailableError on any transport or server failure.
+        `seed` makes sampling repeatable where the server supports it (vLLM, the built-in
+        server); the bot never sets it, measurements do."""
         started = time.monotonic()
         deadline = started + self.settings.llm_timeout
         outcome = "cancelled"  # the consumer stopped reading (or was cancelled)
@@ -67,17 +70,18 @@ class LLMClient:
         try:
             # asyncio.timeout, not wait_for: no extra task per request and per chunk.
             async with asyncio.timeout(self.settings.llm_first_token_timeout):
-                opened = await self._open_stream(
-                    {
-                        "model": model or self.default_model,
-                        "messages": list(messages),
-                        "stream": True,
-                        "temperature": self.settings.llm_temperature
-                        if temperature is None
-                        else temperature,
-                        "max_tokens": max_tokens or self.settings.llm_max_tokens,
-                    }
-                )
+                body: dict[str, Any] = {
+                    "model": model or self.default_model,
+                    "messages": list(messages),
+                    "stream": True,
+                    "temperature": self.settings.llm_temperature
+                    if temperature is None
+                    else temperature,
+                    "max_tokens": max_tokens or self.settings.llm_max_tokens,
+                }
+                if seed is not None:
+                    body["seed"] = seed
+                opened = await self._open_stream(body)
             stream = opened
             iterator = opened.__aiter__()
             first = True
@@ -147,10 +151,12 @@ class LLMClient:
         model: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        seed: int | None = None,
     ) -> list[str]:
         """`n` answers to one prompt in one non-streamed request (best-of-n), in `index`
         order. A server that returns fewer choices gives fewer answers. Raises
-        ModelUnavailableError like `stream_chat`, with the whole-answer deadline."""
+        ModelUnavailableError like `stream_chat`, with the whole-answer deadline. With a
+        `seed` the built-in server samples candidate i with seed + i."""
         started = time.monotonic()
         outcome = "cancelled"
         try:
@@ -163,6 +169,7 @@ class LLMClient:
                     if temperature is None
                     else temperature,
                     max_tokens=max_tokens or self.settings.llm_max_tokens,
+                    seed=openai.omit if seed is None else seed,
                 ),
                 timeout=self.settings.llm_timeout,
             )

@@ -11,6 +11,11 @@ With best-of-n on (`BestOfNMeasure`) an answer is what the bot would send: n can
 from the same model in one request, the active reward model picks (`loopgram.best_of_n`,
 the bot's own code). The first candidate alone is counted too: the policy's own rate from
 the same samples, so the reward model's share of a gain is visible in one run.
+
+Measurements are paired: held-out item k (a prompt and a sample number) is sampled with the
+same seed for every version, so two versions differ only where their models differ, and the
+difference of two rates gets a paired interval (`bot.simulation.paired`) much narrower than
+the two rates' own intervals.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from loopgram.telegram_text import markdown_to_html
 
 _TAG = re.compile(r"<[^>]+>")
 Z95 = NormalDist().inv_cdf(0.975)
+SEED_STRIDE = 8
+"""Seeds between two held-out items: a best-of-n request samples candidate i with seed + i,
+and BEST_OF_N is at most 8, so no two candidates of a measurement share a seed."""
 
 
 def as_user_sees(answer: str) -> str:
@@ -54,6 +62,12 @@ class RateEstimate:
     policy_liked: int | None = None
     """Liked first candidates of the best-of-n answers plus the liked single answers (None:
     as `liked`, measured without best-of-n)."""
+    outcomes: tuple[bool, ...] = ()
+    """Liked or not, per held-out item in item order: what paired comparisons use."""
+    policy_outcomes: tuple[bool, ...] = ()
+    """As `outcomes` for the first candidate (the policy alone)."""
+    seed: int | None = None
+    """The measurement's base seed; two estimates pair only if they share it."""
 
     @property
     def rate(self) -> float:
@@ -116,27 +130,36 @@ async def heldout_rate(
     max_tokens: int,
     keep_examples: int = 3,
     best_of_n: BestOfNMeasure | None = None,
+    seed: int | None = None,
 ) -> RateEstimate:
     """Ask every held-out prompt `samples_per_prompt` times (sampled as the bot samples) of
-    its assistant's model in `models`, and count the answers the simulated people like."""
+    its assistant's model in `models`, and count the answers the simulated people like.
+    With a `seed`, item k is sampled with seed + k * SEED_STRIDE, for every model alike."""
     limit = asyncio.Semaphore(concurrency)
 
     def liked(prompt: Prompt, answer: str) -> tuple[str, bool]:
         seen = as_user_sees(answer)
         return seen, judge(prompt.assistant, prompt.text, seen).liked
 
-    async def ask(prompt: Prompt) -> _Answer:
+    async def ask(prompt: Prompt, item_seed: int | None) -> _Answer:
         messages = get_assistant(prompt.assistant).build_messages(
             lang=prompt.lang, history=[], text=prompt.text
         )
         model = models[prompt.assistant]
         plan = best_of_n.plans.get(prompt.assistant) if best_of_n is not None else None
         if plan is None or best_of_n is None:
-            answer = await llm.complete(messages, model=model, max_tokens=max_tokens)
+            answer = await llm.complete(
+                messages, model=model, max_tokens=max_tokens, seed=item_seed
+            )
             seen, ok = liked(prompt, answer)
             return _Answer(prompt.text, seen, ok, ok, "single")
         result = await best_of_n.service.run(
-            plan, messages=messages, model=model, max_tokens=max_tokens, assistant=prompt.assistant
+            plan,
+            messages=messages,
+            model=model,
+            max_tokens=max_tokens,
+            assistant=prompt.assistant,
+            seed=item_seed,
         )
         seen, ok = liked(prompt, result.text)
         first = result.candidates[0].text if result.candidates else ""
@@ -148,18 +171,20 @@ async def heldout_rate(
             "best_of_n" if result.scored else "unscored",
         )
 
-    async def one(prompt: Prompt) -> _Answer:
+    async def one(prompt: Prompt, item: int) -> _Answer:
+        item_seed = None if seed is None else seed + item * SEED_STRIDE
         async with limit:
             for attempt in range(3):
                 try:
-                    return await ask(prompt)
+                    return await ask(prompt, item_seed)
                 except ModelUnavailableError:
                     if attempt == 2:
                         raise
                     await asyncio.sleep(2.0)
         raise AssertionError("unreachable")
 
-    jobs = [one(p) for p in prompts for _ in range(samples_per_prompt)]
+    items = [p for p in prompts for _ in range(samples_per_prompt)]
+    jobs = [one(p, k) for k, p in enumerate(items)]
     results = await asyncio.gather(*jobs)
     model = ", ".join(sorted(set(models.values())))
     return RateEstimate(
@@ -170,4 +195,7 @@ async def heldout_rate(
         best_of_n=sum(r.mode == "best_of_n" for r in results),
         unscored=sum(r.mode == "unscored" for r in results),
         policy_liked=sum(r.first_liked for r in results),
+        outcomes=tuple(r.liked for r in results),
+        policy_outcomes=tuple(r.first_liked for r in results),
+        seed=seed,
     )

@@ -78,7 +78,7 @@ def _chart(data: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of held-out answers liked")
     # The default font has no emoji glyphs.
-    ax.set_title(data["summary"].replace("👍", "thumbs-up"), fontsize=10)
+    ax.set_title(data["summary"].replace("👍", "thumbs-up").replace("; ", "\n"), fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     figure.savefig(path, dpi=100)
 
@@ -101,15 +101,24 @@ def _reward(point: dict[str, Any]) -> str:
     return " ".join(p for p in parts if p) + f" → {point.get('reward_model') or 'none'}"
 
 
+def _paired(point: dict[str, Any]) -> str:
+    """The paired difference from the base model on the same seeded items, with its CI."""
+    paired = point.get("vs_baseline") or {}
+    if "difference" not in paired:
+        return ""
+    return f"{paired['difference']:+.2f} ({paired['ci_low']:+.2f}…{paired['ci_high']:+.2f})"
+
+
 def _row(label: str, point: dict[str, Any]) -> list[str]:
     rate = point.get("thumbs_up_rate")
     if rate is None:
-        return [label, "—", "—", "", "", "", "", point.get("detail", ""), "", "", "", ""]
+        return [label, "—", "—", "", "", "", "", "", point.get("detail", ""), "", "", "", ""]
     p50 = point.get("answer_p50_seconds")
     return [
         label,
         f"{rate:.2f}",
         f"{point['ci_low']:.2f}–{point['ci_high']:.2f}",
+        _paired(point),
         _policy_rate(point),
         str(point.get("answers", "")),
         str(point.get("adapter") or "base"),
@@ -130,6 +139,7 @@ _HEADER = [
     "",
     "held-out 👍",
     "95% CI",
+    "vs base, paired (95% CI)",
     "policy alone",
     "answers",
     "serving",
@@ -146,6 +156,9 @@ _NOTES = (
     "training code never sees that taste, only the presses it caused.",
     "With best-of-n on, a held-out answer is what the bot would send (n candidates, the",
     "active reward model picks) and *policy alone* is the first candidate's rate.",
+    "*vs base, paired*: every version answers the same held-out items with the same",
+    "sampling seeds, so its difference from the base model is measured item by item",
+    "(Newcombe's paired interval), far tighter than comparing two separate intervals.",
     "*training s* is each round's training time of the policy and of the reward model;",
     "*answer p50* is how long a person waited for an answer in the round's traffic.",
 )

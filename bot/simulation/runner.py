@@ -27,7 +27,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from bot.emulated import emulated_bot
 from bot.simulation.control import shuffled_what
 from bot.simulation.heldout import BestOfNMeasure, RateEstimate, heldout_rate
 from bot.simulation.moderators import SimModerator, Tally
+from bot.simulation.paired import PairedDifference, paired_difference
 from bot.simulation.people import Behaviour, Person
 from bot.simulation.prompts import Prompt, load_prompt_set
 from bot.simulation.traffic import Conversation, Exchange, run_traffic
@@ -238,17 +239,51 @@ class SimulationResult:
     options: SimulationOptions
     seconds: float
 
+    @property
+    def final(self) -> RateEstimate:
+        return self.rounds[-1].heldout if self.rounds else self.baseline
+
     def summary(self) -> str:
-        final = self.rounds[-1].heldout if self.rounds else self.baseline
         control = (
             f"shuffled control {self.shuffled_control.rate:.2f}"
             if self.shuffled_control is not None
             else f"no shuffled control: {self.control_detail}"
         )
-        return (
-            f"👍 rate {self.baseline.rate:.2f} → {final.rate:.2f} after "
+        line = (
+            f"👍 rate {self.baseline.rate:.2f} → {self.final.rate:.2f} after "
             f"{len(self.rounds)} round{'s' if len(self.rounds) != 1 else ''} ({control})"
         )
+        paired = self.paired_line()
+        return f"{line}; {paired}" if paired else line
+
+    def paired(self, estimate: RateEstimate, reference: RateEstimate) -> PairedDifference | None:
+        """`estimate - reference` item by item, if both were measured on the same seeded
+        items (None otherwise: then only the two intervals can be compared)."""
+        if (
+            estimate.seed is None
+            or estimate.seed != reference.seed
+            or not estimate.outcomes
+            or len(estimate.outcomes) != len(reference.outcomes)
+        ):
+            return None
+        return paired_difference(estimate.outcomes, reference.outcomes)
+
+    def paired_line(self) -> str:
+        """The paired differences: last round and control vs base, last round vs control."""
+        parts = []
+        if self.rounds and (gain := self.paired(self.final, self.baseline)) is not None:
+            parts.append(f"vs base {_signed(gain)}")
+        control = self.shuffled_control
+        if control is not None and (drift := self.paired(control, self.baseline)) is not None:
+            parts.append(f"control vs base {_signed(drift)}")
+        edge = self.paired(self.final, control) if control is not None and self.rounds else None
+        if edge is not None:
+            parts.append(f"vs control {_signed(edge)}")
+        return f"paired: {', '.join(parts)}" if parts else ""
+
+    def _paired_dict(self, estimate: RateEstimate, reference: RateEstimate) -> dict[str, Any]:
+        difference = self.paired(estimate, reference)
+        return {} if difference is None else difference.as_dict()
 
     def options_line(self) -> str:
         """What this run compared: method, best-of-n, reward pairs, what held-out measures."""
@@ -287,10 +322,25 @@ class SimulationResult:
             if self.shuffled_control is not None
             else {"thumbs_up_rate": None, "detail": self.control_detail}
         )
+        if self.shuffled_control is not None:
+            control["vs_baseline"] = self._paired_dict(self.shuffled_control, self.baseline)
+        rounds = []
+        for r in self.rounds:
+            point = r.as_dict() | {"vs_baseline": self._paired_dict(r.heldout, self.baseline)}
+            if r.heldout.best_of_n:
+                policy = replace(r.heldout, outcomes=r.heldout.policy_outcomes)
+                point["policy_vs_baseline"] = self._paired_dict(policy, self.baseline)
+            rounds.append(point)
+        final_vs_control = (
+            self._paired_dict(self.final, self.shuffled_control)
+            if self.shuffled_control is not None and self.rounds
+            else {}
+        )
         return {
-            "rounds": [r.as_dict() for r in self.rounds],
+            "rounds": rounds,
             "baseline": {**self.baseline.as_dict(), "adapter": None},
             "shuffled_control": control,
+            "final_vs_control": final_vs_control,
             "summary": self.summary(),
             "options_summary": self.options_line(),
             "cost_summary": self.cost_line(),
@@ -308,8 +358,13 @@ class SimulationResult:
                 "best_of_n": self.options.best_of_n,
                 "reward_pairs": self.options.reward_pairs,
                 "heldout_measures": self.measured(),
+                "paired_seed": self.baseline.seed,
             },
         }
+
+
+def _signed(difference: PairedDifference) -> str:
+    return f"{difference.difference:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]"
 
 
 # ------------------------------------------------------------------------ environment
@@ -498,6 +553,7 @@ class Simulation:
             concurrency=self.options.concurrency,
             max_tokens=self.options.max_tokens,
             best_of_n=best_of_n,
+            seed=self.options.seed,
         )
 
     async def _best_of_n(self, llm: LLMClient) -> BestOfNMeasure | None:
