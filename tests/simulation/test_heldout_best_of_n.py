@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.simulation.heldout import BestOfNMeasure, heldout_rate
+from bot.simulation.heldout import BestOfNMeasure, RateEstimate, heldout_rate
 from bot.simulation.preferences import judge
 from bot.simulation.prompts import Prompt
 from loopgram.best_of_n import BestOfN, BestOfNPlan
@@ -55,14 +55,17 @@ def make_settings(settings_factory, model_url: str) -> Callable[..., Settings]: 
     return make
 
 
-async def _measure(settings: Settings, tmp_path: Path) -> tuple[float, float, int, int, int]:
+async def measure_best_of_3(
+    settings: Settings, tmp_path: Path, *, seed: int | None = None
+) -> RateEstimate:
+    """Two best-of-3 answers to PROMPT from the base model, picked by a reward model."""
     llm = LLMClient(settings.llm)
     service = BestOfN(
         settings=settings.reward, llm=llm, rewards=RewardClient.from_settings(settings)
     )
     plan = BestOfNPlan(3, RewardModelRef("paraphrase-rm-v1", str(tmp_path / "rm")))
     try:
-        estimate = await heldout_rate(
+        return await heldout_rate(
             llm,
             [PROMPT],
             models={"paraphrase": "loopgram-base"},
@@ -70,9 +73,14 @@ async def _measure(settings: Settings, tmp_path: Path) -> tuple[float, float, in
             concurrency=1,  # the scripted replies cycle: one request at a time
             max_tokens=64,
             best_of_n=BestOfNMeasure(service, {"paraphrase": plan}),
+            seed=seed,
         )
     finally:
         await llm.close()
+
+
+async def _measure(settings: Settings, tmp_path: Path) -> tuple[float, float, int, int, int]:
+    estimate = await measure_best_of_3(settings, tmp_path)
     return (
         estimate.rate,
         estimate.policy_rate,

@@ -11,16 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.simulation.heldout import SEED_STRIDE, BestOfNMeasure, RateEstimate, heldout_rate
+from bot.simulation.heldout import SEED_STRIDE, RateEstimate, heldout_rate
 from bot.simulation.prompts import Prompt
 from bot.simulation.report import write_report
 from bot.simulation.runner import RoundResult, SimulationOptions, SimulationResult
-from loopgram.best_of_n import BestOfN, BestOfNPlan
 from loopgram.llm import LLMClient
-from loopgram.reward_client import RewardClient, RewardModelRef
 from loopgram.settings import Settings
 from tests.model_server.test_best_of_n_server import FakeRewards
-from tests.simulation.test_heldout_best_of_n import GOOD, LONG, SOURCE
+from tests.simulation.test_heldout_best_of_n import GOOD, LONG, SOURCE, measure_best_of_3
 from training.model_server.app import create_app, start_server
 from training.model_server.protocol import GenerationRequest
 from training.model_server.scripted import ScriptedBackend
@@ -107,24 +105,7 @@ async def test_best_of_n_candidates_are_seeded_per_item(
 ) -> None:
     backend, url = served
     settings = settings_factory(LLM_BASE_URL=url, BEST_OF_N="3")
-    llm = LLMClient(settings.llm)
-    service = BestOfN(
-        settings=settings.reward, llm=llm, rewards=RewardClient.from_settings(settings)
-    )
-    plan = BestOfNPlan(3, RewardModelRef("paraphrase-rm-v1", str(tmp_path / "rm")))
-    try:
-        estimate = await heldout_rate(
-            llm,
-            PROMPTS[:1],
-            models={"paraphrase": "loopgram-base"},
-            samples_per_prompt=2,
-            concurrency=1,
-            max_tokens=64,
-            best_of_n=BestOfNMeasure(service, {"paraphrase": plan}),
-            seed=80,
-        )
-    finally:
-        await llm.close()
+    estimate = await measure_best_of_3(settings, tmp_path, seed=80)
     # Item k's candidate i: seed 80 + 8k + i; no two candidates share a seed.
     assert sorted(r.seed for r in backend.requests) == [80, 81, 82, 88, 89, 90]
     assert len(estimate.policy_outcomes) == len(estimate.outcomes) == 2
