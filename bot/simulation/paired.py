@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.simulation.heldout import Z95
 from loopgram.canary import wilson
-
-Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
