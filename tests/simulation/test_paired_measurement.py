@@ -158,3 +158,21 @@ def test_estimates_without_outcomes_keep_the_plain_summary(tmp_path: Path) -> No
     )
     assert result.summary() == "👍 rate 0.25 → 0.42 after 1 round (shuffled control 0.27)"
     assert result.as_dict()["rounds"][0]["vs_baseline"] == {}
+
+
+def test_a_best_of_n_round_also_pairs_its_first_candidates_with_the_base() -> None:
+    base = [k % 4 == 0 for k in range(20)]  # 5 of 20
+    picked = [k % 2 == 0 for k in range(20)]  # 10 of 20, a superset of the base's
+    first = [k % 4 == 0 or k == 1 for k in range(20)]  # 6 of 20
+    served = RateEstimate(
+        10, 20, ADAPTER, best_of_n=20, policy_liked=6,
+        outcomes=tuple(picked), policy_outcomes=tuple(first), seed=0,
+    )  # fmt: skip
+    result = SimulationResult(
+        _estimate(base, "loopgram-base"), [RoundResult(1, served, ADAPTER, True)], None, "",
+        _options(), 1.0,
+    )  # fmt: skip
+    point = result.as_dict()["rounds"][0]
+    assert (point["vs_baseline"]["a_only"], point["vs_baseline"]["b_only"]) == (5, 0)
+    policy = point["policy_vs_baseline"]
+    assert (policy["difference"], policy["a_only"], policy["b_only"]) == (0.05, 1, 0)
