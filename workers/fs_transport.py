@@ -36,3 +36,9 @@ class Channel(filesystem.Channel):
 
 class Transport(filesystem.Transport):
     Channel = Channel
+
+    @property
+    def default_connection_params(self) -> dict[str, Any]:
+        # Folders, not a host: with kombu's default ("localhost") every connection without
+        # a hostname logs "No hostname was supplied" as a warning.
+        return {"port": self.default_port}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from kombu import Connection, Queue
 
 from loopgram.settings import AppSettings, Settings
@@ -114,3 +116,22 @@ def test_the_scheduled_check_queues_a_run_for_the_training_worker(
     finally:
         worker.stop()
         context.use_database(None)
+
+
+def test_a_connection_to_the_folders_logs_no_missing_host_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The embedded broker is folders: kombu's "No hostname was supplied" warning (once per
+    connection, in every demo and worker log) says nothing true about it."""
+    options = broker_options(Settings(app=AppSettings(data_dir=tmp_path)))
+    with (
+        caplog.at_level(logging.WARNING, logger="kombu"),
+        Connection(
+            options["broker_url"],
+            transport=options["broker_transport"],
+            transport_options=options["broker_transport_options"],
+        ) as conn,
+    ):
+        conn.SimpleQueue("ping").put({"ok": 1})
+        assert conn.info()["hostname"] is None
+    assert "No hostname was supplied" not in caplog.text
