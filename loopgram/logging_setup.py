@@ -226,5 +226,13 @@ def setup_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "aiogram.event", "kombu", "celery.worker.strategy", "celery.app.trace"):
+    noisy_loggers = (
+        "httpx",
+        "aiogram.event",
+        "kombu",
+        "celery.worker.strategy",
+        "celery.app.trace",
+        "alembic.runtime.plugins",  # a line per plugin each time alembic is imported
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.trainer import TrainOutcome, save_trained, start_run
+from training.trainer import TrainOutcome, save_trained, start_run, train_logging_steps
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def train_reward_model(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.train()
+    train_logging_steps(trainer)
     meta = {"max_length": config.max_length, "base_model": str(model_path), "method": "reward"}
     outcome = save_trained(
         trainer, tokenizer, work, output_dir, started, {META_FILE: json.dumps(meta)}

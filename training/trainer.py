@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -65,6 +66,23 @@ def save_trained(
     )
 
 
+def train_logging_steps(trainer: Any) -> None:
+    """`trainer.train()` with each step's metrics as a log line. Without a progress bar the
+    Trainer prints every step's dict to stdout, into a demo's terminal or, as warnings, into
+    a worker's log; as INFO lines they stay in the worker's log and out of the demo."""
+    from transformers import PrinterCallback, TrainerCallback
+
+    class LogSteps(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
+            if logs:
+                fields = " ".join(f"{key}={value}" for key, value in logs.items())
+                log.info("training.step step=%s %s", state.global_step, fields)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(LogSteps())
+    trainer.train()
+
+
 class RunStart(NamedTuple):
     started: float  # time.monotonic() at the start
     tokenizer: Any
@@ -85,6 +103,14 @@ def start_run(
 
     if config.threads:
         torch.set_num_threads(config.threads)
+    if not config.progress:
+        from datasets import disable_progress_bars
+
+        disable_progress_bars()  # "Tokenizing train dataset" bars in a worker's log or a demo
+    # TRL and PEFT still call transformers' older name; theirs to change, not a log line a run.
+    warnings.filterwarnings(
+        "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
+    )
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
@@ -165,7 +191,7 @@ def train_adapter(
             f"none of the {len(rows)} examples fits max_length={config.max_length} tokens "
             "with its answer: raise max_length"
         )
-    trainer.train()
+    train_logging_steps(trainer)
     outcome = save_trained(trainer, tokenizer, work, output_dir, started)
     log.info(
         "training.done method=%s examples=%s steps=%s seconds=%.1f",

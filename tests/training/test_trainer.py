@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,22 @@ def _weights(folder: Path) -> dict[str, float]:
 
 
 def test_dpo_learns_the_preference_and_leaves_the_base_alone(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     before = _weights(tiny_model)
-    outcome = train_adapter(
-        TrainConfig(method="dpo", **FAST),
-        pair_rows(24),
-        model_path=tiny_model,
-        output_dir=tmp_path / "chat-v1",
-    )
+    with caplog.at_level(logging.INFO, logger="training.trainer"):
+        outcome = train_adapter(
+            TrainConfig(method="dpo", **FAST),
+            pair_rows(24),
+            model_path=tiny_model,
+            output_dir=tmp_path / "chat-v1",
+        )
+    # Each step's metrics are log lines, not dicts printed into a demo's terminal.
+    assert "training.step step=1 loss=" in caplog.text
+    assert "'loss'" not in capsys.readouterr().out
     assert (outcome.adapter_path / "adapter_model.safetensors").exists()
     assert not list(tmp_path.glob(".*tmp*")), "a temporary training folder was left behind"
     lora = load_file(str(outcome.adapter_path / "adapter_model.safetensors"))
