@@ -1,6 +1,8 @@
 """The shuffled-ratings control: the same data and training, with the preferences scrambled.
 
-Each pair the last real run could train on has its chosen and rejected answers swapped
+Each pair the real run trained on (the run of the adapter served at the end, read back just
+before that run started, so later canary traffic is not in it) has its chosen and rejected
+answers swapped
 with probability one half (DPO, ORPO), or the 👍/👎 labels of the thumbs are dealt out again
 at random (KTO), so the answers, prompts and amount of data stay the same and only the link
 between an answer and the people's verdict is broken. A gain that survives this would come
@@ -48,17 +50,25 @@ def shuffled_rows(rows: list[dict[str, Any]], *, seed: int) -> list[dict[str, An
     return shuffled
 
 
+def training_rows(config: TrainConfig, db: Database) -> list[dict[str, Any]]:
+    """The rows a run with `config` would train on now (its held-out share left out)."""
+    from training.pipeline import dataset_for
+
+    train_rows, _eval_rows, _ids = db.call(dataset_for, config=config)
+    return train_rows
+
+
 def train_shuffled_control(
-    settings: Settings, config: TrainConfig, db: Database, *, seed: int
+    settings: Settings, config: TrainConfig, rows: list[dict[str, Any]], *, seed: int
 ) -> tuple[Path, int]:
-    """Train the control adapter with `config`'s method; returns its folder and the number
-    of examples (pairs, or thumbs for KTO) it saw."""
+    """Train the control adapter with `config`'s method on `rows` scrambled; returns its
+    folder and the number of examples (pairs, or thumbs for KTO) it saw."""
     from training.trainer import train_adapter
 
     return _train_shuffled(
         settings,
         config,
-        db,
+        rows,
         seed=seed,
         name=f"{config.assistant}-shuffled-control",
         train=train_adapter,
@@ -66,7 +76,7 @@ def train_shuffled_control(
 
 
 def train_shuffled_reward_model(
-    settings: Settings, config: TrainConfig, db: Database, *, seed: int
+    settings: Settings, config: TrainConfig, rows: list[dict[str, Any]], *, seed: int
 ) -> tuple[Path, int]:
     """The control's reward model, for runs that answer best-of-n: trained like the real
     ones (`config` has method `reward`) on the same pairs with chosen/rejected shuffled, so
@@ -76,7 +86,7 @@ def train_shuffled_reward_model(
     return _train_shuffled(
         settings,
         config,
-        db,
+        rows,
         seed=seed,
         name=f"{config.assistant}-rm-shuffled-control",
         train=train_reward_model,
@@ -86,15 +96,14 @@ def train_shuffled_reward_model(
 def _train_shuffled(
     settings: Settings,
     config: TrainConfig,
-    db: Database,
+    train_rows: list[dict[str, Any]],
     *,
     seed: int,
     name: str,
     train: Callable[..., TrainOutcome],
 ) -> tuple[Path, int]:
-    from training.pipeline import dataset_for, resolve_model_path
+    from training.pipeline import resolve_model_path
 
-    train_rows, _eval_rows, _ids = db.call(dataset_for, config=config)
     if len(train_rows) < config.min_examples:
         raise ValueError(
             f"{len(train_rows)} examples to train on, fewer than {config.min_examples}"

@@ -140,6 +140,15 @@ class SimulationOptions:
 
 
 @dataclass
+class TrainingSnapshot:
+    """The examples a round's run was about to train on, for the shuffled control."""
+
+    rows: list[dict[str, Any]]
+    reward_rows: list[dict[str, Any]] | None = None  # the reward model's, when one trains
+    adapter: str | None = None  # the candidate the run produced, if any
+
+
+@dataclass
 class RoundResult:
     round: int
     heldout: RateEstimate
@@ -464,6 +473,8 @@ class Simulation:
         if options.traffic:
             self.traffic_per_round = min(self.traffic_per_round, options.traffic)
         self.rng = random.Random(options.seed)
+        # Per assistant, in round order: what each round's runs were about to train on.
+        self.trained_on: dict[str, list[TrainingSnapshot]] = {}
 
     async def run(self) -> SimulationResult:
         started = time.monotonic()
@@ -471,6 +482,7 @@ class Simulation:
         await asyncio.to_thread(_prepare_data_dir, options.data_dir)
         train_yaml = options.data_dir / "train.yaml"
         train_yaml.write_text(yaml.safe_dump({**options.train, "seed": options.seed}), "utf-8")
+        self.progress("starting the bot, its workers and the model server")
         with environment(simulation_env(options)):
             settings = Settings.load()
             async with emulated_bot(settings, with_training=True) as env:
@@ -595,6 +607,7 @@ class Simulation:
         answered = [e for e in exchanges if not e.failed]
         liked = sum(e.judgement.liked for e in answered) / max(1, len(answered))
         self.progress(f"round {number}: traffic 👍 {liked:.2f}; waiting for the training run")
+        snapshots = await self._snapshot_training_data()
         self._release_training()
         try:
             runs = await self._wait_runs(after=last_run)
@@ -624,6 +637,7 @@ class Simulation:
             result.train_seconds += float((run.metrics or {}).get("train_seconds", 0.0))
             result.policy_run_seconds += _run_seconds(run)
             candidate = await self.db.run(_adapter_of_run, run_id=run.id)
+            self._keep_snapshot(snapshots, run, candidate)
             if candidate is None:
                 continue
             candidates.append(candidate.name)
@@ -768,6 +782,64 @@ class Simulation:
                 await asyncio.sleep(0.5)
         return "undecided"
 
+    async def _snapshot_training_data(self) -> dict[str, TrainingSnapshot]:
+        """What the round's runs will train on, read while no traffic flows: every press and
+        correction of the round is stored, and the runs have not started (nor marked pairs
+        consumed). The control trains on exactly this, never on later canary traffic."""
+        from bot.simulation.control import training_rows
+        from training.config import train_config
+
+        snapshots = {}
+        for assistant in self.options.assistants:
+            policy = train_config(self.settings, assistant=assistant, method=self.options.method)
+            rows = await asyncio.to_thread(training_rows, policy, self.db)
+            reward_rows = None
+            if self.options.trains_reward_model:
+                reward = train_config(self.settings, assistant=assistant, method="reward")
+                reward_rows = await asyncio.to_thread(training_rows, reward, self.db)
+            snapshots[assistant] = TrainingSnapshot(rows=rows, reward_rows=reward_rows)
+        return snapshots
+
+    def _keep_snapshot(
+        self,
+        snapshots: dict[str, TrainingSnapshot],
+        run: TrainingRun,
+        candidate: Adapter | None,
+    ) -> None:
+        snapshot = snapshots.get(run.assistant)
+        if snapshot is None:
+            return
+        if run.train_examples and run.train_examples != len(snapshot.rows):
+            log.warning(
+                "simulation.snapshot_mismatch assistant=%s run=%s trained=%s snapshot=%s",
+                run.assistant,
+                run.id,
+                run.train_examples,
+                len(snapshot.rows),
+            )
+        snapshot.adapter = candidate.name if candidate else None
+        self.trained_on.setdefault(run.assistant, []).append(snapshot)
+
+    async def _control_data(self, assistant: str) -> TrainingSnapshot:
+        """The data of the run whose adapter is served at the end (the one the control is
+        compared with); else of the last run; else, with no run at all, the buffer as it is."""
+        from bot.simulation.control import training_rows
+        from training.config import train_config
+
+        serving = (await self._serving())[assistant]
+        snapshots = self.trained_on.get(assistant, [])
+        for snapshot in reversed(snapshots):
+            if snapshot.adapter == serving:
+                return snapshot
+        if snapshots:
+            return snapshots[-1]
+        policy = train_config(self.settings, assistant=assistant, method=self.options.method)
+        reward = train_config(self.settings, assistant=assistant, method="reward")
+        return TrainingSnapshot(
+            rows=await asyncio.to_thread(training_rows, policy, self.db),
+            reward_rows=await asyncio.to_thread(training_rows, reward, self.db),
+        )
+
     async def _shuffled_control(self, llm: LLMClient) -> tuple[RateEstimate | None, str]:
         from bot.simulation.control import train_shuffled_control, train_shuffled_reward_model
         from loopgram.adapter_server import HttpAdapterServer
@@ -785,8 +857,9 @@ class Simulation:
             self.progress(f"training the shuffled-ratings control of {assistant} on the same data")
             real_plan = real_best_of_n.plans.get(assistant) if real_best_of_n else None
             try:
+                data = await self._control_data(assistant)
                 path, pairs = await asyncio.to_thread(
-                    train_shuffled_control, self.settings, config, self.db, seed=self.options.seed
+                    train_shuffled_control, self.settings, config, data.rows, seed=self.options.seed
                 )
                 if real_plan is not None:
                     rm_config = train_config(self.settings, assistant=assistant, method="reward")
@@ -794,7 +867,7 @@ class Simulation:
                         train_shuffled_reward_model,
                         self.settings,
                         rm_config,
-                        self.db,
+                        data.reward_rows or [],
                         seed=self.options.seed,
                     )
             except Exception as exc:  # reported as missing; the rounds still stand

@@ -87,6 +87,8 @@ async def test_a_round_trains_gates_and_measures(
             assert len(session.exec(select(Interaction)).all()) >= 16
             run = session.exec(select(TrainingRun)).one()
             assert run.status == round_one.run_status and run.train_examples > 0
+            # The control trained on the run's own pairs, not on the canary traffic since.
+            assert f"paraphrase: {run.train_examples} pairs" in result.control_detail
             # The simulated moderator worked the queue the people's 👎 filled.
             flagged = session.exec(select(ReviewItem)).all()
             decisions = session.exec(select(ReviewDecision)).all()

@@ -19,6 +19,7 @@ from bot.simulation.runner import (
     RoundResult,
     SimulationOptions,
     SimulationResult,
+    TrainingSnapshot,
     percentile,
     simulation_env,
 )
@@ -254,9 +255,9 @@ async def test_a_best_of_n_control_picks_with_its_own_shuffled_reward_model(
     trained: list[tuple[str, str]] = []
 
     def fake_trainer(kind: str, folder: str) -> Any:
-        def train(settings: Any, config: TrainConfig, db: Any, *, seed: int) -> Any:
+        def train(settings: Any, config: TrainConfig, rows: list[Any], *, seed: int) -> Any:
             trained.append((kind, config.method))
-            return tmp_path / folder, 40
+            return tmp_path / folder, len(rows)
 
         return train
 
@@ -286,6 +287,15 @@ async def test_a_best_of_n_control_picks_with_its_own_shuffled_reward_model(
     simulation = Simulation(SimulationOptions(data_dir=tmp_path, best_of_n=4))
     simulation.settings = settings_factory()
     simulation.db = None  # type: ignore[assignment]
+    row = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    simulation.trained_on = {
+        "paraphrase": [TrainingSnapshot([row] * 30, [row] * 40, adapter="paraphrase-v1")]
+    }
+
+    async def serving() -> dict[str, str]:
+        return {"paraphrase": "paraphrase-v1"}
+
+    monkeypatch.setattr(simulation, "_serving", serving)
     monkeypatch.setattr(simulation, "_best_of_n", best_of_n)
     monkeypatch.setattr(simulation, "_measure", measure)
 
@@ -303,6 +313,7 @@ async def test_a_best_of_n_control_picks_with_its_own_shuffled_reward_model(
         str(tmp_path / "paraphrase-rm-shuffled-control"),
         str(tmp_path / "base"),
     )
+    assert "paraphrase: 30 pairs" in detail
     assert "best-of-4 by a reward model on 40 shuffled pairs" in detail
 
     # Without an active reward model the control answers singly, as the rounds did.
@@ -316,3 +327,80 @@ async def test_a_best_of_n_control_picks_with_its_own_shuffled_reward_model(
     await simulation._shuffled_control(llm=None)  # type: ignore[arg-type]
     assert trained == [("policy", "dpo")]
     assert measured[0][1] is None
+
+
+async def test_the_control_trains_on_the_data_of_the_adapter_served_at_the_end(
+    tmp_path: Path, settings_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control is compared with the model served at the end, so it trains on what that
+    model's run trained on: not on a later candidate's data that was rolled back, nor on
+    the canary traffic that came after. With the base model served it takes the last run's."""
+    from bot.simulation import control
+    from bot.simulation.runner import Simulation
+    from loopgram.adapter_server import HttpAdapterServer
+
+    seen: list[int] = []
+
+    def train(settings: Any, config: TrainConfig, rows: list[Any], *, seed: int) -> Any:
+        seen.append(len(rows))
+        return tmp_path / "paraphrase-shuffled-control", len(rows)
+
+    async def measure(llm: Any, models: dict[str, str], best: Any = "as the bot") -> Any:
+        return RateEstimate(1, 4, "paraphrase-shuffled-control")
+
+    async def no_best_of_n(llm: Any) -> None:
+        return None
+
+    served = {"paraphrase": "paraphrase-v1"}
+
+    async def serving() -> dict[str, str]:
+        return served
+
+    monkeypatch.setattr(control, "train_shuffled_control", train)
+    monkeypatch.setattr(HttpAdapterServer, "load", lambda self, name, path: None)
+    simulation = Simulation(SimulationOptions(data_dir=tmp_path))
+    simulation.settings = settings_factory()
+    simulation.db = None  # type: ignore[assignment]
+    monkeypatch.setattr(simulation, "_measure", measure)
+    monkeypatch.setattr(simulation, "_best_of_n", no_best_of_n)
+    monkeypatch.setattr(simulation, "_serving", serving)
+    row = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    simulation.trained_on = {
+        "paraphrase": [
+            TrainingSnapshot([row] * 10, adapter="paraphrase-v1"),
+            TrainingSnapshot([row] * 25, adapter="paraphrase-v2"),  # rolled back
+            TrainingSnapshot([row] * 31, adapter=None),  # a run that made no candidate
+        ]
+    }
+
+    _estimate, detail = await simulation._shuffled_control(llm=None)  # type: ignore[arg-type]
+    assert seen == [10] and "paraphrase: 10 pairs" in detail
+
+    served["paraphrase"] = simulation.settings.llm.llm_model
+    await simulation._shuffled_control(llm=None)  # type: ignore[arg-type]
+    assert seen == [10, 31]
+
+
+def test_a_round_keeps_what_its_run_trained_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The snapshot is tied to the run's candidate; a run whose example count differs from the
+    snapshot (data that arrived in between) is logged, never silently trained on."""
+    from bot.simulation.runner import Simulation
+    from loopgram.models import Adapter, TrainingRun
+
+    simulation = Simulation(SimulationOptions(data_dir=tmp_path))
+    row = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    snapshots = {"paraphrase": TrainingSnapshot([row] * 12)}
+    run = TrainingRun(id=3, assistant="paraphrase", method="dpo", train_examples=12)
+    simulation._keep_snapshot(snapshots, run, Adapter(name="paraphrase-v2", assistant="paraphrase"))
+    assert simulation.trained_on["paraphrase"][0].adapter == "paraphrase-v2"
+    assert "snapshot_mismatch" not in caplog.text
+
+    other = TrainingRun(id=4, assistant="paraphrase", method="dpo", train_examples=14)
+    simulation._keep_snapshot({"paraphrase": TrainingSnapshot([row] * 12)}, other, None)
+    assert [s.adapter for s in simulation.trained_on["paraphrase"]] == ["paraphrase-v2", None]
+    assert "snapshot_mismatch" in caplog.text and "trained=14 snapshot=12" in caplog.text
+    # An assistant the round did not snapshot (no such assistant) is skipped.
+    simulation._keep_snapshot({}, TrainingRun(id=5, assistant="summary", method="dpo"), None)
+    assert "summary" not in simulation.trained_on
