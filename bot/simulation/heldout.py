@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
-from bot.simulation.preferences import judge
+from bot.simulation.preferences import Judgement, judge
 from bot.simulation.prompts import Prompt
 from loopgram.assistants import get_assistant
 from loopgram.best_of_n import BestOfN, BestOfNPlan
@@ -68,6 +69,11 @@ class RateEstimate:
     """As `outcomes` for the first candidate (the policy alone)."""
     seed: int | None = None
     """The measurement's base seed; two estimates pair only if they share it."""
+    verdicts: tuple[tuple[str, int], ...] = ()
+    """How many answers got each of the people's verdicts ("concise", "chatter", "ignores the
+    source", ...), most frequent first: what changed between versions, not only how much."""
+    mean_words: float | None = None
+    """Mean length of the answers as the user sees them, in words."""
 
     @property
     def rate(self) -> float:
@@ -93,6 +99,10 @@ class RateEstimate:
             "answers": self.total,
             "model": self.model,
         }
+        if self.verdicts:
+            data["verdicts"] = dict(self.verdicts)
+        if self.mean_words is not None:
+            data["mean_words"] = round(self.mean_words, 1)
         if self.best_of_n or self.unscored:
             data |= {
                 "best_of_n_answers": self.best_of_n,
@@ -118,6 +128,7 @@ class _Answer:
     liked: bool
     first_liked: bool
     mode: str  # "single", "best_of_n" or "unscored"
+    why: str  # the people's verdict on the answer sent ("concise", "chatter", ...)
 
 
 async def heldout_rate(
@@ -137,9 +148,9 @@ async def heldout_rate(
     With a `seed`, item k is sampled with seed + k * SEED_STRIDE, for every model alike."""
     limit = asyncio.Semaphore(concurrency)
 
-    def liked(prompt: Prompt, answer: str) -> tuple[str, bool]:
+    def judged(prompt: Prompt, answer: str) -> tuple[str, Judgement]:
         seen = as_user_sees(answer)
-        return seen, judge(prompt.assistant, prompt.text, seen).liked
+        return seen, judge(prompt.assistant, prompt.text, seen)
 
     async def ask(prompt: Prompt, item_seed: int | None) -> _Answer:
         messages = get_assistant(prompt.assistant).build_messages(
@@ -151,8 +162,8 @@ async def heldout_rate(
             answer = await llm.complete(
                 messages, model=model, max_tokens=max_tokens, seed=item_seed
             )
-            seen, ok = liked(prompt, answer)
-            return _Answer(prompt.text, seen, ok, ok, "single")
+            seen, verdict = judged(prompt, answer)
+            return _Answer(prompt.text, seen, verdict.liked, verdict.liked, "single", verdict.why)
         result = await best_of_n.service.run(
             plan,
             messages=messages,
@@ -161,14 +172,15 @@ async def heldout_rate(
             assistant=prompt.assistant,
             seed=item_seed,
         )
-        seen, ok = liked(prompt, result.text)
+        seen, verdict = judged(prompt, result.text)
         first = result.candidates[0].text if result.candidates else ""
         return _Answer(
             prompt.text,
             seen,
-            ok,
-            liked(prompt, first)[1],
+            verdict.liked,
+            judged(prompt, first)[1].liked,
             "best_of_n" if result.scored else "unscored",
+            verdict.why,
         )
 
     async def one(prompt: Prompt, item: int) -> _Answer:
@@ -198,4 +210,6 @@ async def heldout_rate(
         outcomes=tuple(r.liked for r in results),
         policy_outcomes=tuple(r.first_liked for r in results),
         seed=seed,
+        verdicts=tuple(Counter(r.why for r in results).most_common()),
+        mean_words=sum(len(r.text.split()) for r in results) / len(results) if results else None,
     )

@@ -176,6 +176,38 @@ def _rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _verdict_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """The people's verdicts on each version's held-out answers ("concise", "chatter", ...)
+    and their mean length: what a gain consists of. None for reports measured without them."""
+    versions = [("baseline (no training)", data["baseline"])]
+    versions += [(f"round {r['round']}", r) for r in data["rounds"]]
+    versions.append(("shuffled-ratings control", data["shuffled_control"]))
+    versions = [(name, v) for name, v in versions if v.get("verdicts")]
+    if not versions:
+        return None
+    totals: dict[str, int] = {}
+    for _name, version in versions:
+        for why, count in version["verdicts"].items():
+            totals[why] = totals.get(why, 0) + count
+    reasons = sorted(totals, key=lambda why: -totals[why])
+    header = ["version", "mean words", *reasons]
+    rows = [
+        [
+            name,
+            f"{version['mean_words']:.1f}" if version.get("mean_words") is not None else "",
+            *(str(version["verdicts"].get(why, 0)) for why in reasons),
+        ]
+        for name, version in versions
+    ]
+    return header, rows
+
+
+_VERDICT_NOTE = (
+    "Verdicts on the held-out answers: how many answers of each version the people judged"
+    " this way (only the first verdict is liked), and the answers' mean length in words."
+)
+
+
 def render_markdown(data: dict[str, Any], *, chart: str) -> str:
     lines = [
         "# loopgram simulation",
@@ -191,6 +223,12 @@ def render_markdown(data: dict[str, Any], *, chart: str) -> str:
     ]
     for row in _rows(data):
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
+    verdicts = _verdict_table(data)
+    if verdicts is not None:
+        header, rows = verdicts
+        lines += ["", _VERDICT_NOTE, "", "| " + " | ".join(header) + " |"]
+        lines += ["|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
     settings = data["settings"]
     lines += [
         "",
@@ -203,20 +241,26 @@ def render_markdown(data: dict[str, Any], *, chart: str) -> str:
 
 
 def render_html(data: dict[str, Any], *, chart: str) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in _HEADER)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in _rows(data)
-    )
     header = "".join(f"<p>{html.escape(line)}</p>" for line in _header_lines(data))
     notes = html.escape(" ".join(_NOTES).replace("*", ""))
+    verdicts, verdict_table = _verdict_table(data), ""
+    if verdicts is not None:
+        verdict_table = f"<p>{html.escape(_VERDICT_NOTE)}</p>" + _html_table(*verdicts)
     return (
         "<!doctype html><meta charset='utf-8'><title>loopgram simulation</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "td,th{padding:.2em .6em;border-bottom:1px solid #ddd;text-align:left}</style>"
         f"<h1>loopgram simulation</h1><p><b>{html.escape(data['summary'])}</b></p>{header}"
         f"<img src='{html.escape(chart)}' alt='held-out 👍 rate per round'>"
-        f"<table><tr>{head}</tr>{body}</table><p>{notes}</p>"
+        f"{_html_table(_HEADER, _rows(data))}{verdict_table}<p>{notes}</p>"
         f"<p>Settings: {html.escape(json.dumps(data['settings'], ensure_ascii=False))}; "
         f"took {data['seconds']:.0f} s.</p>"
     )
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"

@@ -73,6 +73,10 @@ async def test_every_version_answers_item_k_with_the_same_seed(
     assert base.outcomes == tuple(k % 3 != 0 for k in range(12))
     assert tuned.outcomes == tuple(k % 3 != 0 or k % 6 == 0 for k in range(12))
     assert (base.liked, tuned.liked, base.seed, tuned.seed) == (8, 10, 0, 0)
+    # What the people said of each answer, and how long the answers were (12 and 23 words).
+    assert base.verdicts == (("concise", 8), ("longer than the original", 4))
+    assert tuned.verdicts == (("concise", 10), ("longer than the original", 2))
+    assert base.mean_words == pytest.approx((8 * 12 + 4 * 23) / 12)
     result = SimulationResult(
         base, [RoundResult(1, tuned, ADAPTER, True)], None, "skipped", _options(), 1.0
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -126,3 +127,37 @@ def test_a_train_config_goes_over_the_simulations_training_options(tmp_path: Pat
     merged = train_options(path)
     assert merged["sft_weight"] == 0.5 and merged["epochs"] == 1
     assert merged["max_length"] == 448  # the simulation's own value stays where not given
+
+
+def test_the_report_says_what_each_version_s_answers_were_judged(tmp_path: Path) -> None:
+    """Verdict counts and mean length per version: whether a gain came from shorter answers,
+    fewer that ignore the source, or something else. Versions measured without them (older
+    JSON) are left out of that table, and a report with none has no such table."""
+    result = _result(tmp_path)
+    base = RateEstimate(
+        12, 48, "loopgram-base", verdicts=(("chatter", 30), ("concise", 12), ("a copy", 6))
+    )
+    base = dataclasses.replace(base, mean_words=21.25)
+    control = RateEstimate(
+        20,
+        48,
+        "paraphrase-shuffled-control",
+        verdicts=(("concise", 20), ("ignores the source", 28)),
+        mean_words=9.0,
+    )
+    result = dataclasses.replace(result, baseline=base, shuffled_control=control)
+    paths = write_report(result, tmp_path / "report")
+    data = json.loads(paths["json"].read_text("utf-8"))
+    assert data["baseline"]["verdicts"] == {"chatter": 30, "concise": 12, "a copy": 6}
+    assert data["baseline"]["mean_words"] == 21.2  # rounded to one decimal
+    assert "verdicts" not in data["rounds"][0]
+    markdown = paths["markdown"].read_text("utf-8")
+    assert "| version | mean words | concise | chatter | ignores the source | a copy |" in markdown
+    assert "| baseline (no training) | 21.2 | 12 | 30 | 0 | 6 |" in markdown
+    assert "| shuffled-ratings control | 9.0 | 20 | 0 | 28 | 0 |" in markdown
+    assert "| round 1 |" not in markdown.split("Verdicts on the held-out answers")[1]
+    assert "<th>ignores the source</th>" in paths["html"].read_text("utf-8")
+
+    plain = write_report(_result(tmp_path), tmp_path / "plain")
+    assert "Verdicts on" not in plain["markdown"].read_text("utf-8")
+    assert "Verdicts on" not in plain["html"].read_text("utf-8")
