@@ -10,13 +10,13 @@ import logging
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from training.config import TrainConfig
 from training.resources import peak_rss_mb
+from training.upstream_warnings import quiet_upstream_deprecations
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,7 @@ def start_run(
         from datasets import disable_progress_bars
 
         disable_progress_bars()  # "Tokenizing train dataset" bars in a worker's log or a demo
-    # TRL and PEFT still call transformers' older name; theirs to change, not a log line a run.
-    warnings.filterwarnings(
-        "ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning
-    )
+    quiet_upstream_deprecations()
     started = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:

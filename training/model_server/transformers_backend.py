@@ -75,6 +75,8 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from training.upstream_warnings import quiet_upstream_deprecations
+
 from .protocol import (
     AdapterError,
     AdapterExistsError,
@@ -87,6 +89,7 @@ from .protocol import (
 __all__ = ["TransformersBackend"]
 
 logger = logging.getLogger(__name__)
+quiet_upstream_deprecations()  # PEFT warns on every adapter load otherwise
 
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 _ROLE_ALIASES = {"developer": "system", "tool": "user", "function": "user"}
