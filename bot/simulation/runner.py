@@ -333,6 +333,7 @@ class SimulationResult:
         )
         if self.shuffled_control is not None:
             control["vs_baseline"] = self._paired_dict(self.shuffled_control, self.baseline)
+            control["trained_on"] = self.control_detail  # what it was trained on, scrambled
         rounds = []
         for r in self.rounds:
             point = r.as_dict() | {"vs_baseline": self._paired_dict(r.heldout, self.baseline)}
@@ -771,10 +772,16 @@ class Simulation:
         raise TimeoutError("the training runs did not finish within the round's time limit")
 
     async def _canary_phase(self, conversations: list[Conversation], name: str) -> str:
-        """Serve traffic until the canary is promoted or rolled back."""
-        batch = max(len(conversations), self.traffic_per_round // 2)
-        for _ in range(8):
-            await run_traffic(conversations, self._traffic_prompts(batch))
+        """Serve traffic until the canary is promoted or rolled back: a prompt per person at
+        a time, so the phase ends within one short batch of the beat's verdict."""
+        batch = len(conversations)
+        rounds = math.ceil(8 * max(batch, self.traffic_per_round // 2) / batch)
+        for _ in range(rounds):  # as much traffic at most as before: 8 half-rounds
+            exchanges = await run_traffic(conversations, self._traffic_prompts(batch))
+            await self._wait_stored(exchanges)
+            rated = await self.db.run(_canary_ratings, name=name)
+            if rated < self.options.canary_min_ratings:
+                continue  # too few to be judged yet: no need to wait for the beat
             for _tick in range(20):  # the beat judges canaries every few seconds
                 status = await self.db.run(_adapter_status, name=name)
                 if status != "canary":
@@ -931,6 +938,14 @@ def _reward_model_name(*, session: Session, assistant: str) -> str | None:
 
 def _adapter_of_run(*, session: Session, run_id: int | None) -> Adapter | None:
     return session.exec(select(Adapter).where(Adapter.training_run_id == run_id)).first()
+
+
+def _canary_ratings(*, session: Session, name: str) -> int:
+    """Live ratings of the canary `name` so far, as the canary judge counts them."""
+    canary = adapters.get_by_name(session=session, name=name)
+    return adapters.live_tally(
+        session=session, assistant=canary.assistant, adapter=name, since=canary.deployed_at
+    ).total
 
 
 def _adapter_status(*, session: Session, name: str) -> str:

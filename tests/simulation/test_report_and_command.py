@@ -40,7 +40,11 @@ def _result(tmp_path: Path, *, control: bool = True) -> SimulationResult:
         baseline=RateEstimate(12, 48, "loopgram-base"),
         rounds=rounds,
         shuffled_control=RateEstimate(13, 48, "paraphrase-shuffled-control") if control else None,
-        control_detail="" if control else "control training failed: boom",
+        control_detail=(
+            "paraphrase: 40 pairs with chosen/rejected shuffled"
+            if control
+            else "control training failed: boom"
+        ),
         options=options,
         seconds=12.5,
     )
@@ -55,6 +59,9 @@ def test_json_follows_the_cli_contract_and_every_file_is_written(tmp_path: Path)
     assert data["rounds"][1]["deployed"] is False
     assert data["baseline"]["thumbs_up_rate"] == 0.25
     assert data["shuffled_control"]["thumbs_up_rate"] == pytest.approx(13 / 48, abs=1e-4)
+    assert data["shuffled_control"]["trained_on"] == (
+        "paraphrase: 40 pairs with chosen/rejected shuffled"
+    )
     assert data["summary"] == "👍 rate 0.25 → 0.62 after 2 rounds (shuffled control 0.27)"
     assert paths["png"].read_bytes().startswith(b"\x89PNG")
     assert data["summary"] in paths["markdown"].read_text("utf-8")
