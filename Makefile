@@ -40,7 +40,7 @@ typecheck: setup
 	$(BIN)/mypy loopgram bot workers training
 
 test: setup services browser lint typecheck
-	$(BIN)/pytest -q --cov --cov-report=term:skip-covered
+	$(BIN)/pytest -q --cov --cov-report=term:skip-covered --durations=25
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow and not integration"
