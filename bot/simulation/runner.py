@@ -793,19 +793,21 @@ class Simulation:
         """What the round's runs will train on, read while no traffic flows: every press and
         correction of the round is stored, and the runs have not started (nor marked pairs
         consumed). The control trains on exactly this, never on later canary traffic."""
+        return {a: await self._training_data(a) for a in self.options.assistants}
+
+    async def _training_data(self, assistant: str) -> TrainingSnapshot:
+        """What a policy run (and a reward-model run, when the simulation trains one) for
+        `assistant` would train on now."""
         from bot.simulation.control import training_rows
         from training.config import train_config
 
-        snapshots = {}
-        for assistant in self.options.assistants:
-            policy = train_config(self.settings, assistant=assistant, method=self.options.method)
-            rows = await asyncio.to_thread(training_rows, policy, self.db)
-            reward_rows = None
-            if self.options.trains_reward_model:
-                reward = train_config(self.settings, assistant=assistant, method="reward")
-                reward_rows = await asyncio.to_thread(training_rows, reward, self.db)
-            snapshots[assistant] = TrainingSnapshot(rows=rows, reward_rows=reward_rows)
-        return snapshots
+        policy = train_config(self.settings, assistant=assistant, method=self.options.method)
+        rows = await asyncio.to_thread(training_rows, policy, self.db)
+        reward_rows = None
+        if self.options.trains_reward_model:
+            reward = train_config(self.settings, assistant=assistant, method="reward")
+            reward_rows = await asyncio.to_thread(training_rows, reward, self.db)
+        return TrainingSnapshot(rows=rows, reward_rows=reward_rows)
 
     def _keep_snapshot(
         self,
@@ -830,9 +832,6 @@ class Simulation:
     async def _control_data(self, assistant: str) -> TrainingSnapshot:
         """The data of the run whose adapter is served at the end (the one the control is
         compared with); else of the last run; else, with no run at all, the buffer as it is."""
-        from bot.simulation.control import training_rows
-        from training.config import train_config
-
         serving = (await self._serving())[assistant]
         snapshots = self.trained_on.get(assistant, [])
         for snapshot in reversed(snapshots):
@@ -840,12 +839,7 @@ class Simulation:
                 return snapshot
         if snapshots:
             return snapshots[-1]
-        policy = train_config(self.settings, assistant=assistant, method=self.options.method)
-        reward = train_config(self.settings, assistant=assistant, method="reward")
-        return TrainingSnapshot(
-            rows=await asyncio.to_thread(training_rows, policy, self.db),
-            reward_rows=await asyncio.to_thread(training_rows, reward, self.db),
-        )
+        return await self._training_data(assistant)
 
     async def _shuffled_control(self, llm: LLMClient) -> tuple[RateEstimate | None, str]:
         from bot.simulation.control import train_shuffled_control, train_shuffled_reward_model

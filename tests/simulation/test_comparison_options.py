@@ -380,6 +380,18 @@ async def test_the_control_trains_on_the_data_of_the_adapter_served_at_the_end(
     await simulation._shuffled_control(llm=None)  # type: ignore[arg-type]
     assert seen == [10, 31]
 
+    # No run in the whole simulation: the control takes the buffer as it is at the end.
+    read: list[str] = []
+
+    def training_rows(config: TrainConfig, db: Any) -> list[Any]:
+        read.append(config.method)
+        return [row] * 7
+
+    monkeypatch.setattr(control, "training_rows", training_rows)
+    simulation.trained_on = {}
+    await simulation._shuffled_control(llm=None)  # type: ignore[arg-type]
+    assert seen == [10, 31, 7] and read == ["dpo"]  # no reward model is trained here
+
 
 def test_a_round_keeps_what_its_run_trained_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
