@@ -102,7 +102,7 @@ def test_a_killed_run_leaves_no_adapter_and_the_next_run_succeeds(
             )
             # The first logged step: seconds when idle, minutes on a loaded 2-core machine.
             wait_until(
-                lambda: "'loss'" in log.read_text() or "loss" in log.read_text(),
+                lambda: "training.step step=1 loss=" in log.read_text(),
                 240,
                 "first training step logged",
             )

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from loopgram.db import Database
+from loopgram.logging_setup import setup_logging
 from loopgram.settings import Settings
 from tests.integration.test_adapters import RecordingServer
 from training import lock
@@ -20,6 +21,7 @@ from training.config import TrainConfig
 from training.pipeline import run_training
 
 if __name__ == "__main__":
+    setup_logging("INFO")  # as the training worker logs: each step is a `training.step` line
     spec = json.loads(sys.argv[1])
     os.environ.update(
         {
