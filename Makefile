@@ -40,7 +40,11 @@ typecheck: setup
 	$(BIN)/mypy loopgram bot workers training
 
 test: setup services browser lint typecheck
-	$(BIN)/pytest -q --cov --cov-report=term:skip-covered --durations=25
+	# Most tests wait on sockets and subprocesses, not the CPU: three at a time. The
+	# fault-injection ones (kill Redis/Postgres/workers, time their recovery) then run
+	# alone, as on a quiet machine. Coverage adds up over both parts.
+	$(BIN)/pytest -q -n 3 --dist worksteal -m "not serial" --cov --cov-report= --durations=25
+	$(BIN)/pytest -q -m serial --cov --cov-append --cov-report=term:skip-covered --durations=5
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow and not integration"

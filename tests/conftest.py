@@ -22,7 +22,17 @@ from loopgram.db import Database
 from loopgram.settings import DatabaseSettings, Settings
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_test_db() -> int:
+    """Database 15 for a serial run; under pytest-xdist each worker its own (gw0 15, gw1 13,
+    gw2 12, ...; 14 is the bench's), so one worker's flush never empties another's queue."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    return 15 if index == 0 else 14 - index
+
+
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{_redis_test_db()}")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 TABLES = (
@@ -42,6 +52,14 @@ TABLES = (
     "label_set",
     '"user"',
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fault-injection tests are `serial`: `make test` runs them alone, after the rest
+    ran in parallel, so their kill-and-recover timings are those of a quiet machine."""
+    for item in items:
+        if item.nodeid.startswith("tests/faults/"):
+            item.add_marker(pytest.mark.serial)
 
 
 @pytest.fixture(autouse=True)

@@ -74,7 +74,8 @@ class SimulationOptions:
     eval_samples: int = 4
     """Answers sampled per held-out prompt for each measured model."""
     max_tokens: int = 64
-    concurrency: int = 8
+    concurrency: int = 16
+    """Held-out answers in flight at once: the built-in server batches up to 16 requests."""
     behaviour: Behaviour = field(default_factory=Behaviour)
     seed: int = 0
     shuffled_control: bool = True
