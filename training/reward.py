@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.trainer import TrainOutcome, save_trained, start_run, train_logging_steps
+from training.trainer import (
+    FULL_PRECISION,
+    TrainOutcome,
+    save_trained,
+    start_run,
+    train_logging_steps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +118,8 @@ def train_reward_model(
     args = RewardConfig(
         output_dir=str(work / "trainer"),
         use_cpu=True,
+        bf16=FULL_PRECISION["bf16"],
+        fp16=FULL_PRECISION["fp16"],
         per_device_train_batch_size=config.batch_size,
         num_train_epochs=config.epochs,
         learning_rate=config.learning_rate,

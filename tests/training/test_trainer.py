@@ -170,3 +170,33 @@ def test_gate_decides_on_accuracy_and_uses_the_margin_only_to_break_ties() -> No
         PreferenceScore(0.6, -0.1, 10), PreferenceScore(0.5, 0.0, 10), margin=0.0
     ).passed
     assert not gate(PreferenceScore(0.9, 0.5, 0), PreferenceScore(0.5, 0.0, 0), margin=0.0).passed
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto", "orpo", "reward"])
+def test_every_method_trains_in_float32_without_mixed_precision(
+    method: str, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRL's configs default to bf16 autocast, which on a CPU without native bf16 runs every
+    matmul through torch's single-threaded fallback GEMM (minutes instead of seconds)."""
+    import torch
+    from transformers import Trainer
+
+    seen: list[tuple[str, torch.dtype]] = []
+    step = Trainer.training_step
+
+    def recording_step(
+        self: Trainer, model: torch.nn.Module, *args: object, **kw: object
+    ) -> object:
+        seen.append((str(self.accelerator.mixed_precision), next(model.parameters()).dtype))
+        return step(self, model, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "training_step", recording_step)
+    config = TrainConfig(method=method, **{**FAST, "epochs": 1})
+    rows = thumb_rows(8) if method == "kto" else pair_rows(8)
+    if method == "reward":
+        from training.reward import train_reward_model
+
+        train_reward_model(config, rows, model_path=tiny_model, output_dir=tmp_path / "rm")
+    else:
+        train_adapter(config, rows, model_path=tiny_model, output_dir=tmp_path / "policy")
+    assert seen and set(seen) == {("no", torch.float32)}
