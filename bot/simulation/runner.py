@@ -185,6 +185,9 @@ class RoundResult:
     """Traffic answers the bot picked from n candidates (scored or not)."""
     traffic_unscored: int = 0
     measure_seconds: float = 0.0
+    heldout_reused: bool = False
+    """The bot served what an earlier measurement measured (a rejected candidate, a rolled-back
+    canary): its estimate stands, the same answers are not generated again."""
 
     @property
     def answer_p50(self) -> float | None:
@@ -225,6 +228,7 @@ class RoundResult:
             "traffic_best_of_n_answers": self.traffic_best_of_n,
             "traffic_unscored_answers": self.traffic_unscored,
             "measure_seconds": round(self.measure_seconds, 1),
+            "heldout_reused": self.heldout_reused,
         }
 
 
@@ -477,6 +481,8 @@ class Simulation:
         self.rng = random.Random(options.seed)
         # Per assistant, in round order: what each round's runs were about to train on.
         self.trained_on: dict[str, list[TrainingSnapshot]] = {}
+        # Held-out estimates by what was measured (see _measure).
+        self.measured: dict[tuple[Any, ...], RateEstimate] = {}
 
     async def run(self) -> SimulationResult:
         started = time.monotonic()
@@ -515,6 +521,7 @@ class Simulation:
                 f"{result.canary}; serving {result.adapter or 'base'}: held-out 👍 "
                 f"{result.heldout.rate:.2f} [{result.heldout.interval[0]:.2f}–"
                 f"{result.heldout.interval[1]:.2f}]"
+                + (" (measured before: same model, same items)" if result.heldout_reused else "")
             )
         control, detail = None, ""
         if options.shuffled_control:
@@ -559,7 +566,13 @@ class Simulation:
         unless `best_of_n` says which reward models to pick with."""
         if best_of_n == "as the bot":
             best_of_n = await self._best_of_n(llm)
-        return await heldout_rate(
+        # The same models on the same seeded items answer the same: a round that ends
+        # serving what was measured before (its candidate rejected or rolled back) keeps
+        # that estimate. Adapter names are never reused within a run.
+        key = _measurement_key(models, best_of_n)
+        if key in self.measured:
+            return self.measured[key]
+        self.measured[key] = await heldout_rate(
             llm,
             self.prompts.heldout,
             models=models,
@@ -569,6 +582,7 @@ class Simulation:
             best_of_n=best_of_n,
             seed=self.options.seed,
         )
+        return self.measured[key]
 
     async def _best_of_n(self, llm: LLMClient) -> BestOfNMeasure | None:
         if self.options.best_of_n < 2:
@@ -656,7 +670,9 @@ class Simulation:
         result.adapter = ", ".join(sorted(set(serving.values()) - {self.settings.llm.llm_model}))
         result.adapter = result.adapter or None
         measuring = time.monotonic()
+        measured_before = len(self.measured)
         result.heldout = await self._measure(llm, serving)
+        result.heldout_reused = len(self.measured) == measured_before
         result.measure_seconds = time.monotonic() - measuring
         result.seconds = time.monotonic() - round_started
         return result
@@ -887,6 +903,18 @@ class Simulation:
             notes.append(note)
         best_of_n = BestOfNMeasure(real_best_of_n.service, plans) if real_best_of_n else None
         return await self._measure(llm, models, best_of_n), "; ".join(notes)
+
+
+def _measurement_key(models: dict[str, str], best_of_n: BestOfNMeasure | None) -> tuple[Any, ...]:
+    """What decides a held-out estimate besides the fixed items and seed: each assistant's
+    model and, where it answers best-of-n, n and the reward model that picks."""
+    plans = best_of_n.plans if best_of_n is not None else {}
+    return tuple(
+        (assistant, model, plans[assistant].n, plans[assistant].reward_model.name)
+        if assistant in plans
+        else (assistant, model)
+        for assistant, model in sorted(models.items())
+    )
 
 
 def _last_run_id(*, session: Session) -> int:

@@ -8,13 +8,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot.simulation.heldout import SEED_STRIDE, RateEstimate, heldout_rate
 from bot.simulation.prompts import Prompt
 from bot.simulation.report import write_report
-from bot.simulation.runner import RoundResult, SimulationOptions, SimulationResult
+from bot.simulation.runner import (
+    RoundResult,
+    SimulationOptions,
+    SimulationResult,
+    _measurement_key,
+)
 from loopgram.llm import LLMClient
 from loopgram.settings import Settings
 from tests.model_server.test_best_of_n_server import FakeRewards
@@ -180,3 +186,40 @@ def test_a_best_of_n_round_also_pairs_its_first_candidates_with_the_base() -> No
     assert (point["vs_baseline"]["a_only"], point["vs_baseline"]["b_only"]) == (5, 0)
     policy = point["policy_vs_baseline"]
     assert (policy["difference"], policy["a_only"], policy["b_only"]) == (0.05, 1, 0)
+
+
+async def test_a_round_serving_what_was_measured_before_keeps_that_estimate(
+    served: tuple[ScriptedBackend, str], settings_factory: Any, tmp_path: Path
+) -> None:
+    """A rejected candidate or a rolled-back canary leaves the bot serving a model that was
+    already measured on the same seeded items: its estimate stands and no answer is generated
+    again. Another model, or another reward model picking best-of-n, is measured anew."""
+    from bot.simulation.heldout import BestOfNMeasure
+    from bot.simulation.runner import Simulation
+    from loopgram.best_of_n import BestOfNPlan
+    from loopgram.reward_client import RewardModelRef
+
+    backend, url = served
+    settings = settings_factory(LLM_BASE_URL=url)
+    simulation = Simulation(SimulationOptions(data_dir=tmp_path, eval_samples=1))
+    items = len(simulation.prompts.heldout)
+    llm = LLMClient(settings.llm)
+    try:
+        base = await simulation._measure(llm, {"paraphrase": "loopgram-base"}, None)
+        assert len(backend.requests) == items
+        again = await simulation._measure(llm, {"paraphrase": "loopgram-base"}, None)
+        assert again is base and len(backend.requests) == items
+        adapter = await simulation._measure(llm, {"paraphrase": ADAPTER}, None)
+        assert adapter is not base and len(backend.requests) == 2 * items
+    finally:
+        await llm.close()
+
+    def picking(reward_model: str) -> BestOfNMeasure:
+        plan = BestOfNPlan(2, RewardModelRef(reward_model, f"/rm/{reward_model}"))
+        return BestOfNMeasure(service=object(), plans={"paraphrase": plan})  # type: ignore[arg-type]
+
+    single = _measurement_key({"paraphrase": ADAPTER}, None)
+    rm_v1 = _measurement_key({"paraphrase": ADAPTER}, picking("paraphrase-rm-v1"))
+    rm_v2 = _measurement_key({"paraphrase": ADAPTER}, picking("paraphrase-rm-v2"))
+    assert len({single, rm_v1, rm_v2}) == 3
+    assert rm_v1 == _measurement_key({"paraphrase": ADAPTER}, picking("paraphrase-rm-v1"))
