@@ -100,7 +100,7 @@ class SimulationOptions:
             # simulation measures the held-out 👍 rate instead.
             "task_eval_items": 0,
             "min_examples": 8,
-            # The newest pairs only: on 2 CPU cores a step of 8 pairs takes ~16 s, and the
+            # The newest pairs only: on 2 CPU cores a step of 8 pairs takes 16–40 s, and the
             # whole buffer grows by ~100 pairs a round.
             "max_examples": 96,
         }
