@@ -26,11 +26,11 @@ from typing import Any
 
 from training.config import TrainConfig
 from training.trainer import (
-    FULL_PRECISION,
     TrainOutcome,
     save_trained,
     start_run,
     train_logging_steps,
+    training_arguments,
 )
 
 log = logging.getLogger(__name__)
@@ -116,21 +116,8 @@ def train_reward_model(
     model = load_classifier(model_path)
     model.config.pad_token_id = tokenizer.pad_token_id
     args = RewardConfig(
-        output_dir=str(work / "trainer"),
-        use_cpu=True,
-        bf16=FULL_PRECISION["bf16"],
-        fp16=FULL_PRECISION["fp16"],
-        per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="constant",
-        max_length=config.max_length,
-        report_to=[],
-        logging_steps=1,
-        save_strategy="no",
+        **training_arguments(config, work),
         gradient_checkpointing=False,  # compute, not memory, is the bottleneck at these sizes
-        seed=config.seed,
-        disable_tqdm=not config.progress,
     )
     trainer = RewardTrainer(
         model=model,

@@ -131,6 +131,26 @@ e.g. AMD EPYC) every matmul then falls back to torch's single-threaded reference
 The model is loaded in float32 and trains in float32, on any CPU."""
 
 
+def training_arguments(config: TrainConfig, work: Path) -> dict[str, Any]:
+    """The arguments every TRL config here shares (DPO, KTO, ORPO and the reward model):
+    float32 on the CPU, a constant learning rate, no checkpoints, logs every step."""
+    return {
+        "output_dir": str(work / "trainer"),
+        "use_cpu": True,
+        **FULL_PRECISION,
+        "per_device_train_batch_size": config.batch_size,
+        "num_train_epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "lr_scheduler_type": "constant",
+        "max_length": config.max_length,
+        "report_to": [],
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": config.seed,
+        "disable_tqdm": not config.progress,
+    }
+
+
 def train_adapter(
     config: TrainConfig, rows: list[dict[str, Any]], *, model_path: Path, output_dir: Path
 ) -> TrainOutcome:
@@ -142,23 +162,10 @@ def train_adapter(
         config, model_path=model_path, output_dir=output_dir, task_type="CAUSAL_LM"
     )
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
-    common: dict[str, Any] = {
-        "output_dir": str(work / "trainer"),
-        "use_cpu": True,
-        **FULL_PRECISION,
-        "per_device_train_batch_size": config.batch_size,
-        "num_train_epochs": config.epochs,
-        "learning_rate": config.learning_rate,
-        "lr_scheduler_type": "constant",
+    common: dict[str, Any] = training_arguments(config, work) | {
         "beta": config.beta,
-        "max_length": config.max_length,
-        "report_to": [],
-        "logging_steps": 1,
-        "save_strategy": "no",
         # Checkpointing trades compute for memory; at these sizes compute is the bottleneck.
         "activation_checkpointing": False,
-        "seed": config.seed,
-        "disable_tqdm": not config.progress,
     }
     if config.method == "dpo":
         from trl.trainer.dpo_config import DPOConfig
