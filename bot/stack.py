@@ -46,8 +46,8 @@ async def start_builtin_model(settings: Settings) -> tuple[web.AppRunner, str]:
         settings.llm.llm_model,
         cache_dir=Path(settings.app.data_dir) / "models",
     )
-    app = create_app(backend)
     llm = settings.llm
+    app = create_app(backend, sampling_seed=llm.builtin_model_seed)
     return await start_server(app, llm.builtin_model_host, llm.builtin_model_port)
 
 

@@ -169,6 +169,13 @@ def serve_model(
     host: str = "127.0.0.1",
     port: int = 8001,
     base_model: Annotated[str | None, typer.Option("--base-model")] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="seed answers by their content and how often they were asked, so a run "
+            "that sends the same conversations gets the same answers (BUILTIN_MODEL_SEED)"
+        ),
+    ] = None,
 ) -> None:
     """The built-in OpenAI-compatible model server."""
     settings = _settings()
@@ -180,6 +187,7 @@ def serve_model(
         base_model=base_model or settings.learning.base_model_path,
         model_id=settings.llm.llm_model,
         cache_dir=Path(settings.app.data_dir) / "models",
+        sampling_seed=seed if seed is not None else settings.llm.builtin_model_seed,
     )
 
 

@@ -92,6 +92,10 @@ class LLMSettings(BaseSettings):
     llm_temperature: float = 0.7
     builtin_model_host: str = "127.0.0.1"
     builtin_model_port: int = 8001
+    builtin_model_seed: int | None = Field(
+        default=None,
+        description="built-in server: seed unseeded answers by their content (repeatable runs)",
+    )
 
     @property
     def base_url(self) -> str:

@@ -70,6 +70,7 @@ from .rewards import (
     ScorerRewardModels,
     UnknownRewardModelError,
 )
+from .sampling_seeds import ContentSeeds
 
 __all__ = [
     "BACKEND_KEY",
@@ -108,6 +109,7 @@ NGRAM_BASE_MODEL = "ngram"
 BACKEND_KEY: web.AppKey[GenerationBackend] = web.AppKey("loopgram_model_backend")
 REWARDS_KEY: web.AppKey[RewardModels] = web.AppKey("loopgram_reward_models")
 _CREATED_KEY = web.AppKey("loopgram_model_created", int)
+_SEEDS_KEY: web.AppKey[ContentSeeds | None] = web.AppKey("loopgram_sampling_seeds")
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
@@ -569,6 +571,9 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _bad_request(f"We could not parse the JSON body of your request: {exc}.") from exc
     chat = parse_chat_request(body, backend.model_ids())
+    seeds = request.app[_SEEDS_KEY]
+    if seeds is not None and chat.generation.seed is None:
+        chat.generation = replace(chat.generation, seed=seeds.next_seed(chat.generation.messages))
     generation = _Generation(backend, chat.generation)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
@@ -787,12 +792,17 @@ async def _rewards(request: web.Request) -> web.Response:
 
 
 def create_app(
-    backend: GenerationBackend, *, rewards: RewardModels | None = None
+    backend: GenerationBackend,
+    *,
+    rewards: RewardModels | None = None,
+    sampling_seed: int | None = None,
 ) -> web.Application:
     """Build the aiohttp application serving ``backend``.
 
     ``rewards`` hosts the reward models of ``/v1/rewards``; by default CPU scorers on the
     backend's base model (``model_path``, when it has one), created on the first load.
+    ``sampling_seed`` seeds unseeded requests by their content (see ``sampling_seeds.py``);
+    ``None`` samples them at random.
     """
     app = web.Application(middlewares=[_error_middleware], client_max_size=MAX_BODY_BYTES)
     app[BACKEND_KEY] = backend
@@ -800,6 +810,7 @@ def create_app(
         rewards = ScorerRewardModels(getattr(backend, "model_path", None))
     app[REWARDS_KEY] = rewards
     app[_CREATED_KEY] = int(time.time())
+    app[_SEEDS_KEY] = None if sampling_seed is None else ContentSeeds(sampling_seed)
     app.router.add_get("/health", _health)
     app.router.add_get("/ready", _ready)
     app.router.add_get("/v1/models", _list_models)
@@ -897,16 +908,18 @@ def serve(
     *,
     cache_dir: Path | None = None,
     threads: int | None = None,
+    sampling_seed: int | None = None,
 ) -> None:
     """Run the model server until SIGINT/SIGTERM (blocking; used by ``loopgram serve-model``).
 
-    ``model_id`` is the name clients pass as ``model`` (the bot's ``LLM_MODEL``); the other
-    arguments are those of :func:`make_backend`.
+    ``model_id`` is the name clients pass as ``model`` (the bot's ``LLM_MODEL``);
+    ``sampling_seed`` is :func:`create_app`'s; the other arguments are those of
+    :func:`make_backend`.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     backend = make_backend(base_model, model_id, cache_dir=cache_dir, threads=threads)
-    app = create_app(backend)
+    app = create_app(backend, sampling_seed=sampling_seed)
 
     async def run() -> None:
         stop = asyncio.Event()
