@@ -25,6 +25,7 @@ from bot.responding import Responder
 from bot.response_types import hold_response_types
 from bot.review_poster import ReviewPoster
 from bot.throttling import ModelQueue, UserThrottle
+from loopgram import privacy
 from loopgram.answering import AnswerService
 from loopgram.best_of_n import BestOfN
 from loopgram.db import Database
@@ -98,6 +99,11 @@ class BotRuntime:
     rate_limit: OutgoingRateLimit | None = None
 
 
+def _end_user_key(settings: Settings) -> bytes:
+    token = settings.telegram.telegram_bot_token
+    return privacy.end_user_key(token.get_secret_value() if token else "loopgram")
+
+
 def create_runtime(
     settings: Settings,
     *,
@@ -128,6 +134,7 @@ def create_runtime(
             rewards=RewardClient.from_settings(settings),
             cache_seconds=settings.learning.routing_cache_seconds,
         ),
+        end_user_key=_end_user_key(settings),
     )
     limiter = create_limiter(settings.redis.redis_url)
     responder = Responder(

@@ -25,6 +25,7 @@ from loopgram.errors import InputTooLongError, ModelNotServedError
 from loopgram.llm import ChatMessage, LLMClient
 from loopgram.logging_setup import bind_log_context
 from loopgram.models import Interaction, InteractionStatus
+from loopgram.privacy import end_user_id
 from loopgram.rag import prompt as rag_prompt
 from loopgram.rag.types import Retrieval
 from loopgram.routing import AdapterRouter, Route
@@ -96,10 +97,12 @@ class AnswerService:
         examples: ExampleSource | None = None,
         knowledge: KnowledgeSource | None = None,
         best_of_n: BestOfN | None = None,
+        end_user_key: bytes = b"",
     ) -> None:
         self.db = db
         self.llm = llm
         self.settings = settings
+        self.end_user_key = end_user_key  # see end_user
         self.router = router or AdapterRouter(base_model=llm.default_model, canary_share=0.0)
         self.examples = examples
         self.knowledge = knowledge
@@ -184,6 +187,10 @@ class AnswerService:
             best_of_n=plan,
         )
 
+    def end_user(self, prepared: PreparedAnswer) -> str:
+        """The asker's pseudonym for the model server (OpenAI's `user` field)."""
+        return end_user_id(self.end_user_key, prepared.question.user_id)
+
     async def stream(self, prepared: PreparedAnswer) -> AsyncGenerator[str, None]:
         """The answer's deltas; re-routed once if its adapter is gone before the first one."""
         for attempt in (1, 2):
@@ -193,6 +200,7 @@ class AnswerService:
                     prepared.messages,
                     model=prepared.model,
                     max_tokens=prepared.assistant.max_tokens,
+                    user=self.end_user(prepared),
                 ):
                     started = True
                     yield delta
@@ -247,6 +255,7 @@ class AnswerService:
                 max_tokens=prepared.assistant.max_tokens,
                 assistant=prepared.assistant.name,
                 acceptable=acceptable,
+                user=self.end_user(prepared),
             ),
         )
 
@@ -254,7 +263,10 @@ class AnswerService:
         return await self._rerouted(
             prepared,
             lambda: self.llm.complete(
-                messages, model=prepared.model, max_tokens=prepared.assistant.max_tokens
+                messages,
+                model=prepared.model,
+                max_tokens=prepared.assistant.max_tokens,
+                user=self.end_user(prepared),
             ),
         )
 
@@ -268,7 +280,10 @@ class AnswerService:
         summarizer = LongTextSummarizer(
             prepared.assistant,
             complete=lambda messages: self._rerouted(
-                prepared, lambda: self.llm.complete(messages, model=prepared.model)
+                prepared,
+                lambda: self.llm.complete(
+                    messages, model=prepared.model, user=self.end_user(prepared)
+                ),
             ),
             budget_chars=self.settings.summary_part_chars,
         )

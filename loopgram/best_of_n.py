@@ -177,6 +177,7 @@ class BestOfN:
         assistant: str,
         acceptable: Callable[[str], bool] = lambda _text: True,
         seed: int | None = None,
+        user: str | None = None,
     ) -> BestOfNResult:
         """Generate, score and choose. ModelUnavailableError when the model fails; a scoring
         failure only makes the result unscored. `seed` is for measurements (repeatable
@@ -189,6 +190,7 @@ class BestOfN:
             max_tokens=max_tokens,
             temperature=self.llm.settings.llm_temperature or SAMPLING_TEMPERATURE,
             seed=seed,
+            user=user,
         )
         generated = time.monotonic()
         metrics.BEST_OF_N_SECONDS.labels(stage="generate").observe(generated - started)

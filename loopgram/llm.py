@@ -59,10 +59,13 @@ class LLMClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
+        user: str | None = None,
     ) -> AsyncGenerator[str, None]:
         """Yield text deltas. Raises ModelUnavailableError on any transport or server failure.
         `seed` makes sampling repeatable where the server supports it (vLLM, the built-in
-        server); the bot never sets it, measurements do."""
+        server); the bot never sets it, measurements do. `user` is OpenAI's end-user field
+        (the bot sends a pseudonym): vLLM ignores it, the built-in server's `--seed` counts
+        asks per user with it."""
         started = time.monotonic()
         deadline = started + self.settings.llm_timeout
         outcome = "cancelled"  # the consumer stopped reading (or was cancelled)
@@ -81,6 +84,8 @@ class LLMClient:
                 }
                 if seed is not None:
                     body["seed"] = seed
+                if user is not None:
+                    body["user"] = user
                 opened = await self._open_stream(body)
             stream = opened
             iterator = opened.__aiter__()
@@ -152,11 +157,13 @@ class LLMClient:
         temperature: float | None = None,
         max_tokens: int | None = None,
         seed: int | None = None,
+        user: str | None = None,
     ) -> list[str]:
         """`n` answers to one prompt in one non-streamed request (best-of-n), in `index`
         order. A server that returns fewer choices gives fewer answers. Raises
         ModelUnavailableError like `stream_chat`, with the whole-answer deadline. With a
-        `seed` the built-in server samples candidate i with seed + i."""
+        `seed` the built-in server samples candidate i with seed + i; `user` as in
+        `stream_chat`."""
         started = time.monotonic()
         outcome = "cancelled"
         try:
@@ -170,6 +177,7 @@ class LLMClient:
                     else temperature,
                     max_tokens=max_tokens or self.settings.llm_max_tokens,
                     seed=openai.omit if seed is None else seed,
+                    user=openai.omit if user is None else user,
                 ),
                 timeout=self.settings.llm_timeout,
             )

@@ -87,6 +87,17 @@ def confirmation_key(secret: str) -> bytes:
     return hashlib.sha256(b"loopgram/forget-confirmation\x00" + secret.encode()).digest()
 
 
+def end_user_key(secret: str) -> bytes:
+    """The key of `end_user_id`, derived from a secret of the deployment (the bot token)."""
+    return hashlib.sha256(b"loopgram/end-user\x00" + secret.encode()).digest()
+
+
+def end_user_id(key: bytes, user_id: int) -> str:
+    """The pseudonym sent as the OpenAI `user` field: stable per person and deployment, and
+    not the Telegram id (an unkeyed hash of a small integer is reversed by enumeration)."""
+    return hmac.new(key, f"user:{user_id}".encode(), hashlib.sha256).hexdigest()[:24]
+
+
 def confirmation_signature(key: bytes, user_id: int, issued_at: int) -> str:
     message = f"forget:{user_id}:{issued_at}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()[:20]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -38,6 +39,15 @@ def test_the_kth_ask_of_a_conversation_gets_the_same_seed_in_any_order() -> None
     assert (first[1], first[3]) == (second[0], second[1])  # B's
     assert len(set(first)) == 4  # a second ask (🔄) is a new draw, not a copy
     assert all(0 <= seed < 2**SEED_BITS for seed in first)
+
+
+def test_each_asker_counts_their_own_asks() -> None:
+    """Two people asking the same thing in either order get the same draws each."""
+    first = [ContentSeeds(7).next_seed(A, user=u) for u in ("anna", "boris")]  # type: ignore[arg-type]
+    seeds = ContentSeeds(7)
+    boris, anna = (seeds.next_seed(A, user=u) for u in ("boris", "anna"))  # type: ignore[arg-type]
+    assert first == [anna, boris] and anna != boris
+    assert ContentSeeds(7).next_seed(A, user=None) != anna  # type: ignore[arg-type]
 
 
 def test_the_seed_depends_on_the_server_seed_and_every_message() -> None:
@@ -84,6 +94,19 @@ async def test_the_server_seeds_unseeded_requests_and_keeps_a_requests_own_seed(
     a1, b1, a2 = _seeds(expected, [A, B, A])
     # The explicit seed is kept and does not count as an ask; n candidates get seed + i.
     assert [r.seed for r in backend.requests] == [a1, 99, b1, b1 + 1, b1 + 2, a2]
+
+
+async def test_user_must_be_a_string(http: aiohttp.ClientSession) -> None:
+    server = await _server(ScriptedBackend("ok"), sampling_seed=3)
+    try:
+        async with http.post(
+            f"{server.base_url}/chat/completions", json={"messages": A, "user": 42}
+        ) as response:
+            assert response.status == 400
+            error = (await response.json())["error"]
+    finally:
+        await server.runner.cleanup()
+    assert error["param"] == "user" and "must be a string" in error["message"]
 
 
 async def test_two_servers_with_one_seed_answer_alike_whatever_the_order() -> None:

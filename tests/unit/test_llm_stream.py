@@ -76,6 +76,19 @@ async def test_text_deltas_are_joined_and_the_request_is_the_chat_completions_on
     body = sse_server.seen[-1]  # type: ignore[attr-defined]
     assert body["model"] == "m" and body["stream"] is True and body["max_tokens"] == 7
     assert body["messages"] == [{"role": "user", "content": "hi"}]
+    assert "user" not in body and "seed" not in body  # sent only when given
+
+
+async def test_the_end_user_pseudonym_is_sent_as_openais_user_field(
+    sse_server: Callable[[Events], str],
+) -> None:
+    client = _client(sse_server([_chunk({"content": "ok"})]))
+    try:
+        await client.complete([{"role": "user", "content": "hi"}], user="a1b2", seed=3)
+    finally:
+        await client.close()
+    body = sse_server.seen[-1]  # type: ignore[attr-defined]
+    assert (body["user"], body["seed"]) == ("a1b2", 3)
 
 
 async def test_malformed_chunks_carry_no_text_and_do_not_break_the_stream(

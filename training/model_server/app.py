@@ -198,12 +198,19 @@ class _ChatRequest:
     """A validated ``POST /v1/chat/completions`` body."""
 
     def __init__(
-        self, generation: GenerationRequest, *, stream: bool, include_usage: bool, n: int = 1
+        self,
+        generation: GenerationRequest,
+        *,
+        stream: bool,
+        include_usage: bool,
+        n: int = 1,
+        user: str | None = None,
     ) -> None:
         self.generation = generation
         self.stream = stream
         self.include_usage = include_usage
         self.n = n
+        self.user = user  # OpenAI's end-user field: only the sampling seeds read it
 
     def candidates(self) -> list[GenerationRequest]:
         """The ``n`` generations to run: a seeded request gives candidate ``i`` the seed
@@ -327,6 +334,9 @@ def parse_chat_request(body: object, model_ids: list[str]) -> _ChatRequest:
         raise _bad_request(f"'model' must be a string, got {_dumps(model)}.", "model")
 
     messages = _parse_messages(body.get("messages"))
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _bad_request(f"'user' must be a string, got {_dumps(user)}.", "user")
 
     max_tokens = _optional_int(body, "max_completion_tokens", minimum=1)
     legacy_max_tokens = _optional_int(body, "max_tokens", minimum=1)
@@ -363,7 +373,7 @@ def parse_chat_request(body: object, model_ids: list[str]) -> _ChatRequest:
     )
     if model not in model_ids:
         raise _model_not_found(model)
-    return _ChatRequest(generation, stream=stream, include_usage=include_usage, n=n)
+    return _ChatRequest(generation, stream=stream, include_usage=include_usage, n=n, user=user)
 
 
 # ----------------------------------------------------------------------- generation
@@ -573,7 +583,8 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse_chat_request(body, backend.model_ids())
     seeds = request.app[_SEEDS_KEY]
     if seeds is not None and chat.generation.seed is None:
-        chat.generation = replace(chat.generation, seed=seeds.next_seed(chat.generation.messages))
+        seed = seeds.next_seed(chat.generation.messages, user=chat.user)
+        chat.generation = replace(chat.generation, seed=seed)
     generation = _Generation(backend, chat.generation)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())

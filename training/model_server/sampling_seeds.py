@@ -2,12 +2,12 @@
 
 vLLM's ``--seed`` seeds one random stream shared by all requests, so an answer depends on
 which requests happened to arrive before it. Here an unseeded request gets a seed derived
-from the server's seed, the conversation it asks about and how many times that conversation
-was asked before. Two runs that send the same conversations therefore get the same answers
-in whatever order the requests arrive (common random numbers for comparing configurations,
-and the same base-model answers to the same prompts from any model version). A second ask
-of the same conversation (the bot's 🔄) is a new draw, not a copy. A request that carries its
-own ``seed`` keeps it.
+from the server's seed, the conversation it asks about, the asker (OpenAI's ``user`` field,
+which the bot fills with a pseudonym) and how many times that asker asked that conversation
+before. Two runs in which each person sends the same conversations therefore get the same
+answers in whatever order the requests arrive, also when two people ask the same thing
+(common random numbers for comparing configurations). A second ask of the same conversation
+(the bot's 🔄) is a new draw, not a copy. A request that carries its own ``seed`` keeps it.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ class ContentSeeds:
         self._asked: OrderedDict[bytes, int] = OrderedDict()
         self._remember = remember
 
-    def next_seed(self, messages: Sequence[dict[str, str]]) -> int:
-        """The seed for the next ask of ``messages``: the same for the k-th ask of the same
-        conversation in every run with the same server seed."""
-        content = json.dumps(list(messages), ensure_ascii=False, sort_keys=True).encode()
+    def next_seed(self, messages: Sequence[dict[str, str]], *, user: str | None = None) -> int:
+        """The seed for ``user``'s next ask of ``messages``: the same for their k-th ask of
+        that conversation in every run with the same server seed."""
+        asked = [user, list(messages)]
+        content = json.dumps(asked, ensure_ascii=False, sort_keys=True).encode()
         digest = hashlib.blake2b(content, digest_size=16, key=self._key).digest()
         occurrence = self._asked.pop(digest, 0)
         self._asked[digest] = occurrence + 1
