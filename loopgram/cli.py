@@ -172,8 +172,8 @@ def serve_model(
     seed: Annotated[
         int | None,
         typer.Option(
-            help="seed answers by their content and how often they were asked, so a run "
-            "that sends the same conversations gets the same answers (BUILTIN_MODEL_SEED)"
+            help="seed answers by their content, asker and how often each was asked, so a "
+            "run that sends the same conversations gets the same answers (BUILTIN_MODEL_SEED)"
         ),
     ] = None,
 ) -> None:

@@ -94,7 +94,7 @@ class LLMSettings(BaseSettings):
     builtin_model_port: int = 8001
     builtin_model_seed: int | None = Field(
         default=None,
-        description="built-in server: seed unseeded answers by their content (repeatable runs)",
+        description="built-in server: seed answers by content and asker (repeatable runs)",
     )
 
     @property

@@ -812,8 +812,8 @@ def create_app(
 
     ``rewards`` hosts the reward models of ``/v1/rewards``; by default CPU scorers on the
     backend's base model (``model_path``, when it has one), created on the first load.
-    ``sampling_seed`` seeds unseeded requests by their content (see ``sampling_seeds.py``);
-    ``None`` samples them at random.
+    ``sampling_seed`` seeds unseeded requests by their content and asker (see
+    ``sampling_seeds.py``); ``None`` samples them at random.
     """
     app = web.Application(middlewares=[_error_middleware], client_max_size=MAX_BODY_BYTES)
     app[BACKEND_KEY] = backend
