@@ -99,11 +99,6 @@ class BotRuntime:
     rate_limit: OutgoingRateLimit | None = None
 
 
-def _end_user_key(settings: Settings) -> bytes:
-    token = settings.telegram.telegram_bot_token
-    return privacy.end_user_key(token.get_secret_value() if token else "loopgram")
-
-
 def create_runtime(
     settings: Settings,
     *,
@@ -134,7 +129,7 @@ def create_runtime(
             rewards=RewardClient.from_settings(settings),
             cache_seconds=settings.learning.routing_cache_seconds,
         ),
-        end_user_key=_end_user_key(settings),
+        end_user_key=privacy.end_user_key(settings.telegram.key_secret),
     )
     limiter = create_limiter(settings.redis.redis_url)
     responder = Responder(

@@ -47,6 +47,13 @@ class TelegramSettings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=1_048_576, description="bigger bodies get 413")
 
     @property
+    def key_secret(self) -> str:
+        """The deployment secret the bot's keys derive from (confirmations, pseudonyms): the
+        token. The bot cannot run without one; the fallback only keeps the types simple."""
+        token = self.telegram_bot_token
+        return token.get_secret_value() if token else "loopgram"
+
+    @property
     def webhook_path(self) -> str:
         from urllib.parse import urlparse
 

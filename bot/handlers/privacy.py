@@ -41,9 +41,7 @@ DOCUMENT_LIMIT = privacy.TELEGRAM_DOCUMENT_LIMIT
 
 
 def _key(settings: Settings) -> bytes:
-    token = settings.telegram.telegram_bot_token
-    # The bot cannot run without a token; the fallback only keeps the type checker calm.
-    return privacy.confirmation_key(token.get_secret_value() if token else "loopgram")
+    return privacy.confirmation_key(settings.telegram.key_secret)
 
 
 async def _private_only(message: Message, lang: str) -> bool:
