@@ -1,6 +1,6 @@
-"""`serve-model --seed`: unseeded answers seeded by their content and how often each
-conversation was asked, so two runs sending the same conversations get the same answers in
-any arrival order."""
+"""`serve-model --seed`: unseeded answers seeded by their content, their asker (OpenAI's
+`user` field) and how often that asker sent the conversation, so two runs sending the same
+conversations get the same answers in any arrival order."""
 
 from __future__ import annotations
 
