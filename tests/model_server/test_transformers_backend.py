@@ -592,9 +592,17 @@ async def test_smollm2_from_the_package_answers_in_english(
 @contextlib.asynccontextmanager
 async def _model_thread_held(backend: TransformersBackend, queued: int) -> AsyncIterator[None]:
     """Keeps the model thread busy until ``queued`` jobs wait behind it, so they form a batch."""
-    release = threading.Event()
-    backend._executor.submit(release.wait)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait()
+
+    backend._executor.submit(hold)
     try:
+        # The thread may still be finishing an earlier batch: until it runs `hold`, that job
+        # sits in the queue too and would be counted as one of the ``queued``.
+        assert await asyncio.to_thread(holding.wait, 30)
         yield
         for _ in range(3000):  # up to 30 s: requests reach the queue slowly on a loaded machine
             if backend._executor._jobs.qsize() >= queued:
