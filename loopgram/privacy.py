@@ -81,15 +81,21 @@ T = TypeVar("T")
 # --- the confirmation ---------------------------------------------------------------------
 
 
+def _derived_key(purpose: bytes, secret: str) -> bytes:
+    # One key per purpose, never the secret itself: a leaked signature or pseudonym says
+    # nothing about the secret or about the other purpose's key.
+    return hashlib.sha256(b"loopgram/" + purpose + b"\x00" + secret.encode()).digest()
+
+
 def confirmation_key(secret: str) -> bytes:
     """A key for confirmation signatures, derived from a secret of the deployment (the bot
-    token): never the secret itself, so a leaked signature says nothing about it."""
-    return hashlib.sha256(b"loopgram/forget-confirmation\x00" + secret.encode()).digest()
+    token)."""
+    return _derived_key(b"forget-confirmation", secret)
 
 
 def end_user_key(secret: str) -> bytes:
     """The key of `end_user_id`, derived from a secret of the deployment (the bot token)."""
-    return hashlib.sha256(b"loopgram/end-user\x00" + secret.encode()).digest()
+    return _derived_key(b"end-user", secret)
 
 
 def end_user_id(key: bytes, user_id: int) -> str:

@@ -397,8 +397,8 @@ def simulation_env(options: SimulationOptions) -> dict[str, str]:
         "LLM_BASE_URL": "",
         # A free port: the simulation must not collide with a `loopgram run` on this machine.
         "BUILTIN_MODEL_PORT": "0",
-        # Answers seeded by their content: the same seed sends the same prompts, so round 1
-        # (the base model's traffic) is the same in every run and configuration with it.
+        # Answers seeded by their content and asker: the same seed sends the same prompts, so
+        # round 1 (the base model's traffic) is the same in every run and configuration.
         "BUILTIN_MODEL_SEED": str(options.seed),
         "BOT_MODE": "polling",
         "QDRANT_PATH": str(data / "qdrant"),
