@@ -1086,6 +1086,14 @@ def simulate(
     correct_share: Annotated[
         float, typer.Option(min=0, max=1, help="share of fixable disliked answers corrected")
     ] = 0.5,
+    canary_ratings: Annotated[
+        int,
+        typer.Option(
+            min=20,
+            help="live canary ratings by which a canary must show it is not worse, else it "
+            "is rolled back",
+        ),
+    ] = 80,
     train_config: Annotated[
         Path | None,
         typer.Option(help="YAML of training options (TrainConfig fields) over the simulation's"),
@@ -1136,6 +1144,7 @@ def simulate(
         control=control,
         moderators=moderators,
         correct_share=correct_share,
+        canary_ratings=canary_ratings,
         train_config=train_config,
         method=method,
         best_of_n=best_of_n,

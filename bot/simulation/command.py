@@ -54,6 +54,7 @@ def build_options(
     data_dir: Path,
     moderators: int = 1,
     correct_share: float = 0.5,
+    canary_ratings: int = SimulationOptions.canary_max_ratings,
     train_config: Path | None = None,
     method: str | None = None,
     best_of_n: int = 1,
@@ -87,6 +88,7 @@ def build_options(
             shuffled_control=control,
             moderators=moderators,
             correct_share=correct_share,
+            canary_max_ratings=canary_ratings,
             best_of_n=best_of_n,
             train=train,
         )

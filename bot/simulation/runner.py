@@ -117,6 +117,11 @@ class SimulationOptions:
                 f"--method (or method: in --train-config) must be one of "
                 f"{', '.join(POLICY_METHODS)}, not {self.method!r}"
             )
+        if self.canary_max_ratings < self.canary_min_ratings:
+            raise ValueError(
+                f"--canary-ratings must be at least {self.canary_min_ratings}, the ratings a "
+                f"canary is first judged on, not {self.canary_max_ratings}"
+            )
         if not 1 <= self.best_of_n <= MAX_BEST_OF_N:
             raise ValueError(
                 f"--best-of-n must be 1 (off) to {MAX_BEST_OF_N} candidates, not {self.best_of_n}"
@@ -372,6 +377,8 @@ class SimulationResult:
                 "method": self.options.method,
                 "best_of_n": self.options.best_of_n,
                 "reward_pairs": self.options.reward_pairs,
+                "canary_ratings": self.options.canary_max_ratings,
+                "canary_margin": self.options.canary_margin,
                 "heldout_measures": self.measured(),
                 "paired_seed": self.baseline.seed,
             },

@@ -91,6 +91,23 @@ def test_the_options_reach_the_training_config_and_the_deployment(tmp_path: Path
     assert RewardSettings(best_of_n=simulation_env(off)["BEST_OF_N"]).candidates_for("x") == 1
 
 
+def test_the_canary_cap_reaches_the_deployment_and_the_report_settings(tmp_path: Path) -> None:
+    options = build_options(**RAW, data_dir=tmp_path, canary_ratings=160)
+    env = simulation_env(options)
+    assert (env["CANARY_MIN_RATINGS"], env["CANARY_MAX_RATINGS"]) == ("20", "160")
+    assert build_options(**RAW, data_dir=tmp_path).canary_max_ratings == 80  # the default
+    with pytest.raises(ValueError, match="--canary-ratings must be at least 20"):
+        dataclasses.replace(options, canary_max_ratings=19)
+
+
+@pytest.mark.parametrize("value", ["19", "many"])
+def test_a_canary_cap_below_the_first_judgement_is_refused(value: str) -> None:
+    result = CliRunner().invoke(app, ["simulate", "--canary-ratings", value])
+    assert result.exit_code == 2
+    assert "Invalid value for '--canary-ratings'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_method_goes_over_the_train_config_and_best_of_n_alone_trains_a_reward_model(
     tmp_path: Path,
 ) -> None:
@@ -171,6 +188,7 @@ def test_the_report_shows_what_was_compared_and_its_cost_in_time(tmp_path: Path)
         False,
     )
     assert settings["heldout_measures"].startswith("answers as served")
+    assert (settings["canary_ratings"], settings["canary_margin"]) == (80, 0.1)
     assert data["options_summary"] == (
         "method orpo · best-of-4 · reward-model pairs off · held-out: answers as served "
         "(best-of-n once a reward model is active)"
