@@ -17,12 +17,12 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import and_, func, or_
 from sqlmodel import Session, col, select
 
 from loopgram import crud
 from loopgram.adapter_server import AdapterServer
-from loopgram.canary import Tally, Verdict, judge
+from loopgram.canary import Tally, Verdict, judge, look_reached, looks
 from loopgram.errors import LoopgramError, NotFoundError
 from loopgram.models import Adapter, AdapterKind, AdapterStatus, Interaction, Rating, utcnow
 from loopgram.settings import LearningSettings
@@ -228,13 +228,14 @@ def reject_reward_model(
     return adapter
 
 
-def live_tally(
-    *, session: Session, assistant: str, adapter: str | None, since: datetime | None
-) -> Tally:
-    """👍 and all ratings by askers on answers this adapter (None = base model) gave."""
+RatingCutoff = tuple[datetime, int]
+"""A rating's (created_at, id): the ratings up to and including it, in that order."""
+
+
+def _arm_ratings(query: Any, *, assistant: str, adapter: str | None, since: datetime | None) -> Any:
+    """`query` narrowed to askers' ratings of the answers `adapter` (None = base) gave."""
     query = (
-        select(Rating.value, func.count())
-        .join(Interaction, col(Interaction.id) == col(Rating.interaction_id))
+        query.join(Interaction, col(Interaction.id) == col(Rating.interaction_id))
         .where(Interaction.assistant == assistant)
         .where(col(Rating.user_id) == col(Interaction.user_id))
     )
@@ -243,26 +244,76 @@ def live_tally(
     )
     if since is not None:
         query = query.where(Interaction.created_at >= since)
+    return query
+
+
+def live_tally(
+    *,
+    session: Session,
+    assistant: str,
+    adapter: str | None,
+    since: datetime | None,
+    until: RatingCutoff | None = None,
+) -> Tally:
+    """👍 and all ratings by askers on answers this adapter (None = base model) gave; with
+    `until`, only the ratings given up to that one."""
+    query = _arm_ratings(
+        select(Rating.value, func.count()), assistant=assistant, adapter=adapter, since=since
+    )
+    if until is not None:
+        at, rating_id = until
+        query = query.where(
+            or_(
+                col(Rating.created_at) < at,
+                and_(col(Rating.created_at) == at, col(Rating.id) <= rating_id),
+            )
+        )
     counts = dict(session.exec(query.group_by(col(Rating.value))).all())
     up = int(counts.get(1, 0))
     return Tally(up=up, total=up + int(counts.get(-1, 0)))
 
 
+def nth_rating(
+    *, session: Session, assistant: str, adapter: str | None, since: datetime | None, n: int
+) -> RatingCutoff | None:
+    """The `n`-th rating (1-based, in the order given) of this adapter's answers, if any."""
+    query = _arm_ratings(
+        select(Rating.created_at, Rating.id), assistant=assistant, adapter=adapter, since=since
+    )
+    row = session.exec(
+        query.order_by(col(Rating.created_at), col(Rating.id)).offset(n - 1).limit(1)
+    ).first()
+    return (row[0], int(row[1])) if row else None
+
+
 def evaluate_canary(
     *, session: Session, assistant: str, settings: LearningSettings, server: AdapterServer
 ) -> Verdict | None:
-    """Promote or roll back the assistant's canary once its live ratings decide it."""
+    """Promote or roll back the assistant's canary once its live ratings decide it. It is
+    judged at planned looks (`canary.looks`) on its first ratings, as many as the look, and
+    the active model's ratings over the same time, so checking often costs no accuracy."""
     active, canary = serving(session=session, assistant=assistant)
     if canary is None:
         return None
     since = canary.deployed_at
+    active_name = active.name if active else None
+    rated = live_tally(session=session, assistant=assistant, adapter=canary.name, since=since)
+    look = look_reached(
+        rated.total, looks(settings.canary_min_ratings, settings.canary_max_ratings)
+    )
+    cutoff = (
+        None
+        if look is None
+        else nth_rating(
+            session=session, assistant=assistant, adapter=canary.name, since=since, n=look
+        )
+    )
     verdict = judge(
-        live_tally(session=session, assistant=assistant, adapter=canary.name, since=since),
         live_tally(
-            session=session,
-            assistant=assistant,
-            adapter=active.name if active else None,
-            since=since,
+            session=session, assistant=assistant, adapter=canary.name, since=since, until=cutoff
+        ),
+        live_tally(
+            session=session, assistant=assistant, adapter=active_name, since=since, until=cutoff
         ),
         min_ratings=settings.canary_min_ratings,
         max_ratings=settings.canary_max_ratings,
@@ -292,6 +343,8 @@ def _verdict_json(verdict: Verdict) -> dict[str, float | str]:
         "low": round(verdict.low, 4),
         "high": round(verdict.high, 4),
         "reason": verdict.reason,
+        "look": verdict.look,
+        "confidence": round(verdict.confidence, 5),
     }
 
 

@@ -8,6 +8,7 @@ import pytest
 from sqlmodel import Session, select
 
 from loopgram import adapters
+from loopgram.canary import Verdict
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
 from loopgram.feedback import Feedback, apply_feedback
@@ -109,6 +110,50 @@ def test_live_ratings_promote_a_good_canary(db: Database) -> None:
     assert verdict is not None and verdict.decision == "promote"
     assert _status(db, name) == AdapterStatus.active
     assert db.call(adapters.get_by_name, name=name).metrics["canary"]["decision"] == "promote"
+
+
+def _rate(db: Database, adapter: str | None, values: list[int], first_user: int) -> None:
+    for user, value in enumerate(values, start=first_user):
+        iid = add_interaction(db, user_id=user, prompt="q", adapter=adapter)
+        db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=user, value=value))
+
+
+def test_a_canary_is_judged_on_its_first_ratings_at_each_look(db: Database) -> None:
+    """Checked between looks, the verdict stays the last look's: ratings after it, of the
+    canary or of the active model, wait for the next look (20, 40, 80 here)."""
+    server = RecordingServer()
+    name = _register(db)
+    db.call(adapters.deploy, name=name, server=server)
+    settings = LearningSettings(canary_min_ratings=20, canary_max_ratings=80, canary_margin=0.05)
+
+    def check() -> Verdict:
+        verdict = db.call(
+            adapters.evaluate_canary, assistant="chat", settings=settings, server=server
+        )
+        assert verdict is not None
+        return verdict
+
+    _rate(db, None, [1, -1] * 20, first_user=1000)  # the base model: 50% 👍
+    _rate(db, name, [1, -1] * 10, first_user=2000)  # the canary's first 20: 50% 👍
+    first = check()
+    assert (first.decision, first.look) == ("wait", 20)
+    assert first.reason == "undecided at 20 ratings; judged again at 40"
+    # 19 👎 more for the canary and 40 👍 more for the base model: a judge of all ratings so
+    # far would roll the canary back; the look of 20 ratings is unchanged.
+    _rate(db, name, [-1] * 19, first_user=3000)
+    _rate(db, None, [1] * 40, first_user=4000)
+    again = check()
+    assert (again.decision, again.look, again.difference) == ("wait", 20, first.difference)
+    assert _status(db, name) == AdapterStatus.canary
+    # The 40th rating reaches the next look, judged on everything up to it.
+    _rate(db, name, [-1], first_user=5000)
+    judged = check()
+    assert (judged.decision, judged.look) == ("rollback", 40)
+    assert judged.difference == pytest.approx(10 / 40 - 60 / 80)
+    assert _status(db, name) == AdapterStatus.rejected
+    stored = db.call(adapters.get_by_name, name=name).metrics["canary"]
+    assert (stored["look"], stored["decision"]) == (40, "rollback")
+    assert stored["confidence"] == pytest.approx(1 - 0.05 * 40 / 140, abs=1e-5)
 
 
 def test_router_sends_the_canary_share(db: Database) -> None:

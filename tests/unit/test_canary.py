@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
-from loopgram.canary import Decision, Tally, difference_interval, judge, wilson
+from loopgram.canary import (
+    Decision,
+    Tally,
+    difference_interval,
+    judge,
+    look_confidence,
+    look_reached,
+    looks,
+    wilson,
+)
 from loopgram.routing import in_canary
 
-RULES = {"min_ratings": 50, "max_ratings": 400, "margin": 0.05}
+RULES: dict[str, Any] = {"min_ratings": 50, "max_ratings": 400, "margin": 0.05}
 
 
 def test_wilson_interval_is_sane_at_the_edges() -> None:
@@ -39,7 +49,7 @@ def test_difference_interval_covers_the_truth_about_95_percent() -> None:
         (Tally(118, 200), Tally(120, 200), Decision.wait),  # same, not yet sure enough
         (Tally(40, 200), Tally(120, 200), Decision.rollback),  # clearly worse
         (Tally(236, 400), Tally(250, 400), Decision.rollback),  # cap reached, unproven
-        (Tally(2850, 5000), Tally(2850, 5000), Decision.promote),  # equal, with evidence
+        (Tally(3650, 6400), Tally(3650, 6400), Decision.promote),  # equal, with evidence
     ],
 )
 def test_judge(canary: Tally, active: Tally, expected: Decision) -> None:
@@ -47,6 +57,70 @@ def test_judge(canary: Tally, active: Tally, expected: Decision) -> None:
     if canary.total > 400:
         rules["max_ratings"] = 10_000
     assert judge(canary, active, **rules).decision == expected
+
+
+def test_looks_double_from_the_first_to_the_cap() -> None:
+    assert looks(50, 400) == (50, 100, 200, 400)
+    assert looks(20, 160) == (20, 40, 80, 160)
+    assert looks(50, 300) == (50, 100, 200, 300)
+    assert looks(12, 12) == (12,)  # the demo: judged once
+    assert looks(60, 40) == (60,)  # a cap below the first look: judged once, at the first
+    assert (look_reached(49, (50, 100)), look_reached(99, (50, 100))) == (None, 50)
+    # The error rate is spent in proportion to the looks' ratings and adds up to 5%.
+    points = looks(50, 400)
+    spent = [1 - look_confidence(n, points, 0.95) for n in points]
+    assert sum(spent) == pytest.approx(0.05)
+    assert spent[-1] == pytest.approx(0.05 * 400 / 750)
+
+
+def test_a_verdict_names_its_look_and_refuses_ratings_between_looks() -> None:
+    verdict = judge(Tally(60, 100), Tally(300, 500), **RULES)
+    assert (verdict.decision, verdict.look) == (Decision.wait, 100)
+    assert verdict.reason == "undecided at 100 ratings; judged again at 200"
+    assert verdict.confidence == pytest.approx(1 - 0.05 * 100 / 750)
+    with pytest.raises(ValueError, match="first 50, 100, 200, 400 ratings, not on 120"):
+        judge(Tally(70, 120), Tally(300, 500), **RULES)
+
+
+def _promoted_share(
+    canary_rate: float, active_rate: float, *, share: float, rules: dict[str, float], runs: int
+) -> float:
+    """How often a canary is promoted when it is checked after every single rating, the way
+    `adapters.evaluate_canary` judges it: at the last look reached, on the first ratings."""
+    rng = random.Random(11)
+    points = looks(int(rules["min_ratings"]), int(rules["max_ratings"]))
+    per_canary = (1 - share) / share  # active ratings arriving per canary rating
+    promoted = 0
+    for _ in range(runs):
+        canary = [rng.random() < canary_rate for _ in range(points[-1])]
+        active = [rng.random() < active_rate for _ in range(int(points[-1] * per_canary))]
+        for look in points:  # between looks a check repeats the last look's verdict
+            seen = int(look * per_canary)
+            verdict = judge(
+                Tally(sum(canary[:look]), look),
+                Tally(sum(active[:seen]), seen),
+                min_ratings=int(rules["min_ratings"]),
+                max_ratings=int(rules["max_ratings"]),
+                margin=rules["margin"],
+            )
+            if verdict.decision != Decision.wait:
+                promoted += verdict.decision == Decision.promote
+                break
+    return promoted / runs
+
+
+def test_checking_often_promotes_a_canary_worse_by_the_margin_at_most_2_5_percent() -> None:
+    # With production's rules, a fixed 95% interval re-checked at every rating promoted
+    # such a canary 14% of the time (measured with 2,000 runs); the looks keep it ≤ 2.5%.
+    rate = _promoted_share(0.45, 0.5, share=0.1, rules=RULES, runs=2000)
+    assert rate <= 0.025
+
+
+def test_the_simulations_canary_keeps_a_clearly_better_adapter() -> None:
+    # The simulation's canary (half the people, 20–160 ratings, margin 0.1): an adapter 13
+    # points ahead at a 0.25 👍 rate, as one measured on held-out prompts was, is promoted.
+    rules = {"min_ratings": 20, "max_ratings": 160, "margin": 0.1}
+    assert _promoted_share(0.38, 0.25, share=0.5, rules=rules, runs=500) >= 0.9
 
 
 def test_canary_share_and_stickiness() -> None:
