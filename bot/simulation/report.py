@@ -123,7 +123,15 @@ def _row(label: str, point: dict[str, Any]) -> list[str]:
         str(point.get("answers", "")),
         str(point.get("adapter") or "base"),
         str(point.get("candidate") or ""),
-        " ".join(part for part in (point.get("run_status", ""), point.get("canary", "")) if part),
+        " ".join(
+            part
+            for part in (
+                point.get("run_status", ""),
+                point.get("canary", ""),
+                f"({point['canary_live']})" if point.get("canary_live") else "",
+            )
+            if part
+        ),
         str(point.get("train_examples", "")),
         _reward(point),
         " / ".join(

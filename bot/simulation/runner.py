@@ -43,6 +43,7 @@ from bot.simulation.people import Behaviour, Person
 from bot.simulation.prompts import Prompt, load_prompt_set
 from bot.simulation.traffic import Conversation, Exchange, run_traffic
 from loopgram import adapters
+from loopgram.canary import look_reached, looks
 from loopgram.llm import LLMClient
 from loopgram.models import Adapter, AnswerCandidate, Interaction, Rating, TrainingRun
 from loopgram.settings import Settings
@@ -164,6 +165,10 @@ class RoundResult:
     run_status: str = "no run"
     detail: str = ""
     canary: str = ""
+    canary_live: str = ""
+    """The canary's last verdict: live difference, its interval and the look it was on."""
+    canary_seconds: float = 0.0
+    """Time serving canary traffic until the verdict (the price of the canary's cap)."""
     traffic_liked: float = 0.0
     traffic_answers: int = 0
     traffic_failures: int = 0
@@ -212,6 +217,8 @@ class RoundResult:
             "run_status": self.run_status,
             "detail": self.detail,
             "canary": self.canary,
+            "canary_live": self.canary_live,
+            "canary_seconds": round(self.canary_seconds, 1),
             "traffic_thumbs_up_rate": round(self.traffic_liked, 4),
             "traffic_answers": self.traffic_answers,
             "traffic_failures": self.traffic_failures,
@@ -655,7 +662,7 @@ class Simulation:
         )
         if self.options.trains_reward_model:
             await self._train_reward_models(number, result)
-        statuses, candidates, canaries, details = [], [], [], []
+        statuses, candidates, canaries, details, live = [], [], [], [], []
         for run in runs:
             statuses.append(run.status)
             details.append(str(run.error or (run.evaluation or {}).get("reason", ""))[:300])
@@ -669,12 +676,19 @@ class Simulation:
             candidates.append(candidate.name)
             if candidate.status == "canary":
                 self.progress(f"round {number}: canary {candidate.name}; serving canary traffic")
+                started = time.monotonic()
                 outcome = await self._canary_phase(conversations, candidate.name)
+                result.canary_seconds += time.monotonic() - started
                 canaries.append(outcome if len(runs) == 1 else f"{candidate.name} {outcome}")
                 result.deployed = result.deployed or outcome == "promoted"
+                verdict = await self.db.run(_canary_verdict, name=candidate.name)
+                if verdict:
+                    live.append(verdict if len(runs) == 1 else f"{candidate.name} {verdict}")
+                    self.progress(f"round {number}: canary {candidate.name} {outcome}: {verdict}")
         result.run_status = ", ".join(statuses) or "no run"
         result.candidate = ", ".join(candidates) or None
         result.canary = ", ".join(canaries)
+        result.canary_live = "; ".join(live)
         result.detail = "; ".join(d for d in details if d)
         serving = await self._serving()
         result.adapter = ", ".join(sorted(set(serving.values()) - {self.settings.llm.llm_model}))
@@ -800,20 +814,25 @@ class Simulation:
 
     async def _canary_phase(self, conversations: list[Conversation], name: str) -> str:
         """Serve traffic until the canary is promoted or rolled back: a prompt per person at
-        a time, so the phase ends within one short batch of the beat's verdict."""
+        a time, so the phase ends within one short batch of the beat's verdict. The beat
+        judges only at looks (`loopgram.canary.looks`), so the phase waits for a verdict only
+        when a new look is reached."""
         batch = len(conversations)
         rounds = math.ceil(8 * max(batch, self.traffic_per_round // 2) / batch)
+        points = looks(self.options.canary_min_ratings, self.options.canary_max_ratings)
+        waited: int | None = None
         for _ in range(rounds):  # as much traffic at most as before: 8 half-rounds
             exchanges = await run_traffic(conversations, self._traffic_prompts(batch))
             await self._wait_stored(exchanges)
-            rated = await self.db.run(_canary_ratings, name=name)
-            if rated < self.options.canary_min_ratings:
-                continue  # too few to be judged yet: no need to wait for the beat
-            for _tick in range(20):  # the beat judges canaries every few seconds
+            look = look_reached(await self.db.run(_canary_ratings, name=name), points)
+            ticks = 20 if look is not None and look != waited else 1
+            waited = look
+            for _tick in range(ticks):  # the beat judges canaries every few seconds
                 status = await self.db.run(_adapter_status, name=name)
                 if status != "canary":
                     return "promoted" if status == "active" else "rolled back"
-                await asyncio.sleep(0.5)
+                if ticks > 1:
+                    await asyncio.sleep(0.5)
         return "undecided"
 
     async def _snapshot_training_data(self) -> dict[str, TrainingSnapshot]:
@@ -979,6 +998,17 @@ def _canary_ratings(*, session: Session, name: str) -> int:
     return adapters.live_tally(
         session=session, assistant=canary.assistant, adapter=name, since=canary.deployed_at
     ).total
+
+
+def _canary_verdict(*, session: Session, name: str) -> str:
+    """The canary's last verdict as the beat stored it, in a few words."""
+    verdict = (adapters.get_by_name(session=session, name=name).metrics or {}).get("canary")
+    if not verdict:
+        return ""
+    return (
+        f"live {verdict['difference']:+.2f} ({verdict['low']:+.2f}…{verdict['high']:+.2f}) "
+        f"on {verdict.get('look', '?')} ratings: {verdict['reason']}"
+    )
 
 
 def _adapter_status(*, session: Session, name: str) -> str:

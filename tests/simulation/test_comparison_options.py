@@ -136,6 +136,8 @@ def _compared(tmp_path: Path) -> SimulationResult:
             candidate="paraphrase-v1",
             run_status="succeeded",
             canary="promoted",
+            canary_live="live +0.12 (+0.01…+0.23) on 40 ratings: not worse by more than 0.10",
+            canary_seconds=95.0,
             train_seconds=300.0,
             policy_run_seconds=340.0,
             reward_run_status="succeeded",
@@ -215,6 +217,9 @@ def test_the_report_shows_what_was_compared_and_its_cost_in_time(tmp_path: Path)
     )
     markdown = paths["markdown"].read_text("utf-8")
     assert data["options_summary"] in markdown and data["cost_summary"] in markdown
+    # The canary's live verdict and the time its traffic took.
+    assert (one["canary_seconds"], two["canary_seconds"]) == (95.0, 0.0)
+    assert f"succeeded promoted ({one['canary_live']})" in markdown
     assert "| round 1 | 0.42 |" in markdown
     assert "succeeded acc 0.71 → paraphrase-rm-v1 | 300 / 120 | 3.0 |" in markdown
     assert "| 0.50 |" in markdown  # round 2's policy-alone rate
