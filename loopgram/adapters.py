@@ -238,6 +238,7 @@ def _arm_ratings(query: Any, *, assistant: str, adapter: str | None, since: date
         query.join(Interaction, col(Interaction.id) == col(Rating.interaction_id))
         .where(Interaction.assistant == assistant)
         .where(col(Rating.user_id) == col(Interaction.user_id))
+        .where(col(Rating.value).in_((1, -1)))
     )
     query = query.where(
         Interaction.adapter == adapter if adapter else col(Interaction.adapter).is_(None)

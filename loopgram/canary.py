@@ -106,19 +106,14 @@ def judge(
     margin: float,
     confidence: float = 0.95,
 ) -> Verdict:
-    """The verdict at a look. `canary` holds the canary's first ratings, as many as a look
-    (see `looks`), and `active` the active model's ratings over the same time; fewer canary
-    ratings than the first look mean wait."""
+    """The verdict at the last look `canary`'s ratings have reached. For the error rate to
+    hold, `canary` holds the canary's first ratings, as many as that look (`adapters`
+    truncates them so), and `active` the active model's ratings over the same time."""
     points = looks(min_ratings, max_ratings)
-    if canary.total < points[0]:
+    look = look_reached(canary.total, points)
+    if look is None:
         diff, low, high = difference_interval(canary, active, confidence)
         return Verdict(Decision.wait, diff, low, high, f"{canary.total}/{points[0]} ratings")
-    if canary.total not in points:
-        raise ValueError(
-            f"a canary is judged on its first {', '.join(map(str, points))} ratings, "
-            f"not on {canary.total}"
-        )
-    look = canary.total
     at = look_confidence(look, points, confidence)
     diff, low, high = difference_interval(canary, active, at)
 

@@ -73,13 +73,14 @@ def test_looks_double_from_the_first_to_the_cap() -> None:
     assert spent[-1] == pytest.approx(0.05 * 400 / 750)
 
 
-def test_a_verdict_names_its_look_and_refuses_ratings_between_looks() -> None:
+def test_a_verdict_names_its_look_and_its_confidence() -> None:
     verdict = judge(Tally(60, 100), Tally(300, 500), **RULES)
     assert (verdict.decision, verdict.look) == (Decision.wait, 100)
     assert verdict.reason == "undecided at 100 ratings; judged again at 200"
     assert verdict.confidence == pytest.approx(1 - 0.05 * 100 / 750)
-    with pytest.raises(ValueError, match="first 50, 100, 200, 400 ratings, not on 120"):
-        judge(Tally(70, 120), Tally(300, 500), **RULES)
+    # Ratings past a look (a late one, say) are judged with that look's confidence.
+    later = judge(Tally(61, 101), Tally(300, 500), **RULES)
+    assert (later.look, later.confidence) == (100, verdict.confidence)
 
 
 def _promoted_share(
