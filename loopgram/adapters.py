@@ -292,27 +292,26 @@ def evaluate_canary(
 ) -> Verdict | None:
     """Promote or roll back the assistant's canary once its live ratings decide it. It is
     judged at planned looks (`canary.looks`) on its first ratings, as many as the look, and
-    the active model's ratings over the same time, so checking often costs no accuracy."""
+    the active model's ratings over the same time, so checking often does not inflate its
+    error rate."""
     active, canary = serving(session=session, assistant=assistant)
     if canary is None:
         return None
     since = canary.deployed_at
     active_name = active.name if active else None
     rated = live_tally(session=session, assistant=assistant, adapter=canary.name, since=since)
-    look = look_reached(
-        rated.total, looks(settings.canary_min_ratings, settings.canary_max_ratings)
-    )
-    cutoff = (
-        None
-        if look is None
-        else nth_rating(
+    points = looks(settings.canary_min_ratings, settings.canary_max_ratings)
+    look = look_reached(rated.total, points)
+    cutoff = None
+    if look is not None:  # the canary's first `look` ratings, and the active's meanwhile
+        cutoff = nth_rating(
             session=session, assistant=assistant, adapter=canary.name, since=since, n=look
         )
-    )
-    verdict = judge(
-        live_tally(
+        rated = live_tally(
             session=session, assistant=assistant, adapter=canary.name, since=since, until=cutoff
-        ),
+        )
+    verdict = judge(
+        rated,
         live_tally(
             session=session, assistant=assistant, adapter=active_name, since=since, until=cutoff
         ),
