@@ -9,7 +9,7 @@ The canary is checked every few minutes, but judged only at planned looks: on it
 `min_ratings` ratings, then on twice as many, and so on up to `max_ratings`. Each look gets
 a share of the error rate in proportion to its ratings (a weighted Bonferroni split), so a
 canary worse by the margin is promoted at most 2.5% of the time however often it is checked.
-A fixed 95% interval re-checked as ratings arrive promotes such a canary far more often: 14%
+A fixed 95% interval re-checked as ratings arrive promotes such a canary far more often: 14–16%
 with production's 50–400 ratings checked at every rating (tests/unit/test_canary.py).
 """
 
