@@ -10,6 +10,11 @@ measured together with a baseline *in the same run* and reported as ``value / ba
 * ``server_concurrent_tokens_per_s`` — completion tokens/s of the server answering ``requests``
   requests sent at once (wall time until the last answer) over the same requests sent one
   after another to the same server.  Ratio > 1 is what batching concurrent requests gains.
+* ``server_prefix_cache_tokens_per_s`` — completion tokens/s of the transformers backend
+  answering ``requests`` requests at once (one batch) that start with the same system prompt
+  and few-shot example, as an assistant's requests do, with the prompt-prefix cache over the
+  same backend without it (``prefix_cache_mb=0``); sampled at the bot's temperature 0.7 with
+  fixed seeds.  Ratio > 1 is what not prefilling the shared start again gains.
 * ``server_tokens_per_s_with_adapter`` — the same server requests with ``model=<adapter>`` (a
   LoRA adapter made with peft, loaded through ``POST /v1/load_lora_adapter``) over the base
   model through the same server.  Ratio < 1 is the slowdown of serving through an adapter.
@@ -96,6 +101,7 @@ FIGURES = (
     "server_tokens_per_s",
     "server_tokens_per_s_with_adapter",
     "server_concurrent_tokens_per_s",
+    "server_prefix_cache_tokens_per_s",
     "adapter_load_s",
     "adapter_unload_s",
     "best_of_n_latency",
@@ -293,6 +299,66 @@ def make_lora_adapter(model: Any, folder: Path, *, r: int = 8) -> Path:
 
 def _messages(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
+
+
+FEW_SHOT = [
+    {
+        "role": "system",
+        "content": "You rewrite texts. Task: rewrite the user's text in English with different "
+        "wording, keeping its full meaning: every fact, name and number. Do not add facts, "
+        "comments or explanations. Output only the rewritten text.",
+    },
+    {
+        "role": "user",
+        "content": "The meeting has been moved to Thursday because the director is away on Monday.",
+    },
+    {
+        "role": "assistant",
+        "content": "Since the director will be away on Monday, the meeting is now on Thursday.",
+    },
+]
+"""The start the paraphrase assistant's requests share (its system prompt and example)."""
+
+
+def _few_shot_messages(i: int) -> list[dict[str, str]]:
+    return [*FEW_SHOT, {"role": "user", "content": QUICK_TEXTS[i % len(QUICK_TEXTS)]}]
+
+
+async def _measure_prefix_cache(options: BenchOptions) -> Measurement:
+    from training.model_server.protocol import GenerationRequest
+    from training.model_server.transformers_backend import TransformersBackend
+
+    async def batch_rate(cache_mb: float) -> _Rate:
+        backend = await asyncio.to_thread(
+            TransformersBackend, options.model_path, "bench", prefix_cache_mb=cache_mb
+        )
+        try:
+
+            async def answer(i: int) -> int:
+                request = GenerationRequest(
+                    _few_shot_messages(i), "bench", options.max_tokens, 0.7, seed=i
+                )
+                text = "".join([delta async for delta in backend.generate(request)])
+                return backend.count_tokens(text)
+
+            await asyncio.gather(*(answer(i) for i in range(options.requests)))  # warm-up
+            rate = _Rate()
+            started = time.perf_counter()
+            tokens = await asyncio.gather(*(answer(i) for i in range(options.requests)))
+            rate.add(sum(tokens), time.perf_counter() - started)
+            return rate
+        finally:
+            backend.close()
+
+    without = (await batch_rate(0.0)).per_second("requests without the prefix cache")
+    cached = (await batch_rate(256.0)).per_second("requests with the prefix cache")
+    return Measurement(
+        "server_prefix_cache_tokens_per_s",
+        cached,
+        "tokens/s",
+        without,
+        f"{options.requests} concurrent few-shot requests without the prefix cache",
+    )
 
 
 class _PlainGenerator:
@@ -846,6 +912,8 @@ def run_bench(options: BenchOptions) -> BenchResults:
         plain = _PlainGenerator(plain_model, options.model_path)
         serving = asyncio.run(_measure_server(options, plain, adapter_dir, load_baseline, deadline))
         del plain, plain_model
+        log.info("bench: prompt-prefix cache (%d concurrent requests)", options.requests)
+        serving.insert(3, asyncio.run(_measure_prefix_cache(options)))
 
         log.info("bench: best-of-n latency")
         serving.append(_measure_best_of_n(options, deadline, work))

@@ -808,3 +808,71 @@ async def test_requests_sent_together_to_an_idle_server_form_one_batch(
     finally:
         backend.close()
         torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ prefix cache
+
+FEW_SHOT: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "You rewrite texts. Keep every fact, name and number."},
+    {"role": "user", "content": "The cat sat on the warm mat by the door."},
+    {"role": "assistant", "content": "By the door, the cat sat on the warm mat."},
+]
+
+
+async def _ask_after_few_shot(
+    client: openai.AsyncOpenAI, model: str, content: str, **kwargs: Any
+) -> str:
+    completion = await client.chat.completions.create(
+        model=model,
+        messages=[*FEW_SHOT, {"role": "user", "content": content}],
+        max_tokens=16,
+        **kwargs,
+    )
+    return completion.choices[0].message.content or ""
+
+
+async def test_a_shared_prompt_start_is_cached_per_adapter_and_answers_as_without_it(
+    tiny_model: Path,
+    adapters: dict[str, Path],
+    start: StartServer,
+    make_client: ClientFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Rows that start with the same messages take those keys and values from the cache,
+    laid out beside rows of other lengths, adapters and rows without a cached start: every
+    answer (greedy and seeded) is the one a server without the cache gives."""
+    answers = []
+    for cache_mb in (0.0, 256.0):
+        backend = TransformersBackend(
+            tiny_model, BASE, max_loras=2, threads=1, prefix_cache_mb=cache_mb
+        )
+        try:
+            server = await start(backend)
+            client = make_client(server)
+            await _load(http, server, "a", adapters["a"])
+            asks = [
+                _ask_after_few_shot(client, model, content, **sampling)
+                for model in (BASE, "a")
+                for content in ("Hello there.", "I like green tea, fresh bread and quiet mornings.")
+                for sampling in ({"temperature": 0}, {"temperature": 1.0, "seed": 5})
+            ]
+            async with _model_thread_held(backend, queued=len(asks) + 1):
+                tasks = [asyncio.create_task(ask) for ask in asks]
+                tasks.append(asyncio.create_task(_ask(client, "a", temperature=0)))  # no start
+            answers.append(await asyncio.gather(*tasks))
+            assert backend.batch_sizes()[len(tasks)] == 1
+            if cache_mb:
+                assert (len(backend.prefixes), backend.prefixes.misses) == (2, 2)  # base, "a"
+                # Asked again one by one: every start comes from the cache.
+                again = [await _ask_after_few_shot(client, "a", "Hello there.", temperature=0)]
+                assert again == answers[-1][4:5] and backend.prefixes.hits == 6 + 1
+                await _unload(http, server, "a")
+                # The weights are freed by a job queued behind the requests: wait for it.
+                await asyncio.wrap_future(backend._executor.submit(lambda: None))
+                assert len(backend.prefixes) == 1  # the unloaded adapter's start is dropped
+            else:
+                assert len(backend.prefixes) == 0
+        finally:
+            backend.close()
+    assert answers[0] == answers[1]
+    assert len(set(answers[1])) == len(answers[1])  # adapters, texts and seeds all differ

@@ -21,8 +21,9 @@ gain.  Each row keeps its own request:
   active, as before; a mixed batch uses PEFT's mixed-adapter inference
   (``adapter_names=[key or "__base__", ...]``; no merged weights are ever used here);
 * sampling: ``generate`` runs greedy and ``_RowSampler`` samples each row with its own
-  temperature (0 = greedy), top_p and ``torch.Generator`` (so a seeded row draws the same
-  random numbers alone or in any batch), leaving only the sampled token for the argmax;
+  temperature (0 = greedy), top_p and ``torch.Generator``: one uniform per step, so a seeded
+  row draws the same numbers alone or in any batch (``sampling.sample_tokens``), leaving
+  only the sampled token for the argmax;
 * end: ``_Stepper`` (a stopping criterion, called once per step) streams each row's new
   token and finishes the row at its end of sequence, its own token limit, after
   ``max_tokens`` deltas, or as soon as its client is gone; a finished row answers at once,
@@ -68,6 +69,7 @@ from peft import PeftConfig, PeftModel, PeftType, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
@@ -77,6 +79,15 @@ from transformers import (
 
 from training.upstream_warnings import quiet_upstream_deprecations
 
+from .prefix_cache import (
+    KV,
+    MIN_PREFIX_TOKENS,
+    PrefixCache,
+    PrefixedRow,
+    cache_argument,
+    compute_prefix,
+    prefixed_batch,
+)
 from .protocol import (
     AdapterError,
     AdapterExistsError,
@@ -85,6 +96,7 @@ from .protocol import (
     UnknownAdapterError,
     UnknownModelError,
 )
+from .sampling import sample_tokens
 
 __all__ = ["TransformersBackend"]
 
@@ -291,6 +303,8 @@ class _Row:
         self.limit = limit
         self.deltas = 0
         self.done = False
+        self.prefix: tuple[int, ...] = ()
+        """The start of the prompt whose keys and values come from the prefix cache."""
         self.generator: torch.Generator | None = None
         if job.request.temperature > 0:  # its own generator: a seed means the same in a batch
             self.generator = torch.Generator()
@@ -374,8 +388,7 @@ class _RowSampler(LogitsProcessor):
         self._index = torch.tensor([i for i, _ in self._picks], dtype=torch.long)
         requests = [row.job.request for _, row in self._picks]
         self._temperature = torch.tensor([[r.temperature] for r in requests])
-        self._top_p = torch.tensor([[r.top_p] for r in requests])
-        self._use_top_p = any(r.top_p < 1.0 for r in requests)
+        self._top_p = torch.tensor([r.top_p for r in requests])
         self._top_k = top_k
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
@@ -386,22 +399,15 @@ class _RowSampler(LogitsProcessor):
         if 0 < self._top_k < logits.shape[-1]:
             kth = torch.topk(logits, self._top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < kth, -math.inf)
-        probs = torch.softmax(logits, dim=-1)
-        order: torch.Tensor | None = None
-        if self._use_top_p:  # keep the smallest set of top tokens holding top_p of the mass
-            probs, order = probs.sort(dim=-1, descending=True)
-            mass_before = probs.cumsum(dim=-1) - probs
-            drop = mass_before >= self._top_p.to(scores.device)
-            drop[:, 0] = False  # the top token always stays (top_p may be 0)
-            probs = probs.masked_fill(drop, 0.0)
-        chosen = [
-            torch.multinomial(probs[j].cpu(), 1, generator=row.generator)
-            for j, (_, row) in enumerate(self._picks)
-        ]
-        picked = torch.stack(chosen).to(scores.device)
-        if order is not None:
-            picked = order.gather(1, picked)
-        masked = torch.full_like(logits, -math.inf).scatter_(1, picked, 0.0)
+        uniforms = torch.cat(
+            [torch.rand(1, generator=row.generator, dtype=torch.float64) for _, row in self._picks]
+        )
+        picked = sample_tokens(
+            torch.softmax(logits, dim=-1),
+            self._top_p.to(scores.device),
+            uniforms.to(scores.device),
+        )
+        masked = torch.full_like(logits, -math.inf).scatter_(1, picked.unsqueeze(-1), 0.0)
         scores = scores.clone()
         scores[index] = masked
         return scores
@@ -461,6 +467,7 @@ class TransformersBackend:
         threads: int | None = None,
         max_batch_size: int = 16,
         batch_wait_s: float = 0.02,
+        prefix_cache_mb: float = 256.0,
     ) -> None:
         if max_loras < 0:
             raise ValueError(f"max_loras must be >= 0, got {max_loras}")
@@ -494,6 +501,9 @@ class TransformersBackend:
         self._tokenizer_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self._batch_sizes: Counter[int] = Counter()
+        # Touched on the model thread only, under the model lock.
+        self._cache_argument = cache_argument(self._model) if prefix_cache_mb > 0 else None
+        self.prefixes = PrefixCache(int(prefix_cache_mb * 1024**2))
 
     # ------------------------------------------------------------------ public API
 
@@ -640,6 +650,7 @@ class TransformersBackend:
             if others:
                 peft.set_adapter(others[0], inference_mode=True)
         peft.delete_adapter(key)
+        self.prefixes.drop_adapter(key)
 
     @contextlib.contextmanager
     def _activated(self, adapter: _Adapter | None) -> Iterator[None]:
@@ -685,19 +696,47 @@ class TransformersBackend:
             prompt = self._encode(job.request.messages)
             prompt, limit = self._fit_context(prompt, job.request.max_tokens + _EXTRA_TOKENS)
             job.row = _Row(job, self._decode, prompt, limit)
+            job.row.prefix = self._shared_start(job.request.messages, prompt)
         return job.row
+
+    def _shared_start(self, messages: list[dict[str, str]], prompt: list[int]) -> tuple[int, ...]:
+        """The tokens of every message but the last, when the prompt starts with them: the
+        part a request shares with others (system prompt, few-shot example, history)."""
+        if self._cache_argument is None or len(messages) < 2:
+            return ()
+        head = self._encode(messages[:-1], generation_prompt=False)
+        if not MIN_PREFIX_TOKENS <= len(head) < len(prompt) or prompt[: len(head)] != head:
+            return ()
+        return tuple(head)
+
+    def _prefix_kv(self, row: _Row) -> KV | None:
+        if not row.prefix:
+            return None
+        adapter = row.job.adapter.key if row.job.adapter else None
+        kv = self.prefixes.get(adapter, row.prefix)
+        if kv is None:
+            with self._activated(row.job.adapter):
+                kv = compute_prefix(self._model, row.prefix)
+            self.prefixes.put(adapter, row.prefix, kv)
+        return kv
 
     def _generate_rows(self, rows: list[_Row]) -> bool:
         """Generate until every row is done, or an urgent job waits (then returns True)."""
         config = self._generation_config(max(row.remaining for row in rows))
-        # Left padding: every row's next token is in the last column.
-        contexts = [row.context for row in rows]
-        width = max(map(len, contexts))
-        input_ids = torch.full((len(rows), width), config.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, context in enumerate(contexts):
-            input_ids[i, width - len(context) :] = torch.tensor(context, dtype=torch.long)
-            attention_mask[i, width - len(context) :] = 1
+        prefixed = [PrefixedRow(row.context, row.prefix, self._prefix_kv(row)) for row in rows]
+        cache: DynamicCache | None = None
+        if self._cache_argument and any(row.kv is not None for row in prefixed):
+            input_ids, attention_mask, cache = prefixed_batch(
+                prefixed, config.pad_token_id, self._model.config, self.device
+            )
+        else:  # left padding: every row's next token is in the last column
+            contexts = [row.context for row in rows]
+            width = max(map(len, contexts))
+            input_ids = torch.full((len(rows), width), config.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, context in enumerate(contexts):
+                input_ids[i, width - len(context) :] = torch.tensor(context, dtype=torch.long)
+                attention_mask[i, width - len(context) :] = 1
         stepper = _Stepper(rows, self._eos, lambda: self._executor.urgent_waiting)
         kwargs: dict[str, Any] = {
             "input_ids": input_ids.to(self.device),
@@ -706,6 +745,8 @@ class TransformersBackend:
             "logits_processor": LogitsProcessorList([_RowSampler(rows, self._top_k)]),
             "stopping_criteria": StoppingCriteriaList([stepper]),
         }
+        if cache is not None and self._cache_argument:
+            kwargs[self._cache_argument] = cache
         adapters = {row.job.adapter for row in rows}
         if len(adapters) == 1:
             with self._activated(next(iter(adapters))):
@@ -723,7 +764,9 @@ class TransformersBackend:
         cast(Any, peft).generate(adapter_names=keys, **kwargs)  # PEFT leaves it untyped
         return stepper.preempted
 
-    def _encode(self, messages: list[dict[str, str]]) -> list[int]:
+    def _encode(
+        self, messages: list[dict[str, str]], *, generation_prompt: bool = True
+    ) -> list[int]:
         chat = [
             {"role": _ROLE_ALIASES.get(m["role"], m["role"]), "content": m["content"]}
             for m in messages
@@ -731,11 +774,12 @@ class TransformersBackend:
         with self._tokenizer_lock:
             if self._tokenizer.chat_template:
                 prompt = self._tokenizer.apply_chat_template(
-                    chat, tokenize=False, add_generation_prompt=True
+                    chat, tokenize=False, add_generation_prompt=generation_prompt
                 )
                 ids = self._tokenizer(prompt, add_special_tokens=False)["input_ids"]
             else:  # a base model without a template: a plain transcript
-                prompt = "".join(f"{m['role']}: {m['content']}\n" for m in chat) + "assistant:"
+                prompt = "".join(f"{m['role']}: {m['content']}\n" for m in chat)
+                prompt += "assistant:" if generation_prompt else ""
                 ids = self._tokenizer(prompt)["input_ids"]
         return list(ids)
 
