@@ -61,6 +61,26 @@ _REWARD_RUN_START = 300.0
 """Seconds a queued reward-model run may take to start on the training worker."""
 
 
+def default_train_settings() -> dict[str, Any]:
+    """What the simulation's policy runs train with (its TRAIN_CONFIG; `--train-config` and
+    `--method` go on top)."""
+    return {
+        "epochs": 2.0,
+        "batch_size": 8,
+        # System prompt + one few-shot example + source + answer: ~200-400 tokens.
+        "max_length": 448,
+        "learning_rate": 2e-4,
+        "judge_samples": 0,
+        # The task check would answer 2x8 evaluation items per run on CPU (minutes); the
+        # simulation measures the held-out 👍 rate instead.
+        "task_eval_items": 0,
+        "min_examples": 8,
+        # The newest pairs only: on 2 CPU cores a step of 8 pairs takes 16–40 s, and the
+        # whole buffer grows by ~100 pairs a round.
+        "max_examples": 96,
+    }
+
+
 @dataclass(frozen=True)
 class SimulationOptions:
     data_dir: Path
@@ -89,23 +109,7 @@ class SimulationOptions:
     canary_min_ratings: int = 20
     canary_max_ratings: int = 80
     canary_margin: float = 0.1
-    train: dict[str, Any] = field(
-        default_factory=lambda: {
-            "epochs": 2.0,
-            "batch_size": 8,
-            # System prompt + one few-shot example + source + answer: ~200-400 tokens.
-            "max_length": 448,
-            "learning_rate": 2e-4,
-            "judge_samples": 0,
-            # The task check would answer 2x8 evaluation items per run on CPU (minutes); the
-            # simulation measures the held-out 👍 rate instead.
-            "task_eval_items": 0,
-            "min_examples": 8,
-            # The newest pairs only: on 2 CPU cores a step of 8 pairs takes 16–40 s, and the
-            # whole buffer grows by ~100 pairs a round.
-            "max_examples": 96,
-        }
-    )
+    train: dict[str, Any] = field(default_factory=default_train_settings)
     round_timeout: float = 3600.0
     best_of_n: int = 1
     """Candidates per answer the bot generates for the reward model to pick from (1 = off)."""
