@@ -256,10 +256,14 @@ def live_tally(
     since: datetime | None,
     until: RatingCutoff | None = None,
 ) -> Tally:
-    """👍 and all ratings by askers on answers this adapter (None = base model) gave; with
-    `until`, only the ratings given up to that one."""
+    """👍 and all ratings by askers on answers this adapter (None = base model) gave, per
+    person too (the canary's interval allows for people who rate a lot); with `until`, only
+    the ratings given up to that one."""
     query = _arm_ratings(
-        select(Rating.value, func.count()), assistant=assistant, adapter=adapter, since=since
+        select(Rating.user_id, Rating.value, func.count()),
+        assistant=assistant,
+        adapter=adapter,
+        since=since,
     )
     if until is not None:
         at, rating_id = until
@@ -269,9 +273,19 @@ def live_tally(
                 and_(col(Rating.created_at) == at, col(Rating.id) <= rating_id),
             )
         )
-    counts = dict(session.exec(query.group_by(col(Rating.value))).all())
-    up = int(counts.get(1, 0))
-    return Tally(up=up, total=up + int(counts.get(-1, 0)))
+    people: dict[int, list[int]] = {}
+    for user_id, value, count in session.exec(
+        query.group_by(col(Rating.user_id), col(Rating.value))
+    ).all():
+        person = people.setdefault(int(user_id), [0, 0])
+        person[0] += int(count) if value == 1 else 0
+        person[1] += int(count)
+    by_person = tuple((up, total) for up, total in sorted(people.values()))
+    return Tally(
+        up=sum(up for up, _ in by_person),
+        total=sum(total for _, total in by_person),
+        by_person=by_person,
+    )
 
 
 def nth_rating(
@@ -310,17 +324,24 @@ def evaluate_canary(
         rated = live_tally(
             session=session, assistant=assistant, adapter=canary.name, since=since, until=cutoff
         )
+    active_rated = live_tally(
+        session=session, assistant=assistant, adapter=active_name, since=since, until=cutoff
+    )
     verdict = judge(
         rated,
-        live_tally(
-            session=session, assistant=assistant, adapter=active_name, since=since, until=cutoff
-        ),
+        active_rated,
         min_ratings=settings.canary_min_ratings,
         max_ratings=settings.canary_max_ratings,
         margin=settings.canary_margin,
         confidence=settings.canary_confidence,
     )
-    canary.metrics = {**canary.metrics, "canary": _verdict_json(verdict)}
+    judged = {
+        **_verdict_json(verdict),
+        "people": len(rated.by_person),
+        "design_effect": round(rated.design_effect, 3),
+        "active_design_effect": round(active_rated.design_effect, 3),
+    }
+    canary.metrics = {**canary.metrics, "canary": judged}
     session.add(canary)
     if verdict.decision == "promote":
         promote(session=session, assistant=assistant)
@@ -336,7 +357,7 @@ def evaluate_canary(
     return verdict
 
 
-def _verdict_json(verdict: Verdict) -> dict[str, float | str]:
+def _verdict_json(verdict: Verdict) -> dict[str, float | int | str]:
     return {
         "decision": str(verdict.decision),
         "difference": round(verdict.difference, 4),

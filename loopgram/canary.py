@@ -11,6 +11,12 @@ a share of the error rate in proportion to its ratings (a weighted Bonferroni sp
 canary worse by the margin is promoted at most 2.5% of the time however often it is checked.
 A fixed 95% interval re-checked as ratings arrive promotes such a canary far more often: 14–16%
 with production's 50–400 ratings checked at every rating (tests/unit/test_canary.py).
+
+Ratings come in clusters: a person sees one version and may rate many answers, and people
+differ in taste, so 100 ratings from 5 heavy users say less than 100 from 100 people. When a
+tally carries its ratings per person, each arm's counts are shrunk by its design effect (the
+cluster-robust variance of its 👍 rate over the binomial one, never below 1) before the
+Wilson intervals: the effective-sample-size method for clustered proportions.
 """
 
 from __future__ import annotations
@@ -31,10 +37,30 @@ class Decision(StrEnum):
 class Tally:
     up: int
     total: int
+    by_person: tuple[tuple[int, int], ...] = ()
+    """(👍, ratings) of each person; empty: ratings taken as independent."""
 
     @property
     def rate(self) -> float:
         return self.up / self.total if self.total else 0.0
+
+    @property
+    def design_effect(self) -> float:
+        """How much the clustering by person inflates the variance of the 👍 rate (≥ 1).
+
+        The ratio estimator's cluster-robust variance, k/(k-1) · Σ(up_j - p·n_j)² / n²,
+        over the binomial p(1-p)/n. One person is one observation (n); a rate of 0 or 1,
+        or no breakdown, leaves nothing to estimate (1).
+        """
+        people = len(self.by_person)
+        p = self.rate
+        if people == 0 or self.total == 0 or p in (0.0, 1.0):
+            return 1.0
+        if people == 1:
+            return float(self.total)
+        spread = sum((up - p * n) ** 2 for up, n in self.by_person)
+        clustered = people / (people - 1) * spread / self.total**2
+        return max(1.0, clustered / (p * (1 - p) / self.total))
 
 
 @dataclass(frozen=True)
@@ -73,7 +99,7 @@ def look_confidence(look: int, points: tuple[int, ...], confidence: float) -> fl
     return 1 - (1 - confidence) * look / sum(points)
 
 
-def wilson(up: int, total: int, z: float) -> tuple[float, float]:
+def wilson(up: float, total: float, z: float) -> tuple[float, float]:
     if total == 0:
         return 0.0, 1.0
     p = up / total
@@ -86,11 +112,13 @@ def wilson(up: int, total: int, z: float) -> tuple[float, float]:
 def difference_interval(
     canary: Tally, active: Tally, confidence: float = 0.95
 ) -> tuple[float, float, float]:
-    """(canary - active, low, high): Newcombe's method 10 interval."""
+    """(canary - active, low, high): Newcombe's method 10 interval, each arm's counts
+    divided by its design effect (`Tally.design_effect`)."""
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p1, p2 = canary.rate, active.rate
-    l1, u1 = wilson(canary.up, canary.total, z)
-    l2, u2 = wilson(active.up, active.total, z)
+    d1, d2 = canary.design_effect, active.design_effect
+    l1, u1 = wilson(canary.up / d1, canary.total / d1, z)
+    l2, u2 = wilson(active.up / d2, active.total / d2, z)
     diff = p1 - p2
     low = diff - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     high = diff + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)

@@ -1009,9 +1009,10 @@ def _canary_verdict(*, session: Session, name: str) -> str:
     verdict = (adapters.get_by_name(session=session, name=name).metrics or {}).get("canary")
     if not verdict:
         return ""
+    people = f" from {verdict['people']} people" if "people" in verdict else ""
     return (
         f"live {verdict['difference']:+.2f} ({verdict['low']:+.2f}…{verdict['high']:+.2f}) "
-        f"on {verdict.get('look', '?')} ratings: {verdict['reason']}"
+        f"on {verdict.get('look', '?')} ratings{people}: {verdict['reason']}"
     )
 
 

@@ -156,6 +156,32 @@ def test_a_canary_is_judged_on_its_first_ratings_at_each_look(db: Database) -> N
     assert stored["confidence"] == pytest.approx(1 - 0.05 * 40 / 140, abs=1e-5)
 
 
+def test_a_canary_rated_by_two_heavy_users_is_not_promoted_on_them(db: Database) -> None:
+    """60 ratings at 90% 👍 from two people say little about everyone: the interval counts
+    them by person (design effect 6.7, ~9 effective ratings), so the canary waits for more,
+    where 60 independent ratings would have promoted it."""
+    server = RecordingServer()
+    name = _register(db)
+    db.call(adapters.deploy, name=name, server=server)
+    settings = LearningSettings(canary_min_ratings=60, canary_max_ratings=400, canary_margin=0.05)
+    _rate(db, None, [1, -1] * 40, first_user=1000)  # 80 people, one rating each: 50% 👍
+    for user, values in ((2000, [1] * 30), (2001, [1] * 24 + [-1] * 6)):
+        for value in values:
+            iid = add_interaction(db, user_id=user, prompt="q", adapter=name)
+            db.call(
+                apply_feedback, feedback=Feedback(interaction_id=iid, user_id=user, value=value)
+            )
+    tally = db.call(adapters.live_tally, assistant="chat", adapter=name, since=None)
+    assert tally.by_person == ((24, 30), (30, 30))
+    verdict = db.call(adapters.evaluate_canary, assistant="chat", settings=settings, server=server)
+    assert verdict is not None and (verdict.decision, verdict.look) == ("wait", 60)
+    assert verdict.difference == pytest.approx(0.4) and verdict.low < -0.05
+    stored = db.call(adapters.get_by_name, name=name).metrics["canary"]
+    assert stored["people"] == 2 and stored["design_effect"] == pytest.approx(6.667, abs=1e-3)
+    assert stored["active_design_effect"] == pytest.approx(80 / 79, abs=1e-3)
+    assert _status(db, name) == AdapterStatus.canary
+
+
 def test_router_sends_the_canary_share(db: Database) -> None:
     server = RecordingServer()
     v1, v2 = _register(db), _register(db)

@@ -8,6 +8,7 @@ rate is measured each round, and the shuffled control is trained and measured.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,9 @@ async def test_a_round_trains_gates_and_measures(
         assert round_one.deployed == (round_one.canary == "promoted")
         assert round_one.canary_seconds > 0
         if round_one.canary != "undecided":  # judged at a look (4, 8 or 12 ratings)
-            assert " ratings: " in round_one.canary_live, round_one.canary_live
+            assert re.search(r" ratings from \d+ people: ", round_one.canary_live), (
+                round_one.canary_live
+            )
             assert round_one.canary_live.split(" on ")[1].split()[0] in {"4", "8", "12"}
     assert result.shuffled_control is not None, result.control_detail
     assert result.shuffled_control.model == "paraphrase-shuffled-control"
