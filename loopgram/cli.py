@@ -1117,6 +1117,14 @@ def simulate(
             "(needs --best-of-n 2 or more)",
         ),
     ] = False,
+    measure_discarded: Annotated[
+        bool,
+        typer.Option(
+            "--measure-discarded",
+            help="after the rounds, measure each candidate the gate rejected or the canary "
+            "rolled back on the held-out prompts too",
+        ),
+    ] = False,
     data_dir: Annotated[Path, typer.Option(help="the simulated deployment's files")] = Path(
         "./data/simulation"
     ),
@@ -1149,6 +1157,7 @@ def simulate(
         method=method,
         best_of_n=best_of_n,
         reward_pairs=reward_pairs,
+        measure_discarded=measure_discarded,
         data_dir=data_dir,
         out=out,
         as_json=as_json,

@@ -64,6 +64,7 @@ def build_options(
     method: str | None = None,
     best_of_n: int = 1,
     reward_pairs: bool = False,
+    measure_discarded: bool = False,
 ) -> SimulationOptions:
     """The options of one run. `method` and `reward_pairs` go over `train_config`'s; the
     options are checked together (SimulationOptions), so a bad mix is one clear error."""
@@ -95,6 +96,7 @@ def build_options(
             correct_share=correct_share,
             canary_max_ratings=canary_ratings,
             best_of_n=best_of_n,
+            measure_discarded=measure_discarded,
             train=train,
         )
     except ValueError as exc:

@@ -177,9 +177,14 @@ def _header_lines(data: dict[str, Any]) -> list[str]:
     return [line for line in (data.get("options_summary"), data.get("cost_summary")) if line]
 
 
+def _discarded_label(point: dict[str, Any]) -> str:
+    return f"round {point['round']}: {point['adapter']}, {point['why']} (measured after)"
+
+
 def _rows(data: dict[str, Any]) -> list[list[str]]:
     rows = [_row("baseline (no training)", data["baseline"])]
     rows += [_row(f"round {r['round']}", r) for r in data["rounds"]]
+    rows += [_row(_discarded_label(d), d) for d in data.get("discarded", [])]
     rows.append(_row("shuffled-ratings control", data["shuffled_control"]))
     return rows
 
@@ -189,6 +194,7 @@ def _verdict_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | 
     and their mean length: what a gain consists of. None for reports measured without them."""
     versions = [("baseline (no training)", data["baseline"])]
     versions += [(f"round {r['round']}", r) for r in data["rounds"]]
+    versions += [(_discarded_label(d), d) for d in data.get("discarded", [])]
     versions.append(("shuffled-ratings control", data["shuffled_control"]))
     versions = [(name, v) for name, v in versions if v.get("verdicts")]
     if not versions:

@@ -100,6 +100,9 @@ class SimulationOptions:
     behaviour: Behaviour = field(default_factory=Behaviour)
     seed: int = 0
     shuffled_control: bool = True
+    measure_discarded: bool = False
+    """After the rounds, measure every candidate the gate rejected or the canary rolled back on
+    the same held-out items: did the loop throw a gain away?"""
     # Simulated moderators work the review queue each round (flagged by people's 👎);
     # they correct this share of the disliked answers they can fix and reject the rest.
     moderators: int = 1
@@ -166,6 +169,8 @@ class RoundResult:
     adapter: str | None
     deployed: bool
     candidate: str | None = None
+    candidates: list[str] = field(default_factory=list)
+    """The round's candidate adapters by name (`candidate` joins them for the report)."""
     run_status: str = "no run"
     detail: str = ""
     canary: str = ""
@@ -260,6 +265,17 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+@dataclass(frozen=True)
+class DiscardedCandidate:
+    """A candidate the loop did not keep, measured after the run (`--measure-discarded`)."""
+
+    round: int
+    adapter: str
+    why: str
+    """"rejected by the gate" or "rolled back by the canary"."""
+    heldout: RateEstimate
+
+
 @dataclass
 class SimulationResult:
     baseline: RateEstimate
@@ -268,6 +284,7 @@ class SimulationResult:
     control_detail: str
     options: SimulationOptions
     seconds: float
+    discarded: list[DiscardedCandidate] = field(default_factory=list)
 
     @property
     def final(self) -> RateEstimate:
@@ -367,8 +384,21 @@ class SimulationResult:
             if self.shuffled_control is not None and self.rounds
             else {}
         )
+        served = {r.round: r.heldout for r in self.rounds}
+        discarded = [
+            {
+                "round": d.round,
+                **d.heldout.as_dict(),
+                "adapter": d.adapter,
+                "why": d.why,
+                "vs_baseline": self._paired_dict(d.heldout, self.baseline),
+                "vs_served": self._paired_dict(d.heldout, served[d.round]),
+            }
+            for d in self.discarded
+        ]
         return {
             "rounds": rounds,
+            "discarded": discarded,
             "baseline": {**self.baseline.as_dict(), "adapter": None},
             "shuffled_control": control,
             "final_vs_control": final_vs_control,
@@ -390,6 +420,7 @@ class SimulationResult:
                 "reward_pairs": self.options.reward_pairs,
                 "canary_ratings": self.options.canary_max_ratings,
                 "canary_margin": self.options.canary_margin,
+                "measure_discarded": self.options.measure_discarded,
                 "heldout_measures": self.measured(),
                 "paired_seed": self.baseline.seed,
             },
@@ -544,12 +575,43 @@ class Simulation:
                 f"{result.heldout.interval[1]:.2f}]"
                 + (" (measured before: same model, same items)" if result.heldout_reused else "")
             )
+        discarded = await self._measure_discarded(llm, rounds) if options.measure_discarded else []
         control, detail = None, ""
         if options.shuffled_control:
             control, detail = await self._shuffled_control(llm)
         return SimulationResult(
-            baseline, rounds, control, detail, options, time.monotonic() - started
+            baseline, rounds, control, detail, options, time.monotonic() - started, discarded
         )
+
+    async def _measure_discarded(
+        self, llm: LLMClient, rounds: list[RoundResult]
+    ) -> list[DiscardedCandidate]:
+        """Each candidate the gate rejected or the canary rolled back, loaded again under a
+        name of its own and measured on the held-out items, its assistant's answers from it
+        and the others' from the base model."""
+        from loopgram.adapter_server import HttpAdapterServer
+
+        server = HttpAdapterServer.from_settings(self.settings)
+        base = self.settings.llm.llm_model
+        measured = []
+        for result in rounds:
+            for name in result.candidates:
+                adapter = await self.db.run(adapters.get_by_name, name=name)
+                if adapter.status != "rejected":
+                    continue
+                canaried = "canary" in (adapter.metrics or {})
+                why = "rolled back by the canary" if canaried else "rejected by the gate"
+                self.progress(f"measuring {name} ({why}) on held-out prompts")
+                loaded = f"{name}-measured"
+                await asyncio.to_thread(server.load, loaded, adapter.path)
+                try:
+                    models = {a: base for a in self.options.assistants}
+                    estimate = await self._measure(llm, models | {adapter.assistant: loaded})
+                finally:
+                    await asyncio.to_thread(server.unload, loaded)
+                self.progress(f"{name}: held-out 👍 {estimate.rate:.2f}")
+                measured.append(DiscardedCandidate(result.round, name, why, estimate))
+        return measured
 
     def _moderators(self, emulator: Any) -> list[SimModerator]:
         return [
@@ -690,6 +752,7 @@ class Simulation:
                     live.append(verdict if len(runs) == 1 else f"{candidate.name} {verdict}")
                     self.progress(f"round {number}: canary {candidate.name} {outcome}: {verdict}")
         result.run_status = ", ".join(statuses) or "no run"
+        result.candidates = candidates
         result.candidate = ", ".join(candidates) or None
         result.canary = ", ".join(canaries)
         result.canary_live = "; ".join(live)

@@ -56,6 +56,7 @@ async def test_a_round_trains_gates_and_measures(
             "min_examples": 2,
         },
         round_timeout=240,
+        measure_discarded=True,
     )
     messages: list[str] = []
 
@@ -83,6 +84,15 @@ async def test_a_round_trains_gates_and_measures(
             assert round_one.canary_live.split(" on ")[1].split()[0] in {"4", "8", "12"}
     assert result.shuffled_control is not None, result.control_detail
     assert result.shuffled_control.model == "paraphrase-shuffled-control"
+    # A candidate the loop did not keep is measured on the same held-out items afterwards.
+    if round_one.run_status == "rejected" or round_one.canary == "rolled back":
+        [discarded] = result.discarded
+        why = "rejected by the gate" if round_one.run_status == "rejected" else "rolled back"
+        assert discarded.adapter == "paraphrase-v1" and discarded.why.startswith(why)
+        assert discarded.heldout.total == heldout
+        assert discarded.heldout.model == "paraphrase-v1-measured"
+    else:
+        assert result.discarded == []
 
     # The loop ran on what the people pressed: ratings and a finished run are stored.
     db = Database.from_settings(

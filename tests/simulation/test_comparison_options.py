@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from bot.simulation.command import build_options
 from bot.simulation.heldout import RateEstimate
-from bot.simulation.report import write_report
+from bot.simulation.report import render_markdown, write_report
 from bot.simulation.runner import (
+    DiscardedCandidate,
     RoundResult,
     SimulationOptions,
     SimulationResult,
@@ -439,3 +440,52 @@ def test_a_round_keeps_what_its_run_trained_on(
     # An assistant the round did not snapshot (no such assistant) is skipped.
     simulation._keep_snapshot({}, TrainingRun(id=5, assistant="summary", method="dpo"), None)
     assert "summary" not in simulation.trained_on
+
+
+def _seeded(liked: list[bool], model: str) -> RateEstimate:
+    return RateEstimate(sum(liked), len(liked), model, outcomes=tuple(liked), seed=0)
+
+
+def test_discarded_candidates_are_reported_against_the_base_and_what_was_served(
+    tmp_path: Path,
+) -> None:
+    base = _seeded([True] * 3 + [False] * 9, "loopgram-base")
+    served = _seeded([True] * 4 + [False] * 8, "paraphrase-v1")
+    rolled_back = _seeded([True] * 8 + [False] * 4, "paraphrase-v2-measured")
+    options = SimulationOptions(data_dir=tmp_path / "data", rounds=1, measure_discarded=True)
+    result = SimulationResult(
+        baseline=base,
+        rounds=[RoundResult(1, served, "paraphrase-v1", True, candidates=["paraphrase-v2"])],
+        shuffled_control=None,
+        control_detail="off",
+        options=options,
+        seconds=60.0,
+        discarded=[
+            DiscardedCandidate(1, "paraphrase-v2", "rolled back by the canary", rolled_back)
+        ],
+    )
+    paths = write_report(result, tmp_path / "report")
+    data = json.loads(paths["json"].read_text("utf-8"))
+    [discarded] = data["discarded"]
+    assert (discarded["adapter"], discarded["why"], discarded["round"]) == (
+        "paraphrase-v2",
+        "rolled back by the canary",
+        1,
+    )
+    assert discarded["thumbs_up_rate"] == pytest.approx(8 / 12, abs=1e-4)
+    assert discarded["vs_baseline"]["difference"] == pytest.approx(5 / 12, abs=1e-4)
+    assert discarded["vs_served"]["difference"] == pytest.approx(4 / 12, abs=1e-4)
+    assert data["settings"]["measure_discarded"] is True
+    markdown = paths["markdown"].read_text("utf-8")
+    assert "| round 1: paraphrase-v2, rolled back by the canary (measured after) | 0.67 |" in (
+        markdown
+    )
+    assert "rolled back by the canary" in paths["html"].read_text("utf-8")
+    # An older report without the section still renders.
+    del data["discarded"]
+    assert "measured after" not in render_markdown(data, chart="simulation.png")
+
+
+def test_measure_discarded_reaches_the_options_from_the_command_line(tmp_path: Path) -> None:
+    assert build_options(**RAW, data_dir=tmp_path, measure_discarded=True).measure_discarded
+    assert not build_options(**RAW, data_dir=tmp_path).measure_discarded
