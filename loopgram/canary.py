@@ -49,15 +49,16 @@ class Tally:
         """How much the clustering by person inflates the variance of the 👍 rate (≥ 1).
 
         The ratio estimator's cluster-robust variance, k/(k-1) · Σ(up_j - p·n_j)² / n²,
-        over the binomial p(1-p)/n. One person is one observation (n); a rate of 0 or 1,
-        or no breakdown, leaves nothing to estimate (1).
+        over the binomial p(1-p)/n. With one person, or a rate of 0 or 1, there is no spread
+        to estimate it from: then the worst case, each person one observation (n / k). No
+        breakdown: 1.
         """
         people = len(self.by_person)
         p = self.rate
-        if people == 0 or self.total == 0 or p in (0.0, 1.0):
+        if people == 0 or self.total == 0:
             return 1.0
-        if people == 1:
-            return float(self.total)
+        if people == 1 or p in (0.0, 1.0):
+            return self.total / people
         spread = sum((up - p * n) ** 2 for up, n in self.by_person)
         clustered = people / (people - 1) * spread / self.total**2
         return max(1.0, clustered / (p * (1 - p) / self.total))

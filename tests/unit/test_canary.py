@@ -90,7 +90,9 @@ def test_the_design_effect_counts_people_who_rate_a_lot() -> None:
     assert Tally(20, 40, ((5, 10),) * 4).design_effect == 1.0  # alike people: never below 1
     assert Tally(54, 60, ((24, 30), (30, 30))).design_effect == pytest.approx(20 / 3)
     assert Tally(20, 40, ((20, 40),)).design_effect == 40  # one person is one observation
-    assert Tally(60, 60, ((30, 30), (30, 30))).design_effect == 1.0  # all 👍: nothing to tell
+    # All 👍: no spread to estimate from, so the worst case: each person one observation.
+    assert Tally(60, 60, ((30, 30), (30, 30))).design_effect == 30
+    assert Tally(0, 50, ((0, 1),) * 50).design_effect == 1.0
     # Two heavy users at 90% 👍 against 80 people at 50%: independent ratings would promote.
     active = Tally(40, 80, tuple([(1, 1)] * 40 + [(0, 1)] * 40))
     rules = {"min_ratings": 60, "max_ratings": 400, "margin": 0.05}
