@@ -301,27 +301,15 @@ def _messages(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
 
 
-FEW_SHOT = [
-    {
-        "role": "system",
-        "content": "You rewrite texts. Task: rewrite the user's text in English with different "
-        "wording, keeping its full meaning: every fact, name and number. Do not add facts, "
-        "comments or explanations. Output only the rewritten text.",
-    },
-    {
-        "role": "user",
-        "content": "The meeting has been moved to Thursday because the director is away on Monday.",
-    },
-    {
-        "role": "assistant",
-        "content": "Since the director will be away on Monday, the meeting is now on Thursday.",
-    },
-]
-"""The start the paraphrase assistant's requests share (its system prompt and example)."""
-
-
 def _few_shot_messages(i: int) -> list[dict[str, str]]:
-    return [*FEW_SHOT, {"role": "user", "content": QUICK_TEXTS[i % len(QUICK_TEXTS)]}]
+    """A request of the paraphrase assistant as the bot builds it: its system prompt and
+    few-shot example (the shared start) and one text to rewrite."""
+    from loopgram.assistants import get_assistant
+
+    messages = get_assistant("paraphrase").build_messages(
+        lang="en", history=[], text=QUICK_TEXTS[i % len(QUICK_TEXTS)]
+    )
+    return [{"role": m["role"], "content": str(m["content"])} for m in messages]
 
 
 async def _measure_prefix_cache(options: BenchOptions) -> Measurement:
