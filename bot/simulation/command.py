@@ -71,7 +71,7 @@ def build_options(
     chosen_languages = _names(languages, LANGUAGES, "--languages")
     if people < 2 * len(chosen_languages):
         raise SimulationInputError("--people must give every language at least two people")
-    train = dict(SimulationOptions(data_dir=data_dir).train)
+    train = default_train_settings()
     if train_config is not None:
         train = train_options(train_config)
     if method is not None:
