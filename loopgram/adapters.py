@@ -17,14 +17,15 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from loopgram import crud
 from loopgram.adapter_server import AdapterServer
 from loopgram.canary import Tally, Verdict, judge, look_reached, looks
+from loopgram.canary_outcomes import OutcomeCutoff, arm_outcomes, nth_cutoff, tally
 from loopgram.errors import LoopgramError, NotFoundError
-from loopgram.models import Adapter, AdapterKind, AdapterStatus, Interaction, Rating, utcnow
+from loopgram.models import Adapter, AdapterKind, AdapterStatus, utcnow
 from loopgram.settings import LearningSettings
 
 log = logging.getLogger(__name__)
@@ -228,104 +229,43 @@ def reject_reward_model(
     return adapter
 
 
-RatingCutoff = tuple[datetime, int]
-"""A rating's (created_at, id): the ratings up to and including it, in that order."""
-
-
-def _arm_ratings(query: Any, *, assistant: str, adapter: str | None, since: datetime | None) -> Any:
-    """`query` narrowed to askers' ratings of the answers `adapter` (None = base) gave."""
-    query = (
-        query.join(Interaction, col(Interaction.id) == col(Rating.interaction_id))
-        .where(Interaction.assistant == assistant)
-        .where(col(Rating.user_id) == col(Interaction.user_id))
-        .where(col(Rating.value).in_((1, -1)))
-    )
-    query = query.where(
-        Interaction.adapter == adapter if adapter else col(Interaction.adapter).is_(None)
-    )
-    if since is not None:
-        query = query.where(Interaction.created_at >= since)
-    return query
-
-
 def live_tally(
     *,
     session: Session,
     assistant: str,
     adapter: str | None,
     since: datetime | None,
-    until: RatingCutoff | None = None,
+    until: OutcomeCutoff | None = None,
 ) -> Tally:
-    """👍 and all ratings by askers on answers this adapter (None = base model) gave, per
-    person too (the canary's interval allows for people who rate a lot); with `until`, only
-    the ratings given up to that one."""
-    query = _arm_ratings(
-        select(Rating.user_id, Rating.value, func.count()),
-        assistant=assistant,
-        adapter=adapter,
-        since=since,
-    )
-    if until is not None:
-        at, rating_id = until
-        query = query.where(
-            or_(
-                col(Rating.created_at) < at,
-                and_(col(Rating.created_at) == at, col(Rating.id) <= rating_id),
-            )
-        )
-    people: dict[int, list[int]] = {}
-    for user_id, value, count in session.exec(
-        query.group_by(col(Rating.user_id), col(Rating.value))
-    ).all():
-        person = people.setdefault(int(user_id), [0, 0])
-        person[0] += int(count) if value == 1 else 0
-        person[1] += int(count)
-    by_person = tuple((up, total) for up, total in sorted(people.values()))
-    return Tally(
-        up=sum(up for up, _ in by_person),
-        total=sum(total for _, total in by_person),
-        by_person=by_person,
-    )
-
-
-def nth_rating(
-    *, session: Session, assistant: str, adapter: str | None, since: datetime | None, n: int
-) -> RatingCutoff | None:
-    """The `n`-th rating (1-based, in the order given) of this adapter's answers, if any."""
-    query = _arm_ratings(
-        select(Rating.created_at, Rating.id), assistant=assistant, adapter=adapter, since=since
-    )
-    row = session.exec(
-        query.order_by(col(Rating.created_at), col(Rating.id)).offset(n - 1).limit(1)
-    ).first()
-    return (row[0], int(row[1])) if row else None
+    """The outcomes of first answers this adapter (None = base model) gave, per person
+    (`loopgram.canary_outcomes`); with `until`, only those known up to that one."""
+    outcomes = arm_outcomes(session=session, assistant=assistant, adapter=adapter, since=since)
+    return tally(outcomes, until)
 
 
 def evaluate_canary(
     *, session: Session, assistant: str, settings: LearningSettings, server: AdapterServer
 ) -> Verdict | None:
     """Promote or roll back the assistant's canary once its live ratings decide it. It is
-    judged at planned looks (`canary.looks`) on its first ratings, as many as the look, and
-    the active model's ratings over the same time, so checking often does not inflate its
-    error rate."""
+    judged at planned looks (`canary.looks`) on the outcomes of its first answers
+    (`canary_outcomes`), as many as the look, and the active model's over the same time, so
+    checking often does not inflate its error rate."""
     active, canary = serving(session=session, assistant=assistant)
     if canary is None:
         return None
     since = canary.deployed_at
-    active_name = active.name if active else None
-    rated = live_tally(session=session, assistant=assistant, adapter=canary.name, since=since)
+    outcomes = arm_outcomes(session=session, assistant=assistant, adapter=canary.name, since=since)
     points = looks(settings.canary_min_ratings, settings.canary_max_ratings)
-    look = look_reached(rated.total, points)
-    cutoff = None
-    if look is not None:  # the canary's first `look` ratings, and the active's meanwhile
-        cutoff = nth_rating(
-            session=session, assistant=assistant, adapter=canary.name, since=since, n=look
-        )
-        rated = live_tally(
-            session=session, assistant=assistant, adapter=canary.name, since=since, until=cutoff
-        )
+    look = look_reached(len(outcomes), points)
+    # The canary's first `look` outcomes, and the active model's meanwhile.
+    cutoff = nth_cutoff(outcomes, look) if look is not None else None
+    rated = tally(outcomes, cutoff)
     active_rated = live_tally(
-        session=session, assistant=assistant, adapter=active_name, since=since, until=cutoff
+        session=session,
+        assistant=assistant,
+        adapter=active.name if active else None,
+        since=since,
+        until=cutoff,
     )
     verdict = judge(
         rated,

@@ -1060,7 +1060,7 @@ def _adapter_of_run(*, session: Session, run_id: int | None) -> Adapter | None:
 
 
 def _canary_ratings(*, session: Session, name: str) -> int:
-    """Live ratings of the canary `name` so far, as the canary judge counts them."""
+    """Rated (👍, 👎 or 🔄) first answers of the canary `name` so far, as the judge counts."""
     canary = adapters.get_by_name(session=session, name=name)
     return adapters.live_tally(
         session=session, assistant=canary.assistant, adapter=name, since=canary.deployed_at
@@ -1075,7 +1075,7 @@ def _canary_verdict(*, session: Session, name: str) -> str:
     people = f" from {verdict['people']} people" if "people" in verdict else ""
     return (
         f"live {verdict['difference']:+.2f} ({verdict['low']:+.2f}…{verdict['high']:+.2f}) "
-        f"on {verdict.get('look', '?')} ratings{people}: {verdict['reason']}"
+        f"on {verdict.get('look', '?')} rated answers{people}: {verdict['reason']}"
     )
 
 

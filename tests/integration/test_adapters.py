@@ -9,10 +9,11 @@ from sqlmodel import Session, select
 
 from loopgram import adapters
 from loopgram.canary import Verdict
+from loopgram.canary_outcomes import arm_outcomes, nth_cutoff, tally
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
 from loopgram.feedback import Feedback, apply_feedback
-from loopgram.models import AdapterStatus, AuditLog
+from loopgram.models import AdapterStatus, AuditLog, PreferencePair
 from loopgram.routing import AdapterRouter
 from loopgram.settings import LearningSettings
 from tests.factories import add_interaction
@@ -180,6 +181,53 @@ def test_a_canary_rated_by_two_heavy_users_is_not_promoted_on_them(db: Database)
     assert stored["people"] == 2 and stored["design_effect"] == pytest.approx(6.667, abs=1e-3)
     assert stored["active_design_effect"] == pytest.approx(80 / 79, abs=1e-3)
     assert _status(db, name) == AdapterStatus.canary
+
+
+def test_a_regenerated_first_answer_counts_as_a_thumbs_down_and_its_choice_only_trains(
+    db: Database,
+) -> None:
+    """🔄 on an answer is a 👎 for it; the asker's pick between the versions is a preference
+    pair, not two more ratings of the arm (which would pull its rate toward one half)."""
+    name = _register(db)
+    _rate(db, name, [1, 1, 1, 1, -1], first_user=100)  # 4 of 5 liked at once
+    picks = {200: "new", 201: "new", 202: "new", 203: "first", 204: None}
+    for user, pick in picks.items():
+        first = add_interaction(db, user_id=user, prompt="q", answer="long", adapter=name)
+        again = add_interaction(
+            db, user_id=user, prompt="q", answer="short", adapter=name, parent=first
+        )
+        if pick is not None:
+            chosen, rejected = (again, first) if pick == "new" else (first, again)
+            for iid, value in ((chosen, 1), (rejected, -1)):
+                db.call(
+                    apply_feedback, feedback=Feedback(interaction_id=iid, user_id=user, value=value)
+                )
+    # Someone else's rating of an answer is not its asker's outcome.
+    other = add_interaction(db, user_id=300, prompt="q", adapter=name)
+    db.call(apply_feedback, feedback=Feedback(interaction_id=other, user_id=301, value=1))
+
+    tally = db.call(adapters.live_tally, assistant="chat", adapter=name, since=None)
+    assert (tally.up, tally.total, len(tally.by_person)) == (4, 10, 10)
+    pairs = db.call(lambda *, session: session.exec(select(PreferencePair)).all())
+    assert len(pairs) == 4 and {p.chosen for p in pairs} == {"short", "long"}
+
+
+def test_an_outcome_is_valued_as_it_stood_at_the_look(db: Database) -> None:
+    """A 👍 followed by a 🔄 is a 👍 at a look taken between them and a 👎 after; the
+    outcomes are ordered by their first event."""
+    name = _register(db)
+    liked = add_interaction(db, user_id=1, prompt="q", adapter=name)
+    db.call(apply_feedback, feedback=Feedback(interaction_id=liked, user_id=1, value=1))
+    regenerated = add_interaction(db, user_id=2, prompt="q", adapter=name)
+    add_interaction(db, user_id=2, prompt="q", adapter=name, parent=regenerated)
+    add_interaction(db, user_id=1, prompt="q", adapter=name, parent=liked)  # 🔄 after the 👍
+
+    outcomes = db.call(arm_outcomes, assistant="chat", adapter=name, since=None)
+    assert [o.answer_id for o in outcomes] == [liked, regenerated]
+    at_first = nth_cutoff(outcomes, 1)
+    assert at_first is not None and nth_cutoff(outcomes, 3) is None
+    assert (tally(outcomes, at_first).up, tally(outcomes, at_first).total) == (1, 1)
+    assert (tally(outcomes).up, tally(outcomes).total) == (0, 2)
 
 
 def test_router_sends_the_canary_share(db: Database) -> None:

@@ -78,7 +78,7 @@ async def test_a_round_trains_gates_and_measures(
         assert round_one.deployed == (round_one.canary == "promoted")
         assert round_one.canary_seconds > 0
         if round_one.canary != "undecided":  # judged at a look (4, 8 or 12 ratings)
-            assert re.search(r" ratings from \d+ people: ", round_one.canary_live), (
+            assert re.search(r" rated answers from \d+ people: ", round_one.canary_live), (
                 round_one.canary_live
             )
             assert round_one.canary_live.split(" on ")[1].split()[0] in {"4", "8", "12"}
