@@ -15,6 +15,11 @@ measured together with a baseline *in the same run* and reported as ``value / ba
   and few-shot example, as an assistant's requests do, with the prompt-prefix cache over the
   same backend without it (``prefix_cache_mb=0``); sampled at the bot's temperature 0.7 with
   fixed seeds.  Ratio > 1 is what not prefilling the shared start again gains.
+* ``server_staggered_answer_s`` — mean seconds until a whole answer for ``requests`` few-shot
+  requests arriving one every 0.25 s (not together), with continuous batching (a request
+  joins the running batch at the next decoding step) over the same backend with static
+  batching (``continuous_batching=False``: it waits for the running batch to end).  Ratio
+  < 1 is what joining between steps saves a person in waiting.
 * ``server_tokens_per_s_with_adapter`` — the same server requests with ``model=<adapter>`` (a
   LoRA adapter made with peft, loaded through ``POST /v1/load_lora_adapter``) over the base
   model through the same server.  Ratio < 1 is the slowdown of serving through an adapter.
@@ -102,6 +107,7 @@ FIGURES = (
     "server_tokens_per_s_with_adapter",
     "server_concurrent_tokens_per_s",
     "server_prefix_cache_tokens_per_s",
+    "server_staggered_answer_s",
     "adapter_load_s",
     "adapter_unload_s",
     "best_of_n_latency",
@@ -346,6 +352,54 @@ async def _measure_prefix_cache(options: BenchOptions) -> Measurement:
         "tokens/s",
         without,
         f"{options.requests} concurrent few-shot requests without the prefix cache",
+    )
+
+
+STAGGER_S = 0.25
+"""Between two arrivals in the continuous-batching figure: several arrive during an answer."""
+
+
+async def _measure_continuous_batching(options: BenchOptions) -> Measurement:
+    """Requests arriving one after another (every ``STAGGER_S``) rather than together: how
+    long each waits for its whole answer when it joins the running batch at the next step,
+    against static batching, where it waits for the running batch to end first."""
+    from training.model_server.protocol import GenerationRequest
+    from training.model_server.transformers_backend import TransformersBackend
+
+    async def mean_answer_s(continuous: bool) -> float:
+        backend = await asyncio.to_thread(
+            TransformersBackend, options.model_path, "bench", continuous_batching=continuous
+        )
+        try:
+
+            async def answer(i: int, delay: float) -> float:
+                await asyncio.sleep(delay)
+                request = GenerationRequest(
+                    _few_shot_messages(i), "bench", options.max_tokens, 0.7, seed=i
+                )
+                started = time.perf_counter()
+                async for _delta in backend.generate(request):
+                    pass
+                return time.perf_counter() - started
+
+            await answer(0, 0.0)  # warm-up, and the prompt start in the prefix cache
+            waits = await asyncio.gather(
+                *(answer(i, i * STAGGER_S) for i in range(options.requests))
+            )
+            return statistics.mean(waits)
+        finally:
+            backend.close()
+
+    static = await mean_answer_s(False)
+    continuous = await mean_answer_s(True)
+    return Measurement(
+        "server_staggered_answer_s",
+        continuous,
+        "s",
+        static,
+        "static batching (a request waits for the running batch)",
+        f"mean time to a whole answer; {options.requests} requests {STAGGER_S} s apart; "
+        "lower is better",
     )
 
 
@@ -902,6 +956,8 @@ def run_bench(options: BenchOptions) -> BenchResults:
         del plain, plain_model
         log.info("bench: prompt-prefix cache (%d concurrent requests)", options.requests)
         serving.insert(3, asyncio.run(_measure_prefix_cache(options)))
+        log.info("bench: requests arriving one by one, continuous vs static batching")
+        serving.insert(4, asyncio.run(_measure_continuous_batching(options)))
 
         log.info("bench: best-of-n latency")
         serving.append(_measure_best_of_n(options, deadline, work))

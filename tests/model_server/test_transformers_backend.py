@@ -150,10 +150,14 @@ def adapters(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 @pytest.fixture
-def backend(tiny_model: Path) -> Iterator[TransformersBackend]:
+def backend(tiny_model: Path, request: pytest.FixtureRequest) -> Iterator[TransformersBackend]:
     threads = torch.get_num_threads()
     # One thread: for a model this small, thread hand-offs cost more than they save.
-    instance = TransformersBackend(tiny_model, BASE, max_loras=2, threads=1)
+    # Parametrized indirectly with False: static batching (rows decoded by ``generate``).
+    continuous = getattr(request, "param", True)
+    instance = TransformersBackend(
+        tiny_model, BASE, max_loras=2, threads=1, continuous_batching=continuous
+    )
     yield instance
     instance.close()
     torch.set_num_threads(threads)
@@ -440,16 +444,7 @@ async def test_lora_routes_need_an_adapter_backend(
 async def test_client_disconnect_stops_generation(
     backend: TransformersBackend, start: StartServer, make_client: ClientFactory
 ) -> None:
-    generated: list[int] = []
-    model: Any = backend._model  # the HF model: count what generate() really produced
-    original = model.generate
-
-    def counting(**kwargs: Any) -> Any:
-        output = original(**kwargs)
-        generated.append(output.shape[1] - kwargs["input_ids"].shape[1])
-        return output
-
-    model.generate = counting
+    forwards = _count_forwards(backend)
     client = make_client(await start(backend))
     stream = await client.chat.completions.create(
         model=BASE, messages=USER, max_tokens=400, stream=True
@@ -461,14 +456,10 @@ async def test_client_disconnect_stops_generation(
             break
     await stream.close()
 
-    # The queue is free again at once, and the abandoned generation stopped early.
+    # The queue is free again at once, and the abandoned generation stopped early: the
+    # model ran a few steps for it and a few for the next question, not 400.
     assert await _ask(client, max_tokens=3)
-    for _ in range(200):  # the model thread records the second one just after answering
-        if len(generated) == 2:
-            break
-        await asyncio.sleep(0.01)
-    assert len(generated) == 2
-    assert generated[0] < 100
+    assert 4 <= len(forwards) < 100
 
 
 # ------------------------------------------------------- base model resolution
@@ -589,6 +580,21 @@ async def test_smollm2_from_the_package_answers_in_english(
 # ---------------------------------------------------------------------- batching
 
 
+def _count_forwards(backend: TransformersBackend) -> list[tuple[int, ...]]:
+    """Records the input shape of every forward pass of the HF model (a prefill or a step,
+    with or without ``generate``)."""
+    calls: list[tuple[int, ...]] = []
+    model: Any = backend._model
+    original = model.forward
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(tuple(kwargs["input_ids"].shape) if "input_ids" in kwargs else ())
+        return original(*args, **kwargs)
+
+    model.forward = counting
+    return calls
+
+
 @contextlib.asynccontextmanager
 async def _model_thread_held(backend: TransformersBackend, queued: int) -> AsyncIterator[None]:
     """Keeps the model thread busy until ``queued`` jobs wait behind it, so they form a batch."""
@@ -622,6 +628,7 @@ async def _stream_text(client: openai.AsyncOpenAI, model: str, **kwargs: Any) ->
     return "".join(parts), finish
 
 
+@pytest.mark.parametrize("backend", [True, False], ids=["continuous", "static"], indirect=True)
 async def test_mixed_adapter_batch_matches_each_request_alone(
     backend: TransformersBackend,
     adapters: dict[str, Path],
@@ -663,6 +670,7 @@ async def test_mixed_adapter_batch_matches_each_request_alone(
     assert backend.batch_sizes()[2] == 1
 
 
+@pytest.mark.parametrize("backend", [True, False], ids=["continuous", "static"], indirect=True)
 async def test_batch_rows_keep_their_own_limits_and_sampling(
     backend: TransformersBackend, start: StartServer, make_client: ClientFactory
 ) -> None:
@@ -698,21 +706,13 @@ async def test_batch_rows_keep_their_own_limits_and_sampling(
     assert backend.batch_sizes()[4] == 1
 
 
+@pytest.mark.parametrize("backend", [True, False], ids=["continuous", "static"], indirect=True)
 async def test_client_leaving_a_batch_does_not_stop_the_others(
     backend: TransformersBackend, start: StartServer, make_client: ClientFactory
 ) -> None:
     client = make_client(await start(backend))
     expected = await _stream_text(client, BASE, max_tokens=24, temperature=0)
-    steps: list[int] = []
-    model: Any = backend._model
-    original = model.generate
-
-    def counting(**kwargs: Any) -> Any:
-        output = original(**kwargs)
-        steps.append(output.shape[1] - kwargs["input_ids"].shape[1])
-        return output
-
-    model.generate = counting
+    forwards = _count_forwards(backend)
 
     async def leave_early() -> int:
         stream = await client.chat.completions.create(
@@ -734,13 +734,10 @@ async def test_client_leaving_a_batch_does_not_stop_the_others(
         ]
     assert await asyncio.gather(*tasks) == [3, expected, expected]
     assert backend.batch_sizes()[3] == 1
-    for _ in range(200):  # answers go out as rows finish, a moment before generate() returns
-        if steps:
-            break
-        await asyncio.sleep(0.01)
-    assert len(steps) == 1 and steps[0] < 100  # the batch did not run on for the leaver
+    assert len(forwards) < 100  # the batch did not run on for the leaver (400 tokens)
 
 
+@pytest.mark.parametrize("backend", [True, False], ids=["continuous", "static"], indirect=True)
 async def test_adapter_load_preempts_a_running_batch(
     backend: TransformersBackend,
     adapters: dict[str, Path],
@@ -840,11 +837,17 @@ async def test_a_shared_prompt_start_is_cached_per_adapter_and_answers_as_withou
 ) -> None:
     """Rows that start with the same messages take those keys and values from the cache,
     laid out beside rows of other lengths, adapters and rows without a cached start: every
-    answer (greedy and seeded) is the one a server without the cache gives."""
+    answer (greedy and seeded) is the one a server without the cache gives, whether the
+    rows are decoded by ``generate`` (static batching) or by the running batch."""
     answers = []
-    for cache_mb in (0.0, 256.0):
+    for cache_mb, continuous in ((0.0, False), (0.0, True), (256.0, True)):
         backend = TransformersBackend(
-            tiny_model, BASE, max_loras=2, threads=1, prefix_cache_mb=cache_mb
+            tiny_model,
+            BASE,
+            max_loras=2,
+            threads=1,
+            prefix_cache_mb=cache_mb,
+            continuous_batching=continuous,
         )
         try:
             server = await start(backend)
@@ -874,5 +877,80 @@ async def test_a_shared_prompt_start_is_cached_per_adapter_and_answers_as_withou
                 assert len(backend.prefixes) == 0
         finally:
             backend.close()
-    assert answers[0] == answers[1]
+    assert answers[0] == answers[1] == answers[2]
     assert len(set(answers[1])) == len(answers[1])  # adapters, texts and seeds all differ
+
+
+# ------------------------------------------------------------- continuous batching
+
+
+async def test_requests_join_a_running_batch_and_answer_as_alone(
+    backend: TransformersBackend,
+    adapters: dict[str, Path],
+    start: StartServer,
+    make_client: ClientFactory,
+    http: aiohttp.ClientSession,
+) -> None:
+    """Requests that arrive while a long answer is being generated join its batch at the
+    next step (with their own adapter, prompt length and seed) instead of waiting for it to
+    end, answer exactly as they do alone, and leave as soon as they are done."""
+    server = await start(backend)
+    client = make_client(server)
+    await _load(http, server, "a", adapters["a"])
+    counted = _count_forwards(backend)
+    long_alone = await _stream_text(client, BASE, max_tokens=300, temperature=0)
+    long_forwards = len(counted)
+    short_alone = await _ask(
+        client, "a", content="The cat sat on the warm mat by the door.", temperature=0
+    )
+    seeded_alone = await _ask(client, BASE, temperature=1.0, seed=3, top_p=0.9)
+
+    forwards: list[int] = []
+    model: Any = backend._model
+    original = model.forward
+    counted.clear()
+    paused, resume = threading.Event(), threading.Event()
+
+    def pausing(*args: Any, **kwargs: Any) -> Any:
+        forwards.append(kwargs["input_ids"].shape[0])
+        if len(forwards) == 5:  # hold the long answer at its 5th step until the others wait
+            paused.set()
+            resume.wait(30)
+        return original(*args, **kwargs)
+
+    model.forward = pausing
+    finished: list[str] = []
+
+    async def one(name: str, ask: Any) -> Any:
+        result = await ask
+        finished.append(name)
+        return result
+
+    long_task = asyncio.create_task(
+        one("long", _stream_text(client, BASE, max_tokens=300, temperature=0))
+    )
+    assert await asyncio.to_thread(paused.wait, 30)
+    others = [
+        asyncio.create_task(
+            one(
+                "short",
+                _ask(
+                    client, "a", content="The cat sat on the warm mat by the door.", temperature=0
+                ),
+            )
+        ),
+        asyncio.create_task(one("seeded", _ask(client, BASE, temperature=1.0, seed=3, top_p=0.9))),
+    ]
+    for _ in range(3000):
+        if backend._executor._jobs.qsize() == 2:
+            break
+        await asyncio.sleep(0.01)
+    resume.set()
+    assert await asyncio.gather(*others) == [short_alone, seeded_alone]
+    assert await long_task == long_alone
+    assert finished[-1] == "long"  # the others did not wait for the long answer to end
+    assert backend.batch_sizes()[2] == 1  # both joined at one step
+    # The long answer's forward passes, and one prefill for the two that joined; waiting for
+    # the batch instead would have taken 11 more steps after it.
+    assert len(forwards) == long_forwards + 1
+    assert max(forwards) == 3

@@ -11,23 +11,29 @@ around the model guards against use from any other thread as well).  Requests ar
 arrival order (FIFO).  When the thread becomes free it takes the request at the head of the
 queue together with the requests queued right behind it, up to ``max_batch_size`` (waiting
 up to ``batch_wait_s``, 20 ms, for more if there are fewer: requests sent together arrive a
-few ms apart), and generates them as one left-padded batch in a single ``generate`` call.
-This is static batching: a request that arrives while a batch runs waits for the next one (a
-lone request is a batch of one, at the same cost as before plus that short wait).  On CPU
-one decoding step for 16 rows costs far less than 16 steps for one row, which is the whole
-gain.  Each row keeps its own request:
+few ms apart), and decodes them as one batch.  On CPU one decoding step for 16 rows costs
+far less than 16 steps for one row, which is the whole gain.
+
+Continuous batching (the default, ``running_batch``): the thread runs the decoding loop
+itself.  Between two steps, finished rows leave the batch and the requests queued meanwhile
+join it (prefilled, then decoded with the others), so a request that arrives while others
+are being answered waits one step, not for the whole batch.  Models whose cache is not plain
+full attention (sliding windows, recurrent state) or whose generation config changes the
+logits (a repetition penalty, say) keep static batching: one left-padded batch per
+``generate`` call, which a request arriving later waits for.  Each row keeps its own
+request:
 
 * adapter: a batch of one adapter (or of the base model only) runs with that adapter
-  active, as before; a mixed batch uses PEFT's mixed-adapter inference
+  active; a mixed batch uses PEFT's mixed-adapter inference
   (``adapter_names=[key or "__base__", ...]``; no merged weights are ever used here);
-* sampling: ``generate`` runs greedy and ``_RowSampler`` samples each row with its own
-  temperature (0 = greedy), top_p and ``torch.Generator``: one uniform per step, so a seeded
-  row draws the same numbers alone or in any batch (``sampling.sample_tokens``), leaving
-  only the sampled token for the argmax;
-* end: ``_Stepper`` (a stopping criterion, called once per step) streams each row's new
-  token and finishes the row at its end of sequence, its own token limit, after
-  ``max_tokens`` deltas, or as soon as its client is gone; a finished row answers at once,
-  but stays in the batch (ignored, yet still computed) until every row is finished.
+* sampling: ``_RowSampler`` samples each row with its own temperature (0 = greedy), top_p
+  and ``torch.Generator``: one uniform per step, so a seeded row draws the same numbers alone
+  or in any batch (``sampling.sample_tokens``), leaving only the sampled token for the
+  argmax;
+* end: each row streams its new token and finishes at its end of sequence, its own token
+  limit, after ``max_tokens`` deltas, or as soon as its client is gone, and answers at once
+  (``_Stepper``, a stopping criterion, does this inside ``generate``; a finished row stays
+  in a static batch, ignored yet still computed, until every row is finished).
 
 Hot-swapping never fails an accepted request.  A request is queued together with the
 adapter it was accepted for.  Loading adds weights under a fresh internal key, so it cannot
@@ -35,8 +41,8 @@ disturb queued requests and goes ahead of them: a running batch yields to it aft
 current decoding step (its unfinished rows go back to the head of the queue with their
 progress, and resume after the load with their prompt and tokens so far prefilled again).
 Unloading or replacing a name hides the old weights from new requests at once, but frees
-them with a job queued *behind* every request already accepted; a batch is only ever taken
-from the run of requests at the head of the queue, never past such a job.
+them with a job queued *behind* every request already accepted; a batch only ever takes (or,
+running, lets join) the run of requests at the head of the queue, never past such a job.
 
 Streaming: the model thread hands each row's text deltas to its consumer on the event loop
 (one per token, except that bytes of an unfinished UTF-8 character are held back, decoded
@@ -96,6 +102,7 @@ from .protocol import (
     UnknownAdapterError,
     UnknownModelError,
 )
+from .running_batch import RunningBatch, supports_own_decoding
 from .sampling import sample_tokens
 
 __all__ = ["TransformersBackend"]
@@ -192,6 +199,22 @@ class _ModelThread(Executor):
                     job.post(_ERROR, RuntimeError("The model server is shutting down."))
                 else:
                     self._jobs.put((_NORMAL, job.order, job))
+
+    def take_generations(self, limit: int) -> list[_Job]:
+        """Without waiting: up to ``limit`` generations from the head of the queue, stopping
+        at the first job of another kind (it must still run after the ones before it)."""
+        taken: list[_Job] = []
+        while len(taken) < limit:
+            try:
+                entry = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if entry[0] != _NORMAL or not isinstance(entry[2], _Job):
+                self._jobs.put(entry)  # same (priority, order) key: it keeps its place
+                break
+            if not entry[2].stop.is_set():  # skip clients that left while queued
+                taken.append(entry[2])
+        return taken
 
     @property
     def urgent_waiting(self) -> bool:
@@ -392,6 +415,10 @@ class _RowSampler(LogitsProcessor):
         self._top_k = top_k
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.apply(scores)
+
+    def apply(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` with each sampling row's draw as its only finite logit."""
         if not self._picks:
             return scores
         index = self._index.to(scores.device)
@@ -468,6 +495,7 @@ class TransformersBackend:
         max_batch_size: int = 16,
         batch_wait_s: float = 0.02,
         prefix_cache_mb: float = 256.0,
+        continuous_batching: bool = True,
     ) -> None:
         if max_loras < 0:
             raise ValueError(f"max_loras must be >= 0, got {max_loras}")
@@ -502,8 +530,15 @@ class TransformersBackend:
         self._stats_lock = threading.Lock()
         self._batch_sizes: Counter[int] = Counter()
         # Touched on the model thread only, under the model lock.
-        self._cache_argument = cache_argument(self._model) if prefix_cache_mb > 0 else None
+        plain_cache = cache_argument(self._model)
+        self._cache_argument = plain_cache if prefix_cache_mb > 0 else None
         self.prefixes = PrefixCache(int(prefix_cache_mb * 1024**2))
+        self._running_cache = (
+            plain_cache
+            if continuous_batching and plain_cache and supports_own_decoding(generation)
+            else None
+        )
+        """The cache argument when rows join and leave between steps (`running_batch`)."""
 
     # ------------------------------------------------------------------ public API
 
@@ -535,7 +570,9 @@ class TransformersBackend:
             job.stop.set()  # the model thread drops the row at its next step
 
     def batch_sizes(self) -> dict[int, int]:
-        """How many batches of each size the model thread has run (a batch of 1 included)."""
+        """How many batches of each size the model thread has started (a batch of 1
+        included); with continuous batching, how many rows joined at once (the first rows of
+        a batch, then those joining it between steps)."""
         with self._stats_lock:
             return dict(self._batch_sizes)
 
@@ -673,8 +710,10 @@ class TransformersBackend:
 
     def _run_batch(self, jobs: list[_Job]) -> None:
         """Runs on the model thread: generate for ``jobs`` together, whatever their adapters."""
-        with self._stats_lock:
-            self._batch_sizes[len(jobs)] += 1
+        if self._running_cache is not None:
+            self._run_continuously(jobs, self._running_cache)
+            return
+        self._count_batch(len(jobs))
         try:
             with self._model_lock:
                 rows = [self._row(job) for job in jobs]
@@ -690,6 +729,79 @@ class TransformersBackend:
             return
         for row in unfinished:  # generate() ended without a reason of the row's own
             row.finish()
+
+    def _count_batch(self, size: int) -> None:
+        with self._stats_lock:
+            self._batch_sizes[size] += 1
+
+    def _run_continuously(self, jobs: list[_Job], cache_name: str) -> None:
+        """Decode ``jobs`` step by step; between steps finished rows leave and the requests
+        queued meanwhile join (`running_batch`), until none is left or an urgent job waits."""
+        batch = RunningBatch(self._model.config, cache_name)
+        accepted = list(jobs)
+        joining = jobs
+        try:
+            with self._model_lock:
+                while True:
+                    logits = []
+                    if len(batch):
+                        with self._forward(batch.rows) as forward:
+                            logits.append(batch.step(forward, [r.tokens[-1] for r in batch.rows]))
+                    if joining:
+                        rows = [self._row(job) for job in joining]
+                        self._count_batch(len(rows))
+                        input_ids, attention_mask, cache = self._batch_inputs(rows)
+                        with self._forward(rows) as forward:
+                            logits.append(
+                                batch.prefill(forward, rows, input_ids, attention_mask, cache)
+                            )
+                    scores = _RowSampler(batch.rows, self._top_k).apply(torch.cat(logits))
+                    for row, token in zip(batch.rows, scores.argmax(-1).tolist(), strict=True):
+                        if not row.done:
+                            row.step(token, self._eos)
+                    batch.keep([not row.done for row in batch.rows])
+                    if len(batch) and self._executor.urgent_waiting:
+                        # An adapter load goes first; these rows carry on after it.
+                        self._executor.requeue([row.job for row in batch.rows])
+                        return
+                    joining = self._executor.take_generations(
+                        self._executor.max_batch_size - len(batch)
+                    )
+                    accepted += joining
+                    if not len(batch) and not joining:
+                        return
+        except BaseException as exc:  # handed to every consumer still waiting, never lost
+            for job in accepted:
+                if job.row is None or not job.row.done:
+                    job.post(_ERROR, exc)
+
+    @contextlib.contextmanager
+    def _forward(self, rows: list[_Row]) -> Iterator[Callable[..., Any]]:
+        """The model's forward for ``rows``, each through its own adapter."""
+        adapters = {row.job.adapter for row in rows}
+        if len(adapters) == 1:
+            with self._activated(next(iter(adapters))), torch.no_grad():
+                yield self._model
+            return
+        peft = self._mixed_adapters(rows)
+        with torch.no_grad():
+            yield functools.partial(peft, adapter_names=self._adapter_keys(rows))
+
+    def _mixed_adapters(self, rows: list[_Row]) -> PeftModel:
+        """PEFT set up for a batch whose rows use different adapters ("__base__": none)."""
+        peft = self._peft
+        assert peft is not None  # two different adapters mean at least one is loaded
+        keys = self._adapter_keys(rows)
+        for key in set(keys) - {_BASE_ROW}:
+            if key not in peft.peft_config:
+                raise RuntimeError(f"LoRA weights {key} are not loaded")  # a bug
+        # PEFT only honours adapter_names while some adapter is active (not just a stale name).
+        peft.set_adapter(next(key for key in keys if key != _BASE_ROW), inference_mode=True)
+        return peft
+
+    @staticmethod
+    def _adapter_keys(rows: list[_Row]) -> list[str]:
+        return [row.job.adapter.key if row.job.adapter else _BASE_ROW for row in rows]
 
     def _row(self, job: _Job) -> _Row:
         if job.row is None:  # its first batch (later ones resume a preempted row)
@@ -723,20 +835,7 @@ class TransformersBackend:
     def _generate_rows(self, rows: list[_Row]) -> bool:
         """Generate until every row is done, or an urgent job waits (then returns True)."""
         config = self._generation_config(max(row.remaining for row in rows))
-        prefixed = [PrefixedRow(row.context, row.prefix, self._prefix_kv(row)) for row in rows]
-        cache: DynamicCache | None = None
-        if self._cache_argument and any(row.kv is not None for row in prefixed):
-            input_ids, attention_mask, cache = prefixed_batch(
-                prefixed, config.pad_token_id, self._model.config, self.device
-            )
-        else:  # left padding: every row's next token is in the last column
-            contexts = [row.context for row in rows]
-            width = max(map(len, contexts))
-            input_ids = torch.full((len(rows), width), config.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, context in enumerate(contexts):
-                input_ids[i, width - len(context) :] = torch.tensor(context, dtype=torch.long)
-                attention_mask[i, width - len(context) :] = 1
+        input_ids, attention_mask, cache = self._batch_inputs(rows)
         stepper = _Stepper(rows, self._eos, lambda: self._executor.urgent_waiting)
         kwargs: dict[str, Any] = {
             "input_ids": input_ids.to(self.device),
@@ -752,17 +851,29 @@ class TransformersBackend:
             with self._activated(next(iter(adapters))):
                 self._model.generate(**kwargs)
             return stepper.preempted
-        # A mixed batch: PEFT routes each row through its own adapter ("__base__": none).
-        peft = self._peft
-        assert peft is not None  # two different adapters mean at least one is loaded
-        keys = [row.job.adapter.key if row.job.adapter else _BASE_ROW for row in rows]
-        for key in set(keys) - {_BASE_ROW}:
-            if key not in peft.peft_config:
-                raise RuntimeError(f"LoRA weights {key} are not loaded")  # a bug
-        # PEFT only honours adapter_names while some adapter is active (not just a stale name).
-        peft.set_adapter(next(key for key in keys if key != _BASE_ROW), inference_mode=True)
-        cast(Any, peft).generate(adapter_names=keys, **kwargs)  # PEFT leaves it untyped
+        # A mixed batch: PEFT routes each row through its own adapter.
+        peft = self._mixed_adapters(rows)
+        cast(Any, peft).generate(adapter_names=self._adapter_keys(rows), **kwargs)  # untyped
         return stepper.preempted
+
+    def _batch_inputs(
+        self, rows: list[_Row]
+    ) -> tuple[torch.Tensor, torch.Tensor, DynamicCache | None]:
+        """Input ids and attention mask for ``rows``' contexts, and the cache holding their
+        cached prompt starts if any has one (else left padding: each row ends in the last
+        column)."""
+        prefixed = [PrefixedRow(row.context, row.prefix, self._prefix_kv(row)) for row in rows]
+        pad_id = self._pad_id
+        if self._cache_argument and any(row.kv is not None for row in prefixed):
+            return prefixed_batch(prefixed, pad_id, self._model.config, self.device)
+        contexts = [row.context for row in rows]
+        width = max(map(len, contexts))
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, context in enumerate(contexts):
+            input_ids[i, width - len(context) :] = torch.tensor(context, dtype=torch.long)
+            attention_mask[i, width - len(context) :] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device), None
 
     def _encode(
         self, messages: list[dict[str, str]], *, generation_prompt: bool = True
@@ -810,10 +921,17 @@ class TransformersBackend:
         config.top_p = None
         config.top_k = None
         if config.pad_token_id is None:
-            config.pad_token_id = _first_id(
-                self._tokenizer.pad_token_id, self._tokenizer.eos_token_id, 0
-            )
+            config.pad_token_id = self._pad_id
         return config
+
+    @functools.cached_property
+    def _pad_id(self) -> int:
+        return _first_id(
+            self._model.generation_config.pad_token_id,
+            self._tokenizer.pad_token_id,
+            self._tokenizer.eos_token_id,
+            0,
+        )
 
     def _decode(self, ids: list[int]) -> str:
         with self._tokenizer_lock:
