@@ -110,8 +110,29 @@ def compute_prefix(model: Any, tokens: Sequence[int]) -> KV:
             input_ids=torch.tensor([list(tokens)], dtype=torch.long, device=model.device),
             use_cache=True,
         )
-    cache = getattr(output, "cache", None) or output.past_key_values
-    return tuple((layer.keys, layer.values) for layer in cache.layers)
+    return tuple(cache_layers(output_cache(output)))
+
+
+def output_cache(output: Any) -> Any:
+    """The cache a forward pass returned (named ``cache`` or ``past_key_values``), or None."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
+
+
+def cache_layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Keys and values per layer of a cache of plain ``DynamicLayer``s (`cache_argument`)."""
+    layers: list[Any] = list(cache.layers)
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def cache_from_layers(
+    layers: Sequence[tuple[torch.Tensor, torch.Tensor]], config: Any
+) -> DynamicCache:
+    """A ``DynamicCache`` holding ``layers``' keys and values."""
+    cache = DynamicCache(config=config)
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
+    return cache
 
 
 def prefixed_batch(
@@ -130,7 +151,7 @@ def prefixed_batch(
             attention_mask[i, start:cached] = 1
         input_ids[i, width - len(rest) :] = torch.tensor(rest, dtype=torch.long)
         attention_mask[i, width - len(rest) :] = 1
-    cache = DynamicCache(config=config)
+    layers = []
     template = next(row.kv for row in rows if row.kv is not None)
     for layer, (keys, values) in enumerate(template):
         batch_keys = keys.new_zeros((len(rows), keys.shape[1], cached, keys.shape[3]))
@@ -140,5 +161,5 @@ def prefixed_batch(
                 start = cached - len(row.prefix)
                 batch_keys[i, :, start:] = row.kv[layer][0][0]
                 batch_values[i, :, start:] = row.kv[layer][1][0]
-        cache.update(batch_keys, batch_values, layer)
-    return input_ids.to(device), attention_mask.to(device), cache
+        layers.append((batch_keys, batch_values))
+    return input_ids.to(device), attention_mask.to(device), cache_from_layers(layers, config)

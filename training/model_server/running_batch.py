@@ -23,6 +23,8 @@ from typing import Any, cast
 import torch
 from transformers import DynamicCache
 
+from training.model_server.prefix_cache import cache_from_layers, cache_layers, output_cache
+
 Forward = Callable[..., Any]
 """The model's forward with the batch's adapters set (see the backend)."""
 
@@ -128,9 +130,9 @@ class RunningBatch:
         assert self.cache is not None
         layers = [
             (keys[index.to(keys.device), :, start:], values[index.to(values.device), :, start:])
-            for keys, values in _layers(self.cache)
+            for keys, values in cache_layers(self.cache)
         ]
-        self.cache = _cache_from(layers, self._config)
+        self.cache = cache_from_layers(layers, self._config)
 
     def _join(self, cache: DynamicCache, mask: torch.Tensor, rows: Sequence[Any]) -> None:
         if self.cache is None:
@@ -143,10 +145,10 @@ class RunningBatch:
                 torch.cat([_pad_left(old_v, width), _pad_left(new_v, width)]),
             )
             for (old_k, old_v), (new_k, new_v) in zip(
-                _layers(self.cache), _layers(cache), strict=True
+                cache_layers(self.cache), cache_layers(cache), strict=True
             )
         ]
-        self.cache = _cache_from(layers, self._config)
+        self.cache = cache_from_layers(layers, self._config)
         self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)])
         self.rows += rows
 
@@ -162,18 +164,6 @@ def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
 
 
-def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    layers: list[Any] = list(cache.layers)  # plain DynamicLayers (`cache_argument`)
-    return [(layer.keys, layer.values) for layer in layers]
-
-
-def _cache_from(layers: list[tuple[torch.Tensor, torch.Tensor]], config: Any) -> DynamicCache:
-    cache = DynamicCache(config=config)
-    for index, (keys, values) in enumerate(layers):
-        cache.update(keys, values, index)
-    return cache
-
-
 def _cache_of(output: Any, fallback: DynamicCache) -> DynamicCache:
-    cache = getattr(output, "cache", None) or getattr(output, "past_key_values", None)
+    cache = output_cache(output)
     return cache if cache is not None else fallback
