@@ -531,6 +531,7 @@ class Simulation:
         if options.traffic:
             self.traffic_per_round = min(self.traffic_per_round, options.traffic)
         self.rng = random.Random(options.seed)
+        self._canary_queue: dict[int, list[Prompt]] = {}
         # Per assistant, in round order: what each round's runs were about to train on.
         self.trained_on: dict[str, list[TrainingSnapshot]] = {}
         # Held-out estimates by what was measured (see _measure).
@@ -691,6 +692,17 @@ class Simulation:
         self.rng.shuffle(prompts)
         return prompts[:count] if count else prompts
 
+    def _canary_prompts(self, number: int, count: int) -> list[Prompt]:
+        """The next `count` of round `number`'s canary prompts: each is asked once before any
+        is asked again (a shuffled pass over the pool at a time)."""
+        queue = self._canary_queue.setdefault(number, [])
+        while len(queue) < count:
+            fresh = self.prompts.canary_pool(number, self.options.rounds)
+            self.rng.shuffle(fresh)
+            queue += fresh
+        taken, queue[:] = queue[:count], queue[count:]
+        return taken
+
     async def _round(
         self, number: int, conversations: list[Conversation], llm: LLMClient
     ) -> RoundResult:
@@ -743,7 +755,7 @@ class Simulation:
             if candidate.status == "canary":
                 self.progress(f"round {number}: canary {candidate.name}; serving canary traffic")
                 started = time.monotonic()
-                outcome = await self._canary_phase(conversations, candidate.name)
+                outcome = await self._canary_phase(conversations, candidate.name, number)
                 result.canary_seconds += time.monotonic() - started
                 canaries.append(outcome if len(runs) == 1 else f"{candidate.name} {outcome}")
                 result.deployed = result.deployed or outcome == "promoted"
@@ -879,17 +891,18 @@ class Simulation:
             await asyncio.sleep(1.0)
         raise TimeoutError("the training runs did not finish within the round's time limit")
 
-    async def _canary_phase(self, conversations: list[Conversation], name: str) -> str:
+    async def _canary_phase(self, conversations: list[Conversation], name: str, number: int) -> str:
         """Serve traffic until the canary is promoted or rolled back: a prompt per person at
         a time, so the phase ends within one short batch of the beat's verdict. The beat
         judges only at looks (`loopgram.canary.looks`), so the phase waits for a verdict only
-        when a new look is reached."""
+        when a new look is reached. The prompts are round `number`'s canary prompts, which no
+        adapter has trained on (`PromptSet.canary_pool`)."""
         batch = len(conversations)
         rounds = math.ceil(8 * max(batch, self.traffic_per_round // 2) / batch)
         points = looks(self.options.canary_min_ratings, self.options.canary_max_ratings)
         waited: int | None = None
         for _ in range(rounds):  # as much traffic at most as before: 8 half-rounds
-            exchanges = await run_traffic(conversations, self._traffic_prompts(batch))
+            exchanges = await run_traffic(conversations, self._canary_prompts(number, batch))
             await self._wait_stored(exchanges)
             look = look_reached(await self.db.run(_canary_ratings, name=name), points)
             ticks = 20 if look is not None and look != waited else 1

@@ -66,7 +66,8 @@ async def test_a_round_trains_gates_and_measures(
 
     result = await Simulation(options, progress=progress).run()
 
-    heldout = len(Simulation(options).prompts.heldout)
+    prompts = Simulation(options).prompts
+    heldout = len(prompts.heldout)
     assert result.baseline.total == heldout
     [round_one] = result.rounds
     assert round_one.heldout.total == heldout
@@ -101,7 +102,12 @@ async def test_a_round_trains_gates_and_measures(
     try:
         with db.session() as session:
             assert session.exec(select(Rating)).all()
-            assert len(session.exec(select(Interaction)).all()) >= 16
+            interactions = session.exec(select(Interaction)).all()
+            assert len(interactions) >= 16
+            # A tiny random model's candidate is rejected by the gate (no positive margin),
+            # so no canary ran: everything asked was a traffic prompt.
+            if round_one.run_status == "rejected":
+                assert {i.prompt for i in interactions} <= {p.text for p in prompts.train}
             run = session.exec(select(TrainingRun)).one()
             assert run.status == round_one.run_status and run.train_examples > 0
             # The control trained on the run's own pairs, not on the canary traffic since.

@@ -66,6 +66,57 @@ def test_split_is_disjoint_deterministic_and_bilingual() -> None:
     }
 
 
+def test_canary_prompts_are_fresh_and_each_round_has_its_own() -> None:
+    prompts = load_prompt_set(assistants=["paraphrase", "summarize"], languages=["en", "ru"])
+    seen = {(p.assistant, p.lang, p.text) for p in prompts.train + prompts.heldout}
+    canary = [(p.assistant, p.lang, p.text) for p in prompts.canary]
+    assert canary and not seen & set(canary) and len(set(canary)) == len(canary)
+    pools = [{(p.assistant, p.lang, p.text) for p in prompts.canary_pool(r, 3)} for r in (1, 2, 3)]
+    assert not pools[0] & pools[1] and not pools[1] & pools[2] and not pools[0] & pools[2]
+    assert set().union(*pools) == set(canary)
+    groups = {(a, lang) for a in ("paraphrase", "summarize") for lang in ("en", "ru")}
+    assert all({(a, lang) for a, lang, _ in pool} == groups for pool in pools)
+    english = [p for p in prompts.canary if (p.assistant, p.lang) == ("paraphrase", "en")]
+    assert len([p for p in prompts.canary_pool(1, 3) if p in english]) == len(english) // 3
+    assert {p.text for p in prompts.canary_pool(1, 1)} == {p.text for p in prompts.canary}
+
+
+def test_a_round_without_enough_canary_prompts_takes_them_in_turn_or_falls_back(
+    tmp_path: Path,
+) -> None:
+    traffic = tmp_path / "prompts.yaml"
+    traffic.write_text("paraphrase:\n  en: [a, b, c, d, e, f, g, h]\n", encoding="utf-8")
+    fresh = tmp_path / "canary.yaml"
+    fresh.write_text("paraphrase:\n  en: [x, y]\n", encoding="utf-8")
+    prompts = load_prompt_set(
+        assistants=["paraphrase"], languages=["en"], path=traffic, canary_path=fresh
+    )
+    assert [len(prompts.canary_pool(r, 3)) for r in (1, 2, 3)] == [1, 1, 1]
+    assert {prompts.canary_pool(r, 3)[0].text for r in (1, 2)} == {"x", "y"}
+    # Own prompts without canary prompts: the canary asks the traffic prompts, as before.
+    own = load_prompt_set(assistants=["paraphrase"], languages=["en"], path=traffic)
+    assert own.canary == [] and own.canary_pool(2, 3) == own.train
+
+
+@pytest.mark.parametrize(
+    ("canary", "message"),
+    [
+        ("paraphrase:\n  en: [x, a]\n", "also traffic or held-out prompts, e.g. 'a'"),
+        ("[not, a, mapping]\n", "must map assistants to languages"),
+        ("paraphrase: {en: [x\n", "cannot read the prompt set"),
+    ],
+)
+def test_bad_canary_prompts_are_clear_errors(tmp_path: Path, canary: str, message: str) -> None:
+    traffic = tmp_path / "prompts.yaml"
+    traffic.write_text("paraphrase:\n  en: [a, b, c, d]\n", encoding="utf-8")
+    fresh = tmp_path / "canary.yaml"
+    fresh.write_text(canary, encoding="utf-8")
+    with pytest.raises(PromptSetError, match=message):
+        load_prompt_set(
+            assistants=["paraphrase"], languages=["en"], path=traffic, canary_path=fresh
+        )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
