@@ -46,6 +46,7 @@ from loopgram import adapters
 from loopgram.canary import look_reached, looks
 from loopgram.llm import LLMClient
 from loopgram.models import Adapter, AnswerCandidate, Interaction, Rating, TrainingRun
+from loopgram.routing import in_canary
 from loopgram.settings import Settings
 from workers.celery_app import create_celery
 
@@ -892,16 +893,26 @@ class Simulation:
         raise TimeoutError("the training runs did not finish within the round's time limit")
 
     async def _canary_phase(self, conversations: list[Conversation], name: str, number: int) -> str:
-        """Serve traffic until the canary is promoted or rolled back: a prompt per person at
+        """Serve traffic until the canary is promoted or rolled back, which happens at its
+        rating cap at the latest (before, the phase stopped after 8 half-rounds of traffic:
+        with 5 of 16 people on the canary that was 90 first answers of a cap of 160, and the
+        undecided canary then held back training for the rest of the run); a prompt per person at
         a time, so the phase ends within one short batch of the beat's verdict. The beat
         judges only at looks (`loopgram.canary.looks`), so the phase waits for a verdict only
         when a new look is reached. The prompts are round `number`'s canary prompts, which no
         adapter has trained on (`PromptSet.canary_pool`)."""
         batch = len(conversations)
-        rounds = math.ceil(8 * max(batch, self.traffic_per_round // 2) / batch)
+        routed = sum(
+            in_canary(c.person.user_id, name, self.options.canary_share) for c in conversations
+        )
+        if not routed:  # nobody is served by it: no rating would ever reach a look
+            return "undecided"
+        # Until the verdict, which comes at the cap at the latest: twice the batches the
+        # cap's first answers take from the people routed to the canary (some go unrated).
+        rounds = math.ceil(2 * self.options.canary_max_ratings / routed)
         points = looks(self.options.canary_min_ratings, self.options.canary_max_ratings)
         waited: int | None = None
-        for _ in range(rounds):  # as much traffic at most as before: 8 half-rounds
+        for _ in range(rounds):
             exchanges = await run_traffic(conversations, self._canary_prompts(number, batch))
             await self._wait_stored(exchanges)
             look = look_reached(await self.db.run(_canary_ratings, name=name), points)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 import bot.simulation.runner as runner
 from bot.simulation.prompts import Prompt
 from bot.simulation.runner import Simulation, SimulationOptions
+from loopgram.routing import in_canary
 
 
 def _simulation(tmp_path: Path, rounds: int = 3) -> Simulation:
@@ -35,16 +37,38 @@ def test_a_rounds_canary_prompts_are_its_own_and_each_is_asked_before_any_repeat
 class _Deployment:
     """What the canary phase reads from the database: ratings so far, then the verdict."""
 
-    def __init__(self, verdict_after: int) -> None:
+    def __init__(self, verdict_after: int, ratings_per_check: int = 4) -> None:
         self.checks = 0
         self.verdict_after = verdict_after
+        self.ratings_per_check = ratings_per_check
 
     async def run(self, fn: Any, /, **kwargs: Any) -> Any:
         if fn is runner._canary_ratings:
-            return 4 * self.checks
+            return self.ratings_per_check * self.checks
         assert fn is runner._adapter_status, fn
         self.checks += 1
         return "active" if self.checks > self.verdict_after else "canary"
+
+
+def _people(on_canary: int, off_canary: int, name: str = "paraphrase-v1") -> list[Any]:
+    """Conversations of people the routing hash puts on (and off) the canary `name`."""
+    share = SimulationOptions(data_dir=Path()).canary_share
+    on = [i for i in range(1, 10_000) if in_canary(i, name, share)][:on_canary]
+    off = [i for i in range(1, 10_000) if not in_canary(i, name, share)][:off_canary]
+    return [SimpleNamespace(person=SimpleNamespace(user_id=i)) for i in on + off]
+
+
+def _serve_into(asked: list[Prompt]) -> Any:
+    async def serve(conversations: list[Any], prompts: list[Prompt]) -> list[Any]:
+        assert len(prompts) == len(conversations)
+        asked.extend(prompts)
+        return []
+
+    return serve
+
+
+async def _stored(_exchanges: list[Any], within: float = 120.0) -> None:
+    return None
 
 
 async def test_the_canary_phase_serves_the_rounds_canary_prompts(
@@ -53,21 +77,33 @@ async def test_the_canary_phase_serves_the_rounds_canary_prompts(
     simulation = _simulation(tmp_path)
     simulation.db = _Deployment(verdict_after=3)  # type: ignore[assignment]
     asked: list[Prompt] = []
+    monkeypatch.setattr(runner, "run_traffic", _serve_into(asked))
+    monkeypatch.setattr(simulation, "_wait_stored", _stored)
 
-    async def serve(conversations: list[Any], prompts: list[Prompt]) -> list[Any]:
-        assert len(prompts) == len(conversations)
-        asked.extend(prompts)
-        return []
-
-    async def stored(_exchanges: list[Any], within: float = 120.0) -> None:
-        return None
-
-    monkeypatch.setattr(runner, "run_traffic", serve)
-    monkeypatch.setattr(simulation, "_wait_stored", stored)
-    people: list[Any] = [object()] * 4
-
-    outcome = await simulation._canary_phase(people, "paraphrase-v1", 1)
+    outcome = await simulation._canary_phase(_people(1, 3), "paraphrase-v1", 1)
 
     assert outcome == "promoted"
     assert asked and set(asked) <= set(simulation.prompts.canary_pool(1, 3))
     assert set(asked).isdisjoint(simulation.prompts.train)
+
+
+async def test_the_canary_phase_lasts_until_the_cap_can_be_reached_by_the_people_on_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cap of 80 first answers and 2 of 8 people on the canary: 40 batches would reach it,
+    and the phase allows twice that before it gives up; with nobody on it, it stops at once."""
+    simulation = Simulation(
+        SimulationOptions(data_dir=tmp_path, canary_min_ratings=20, canary_max_ratings=80)
+    )
+    # No look is reached (no ratings stored), so the phase never waits for the beat.
+    simulation.db = _Deployment(verdict_after=10_000, ratings_per_check=0)  # type: ignore[assignment]
+    asked: list[Prompt] = []
+    monkeypatch.setattr(runner, "run_traffic", _serve_into(asked))
+    monkeypatch.setattr(simulation, "_wait_stored", _stored)
+
+    assert await simulation._canary_phase(_people(2, 6), "paraphrase-v1", 1) == "undecided"
+    assert len(asked) == 80 * 8
+
+    asked.clear()
+    assert await simulation._canary_phase(_people(0, 8), "paraphrase-v1", 1) == "undecided"
+    assert asked == []
