@@ -25,6 +25,9 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     if settings.redis.redis_url:
         return {
             "broker_url": settings.redis.redis_url,
+            # kombu's, without the loss of a message Redis dies on between BRPOP and its
+            # unacked record (workers/redis_transport.py).
+            "broker_transport": "workers.redis_transport:Transport",
             # A dead worker's unacked messages come back after this long: longer than any
             # acks_late task may run (task_time_limit 120 s; training is acked at start), short
             # enough that a killed worker's ratings are stored minutes, not an hour, later.
