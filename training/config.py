@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 # dpo and orpo learn from pairs, kto from unpaired thumbs; "reward" trains a reward model
 # (TRL RewardTrainer) instead of a policy adapter.
 METHODS = ("dpo", "orpo", "kto", "reward")
+KTO_MIN_PASS = 4
+"""KTO's KL reference point is the mean over mismatched answers within one forward pass."""
 
 
 @dataclass
@@ -48,6 +50,14 @@ class TrainConfig:
         metadata={"help": "DPO only: reference log-probs computed once before training"},
     )
     batch_size: int = field(default=8, metadata={"help": "examples per optimiser step"})
+    micro_batch_size: int = field(
+        default=2,
+        metadata={
+            "help": "examples per forward pass; gradients add up over passes to batch_size. "
+            "Activation memory grows with this, not with batch_size (KTO takes at least 4: "
+            "its KL reference point is estimated within a pass)"
+        },
+    )
     max_length: int = field(default=256, metadata={"help": "prompt + answer tokens kept"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling"})
@@ -131,6 +141,17 @@ class TrainConfig:
             raise ValueError("reward_min_win_rate must be between 0 (reported only) and 1")
         if self.sft_weight < 0:
             raise ValueError("sft_weight must not be negative")
+        if self.batch_size < 1 or self.micro_batch_size < 1:
+            raise ValueError("batch_size and micro_batch_size must be at least 1")
+
+    def passes(self) -> tuple[int, int]:
+        """(examples per forward pass, passes per optimiser step). The pass size is the
+        largest divisor of batch_size not above micro_batch_size, so that every optimiser
+        step still averages exactly batch_size examples, as one big batch would."""
+        floor = KTO_MIN_PASS if self.method == "kto" else 1
+        cap = min(self.batch_size, max(self.micro_batch_size, floor))
+        size = next(n for n in range(cap, 0, -1) if self.batch_size % n == 0)
+        return size, self.batch_size // size
 
     @classmethod
     def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:

@@ -37,7 +37,7 @@ from training import datasets
 from training.config import TrainConfig
 from training.datasets import Example
 from training.lock import training_lock
-from training.resources import WouldNotFitError, check_fits
+from training.resources import WouldNotFitError, check_fits, releases_memory
 from training.reward_check import HeldOutAnswer
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ def resolve_model_path(settings: Settings) -> Path:
     )
 
 
+@releases_memory  # the gate's scorer and the run's tensors, after the run
 def run_training(
     *,
     settings: Settings,
@@ -123,7 +124,7 @@ def _run(
     model_path = model_path or resolve_model_path(settings)
     check_fits(
         model_path,
-        batch_size=config.batch_size,
+        batch_size=config.passes()[0],  # activations are held for one forward pass
         max_length=config.max_length,
         budget_gb=config.memory_budget_gb,
         reference=config.method != "orpo",  # ORPO has no reference pass
@@ -252,7 +253,7 @@ def _run_reward(
     # reference pass and one score per sequence instead of vocabulary-wide logits.
     check_fits(
         model_path,
-        batch_size=config.batch_size,
+        batch_size=config.passes()[0],  # activations are held for one forward pass
         max_length=config.max_length,
         budget_gb=config.memory_budget_gb,
         reference=False,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
+from training.resources import releases_memory
 from training.trainer import (
     TrainOutcome,
     save_trained,
@@ -99,6 +100,7 @@ def encode_rows(
 # --- training ------------------------------------------------------------------------------
 
 
+@releases_memory
 def train_reward_model(
     config: TrainConfig, rows: list[dict[str, Any]], *, model_path: Path, output_dir: Path
 ) -> TrainOutcome:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from training.config import TrainConfig
-from training.resources import peak_rss_mb
+from training.resources import peak_rss_mb, releases_memory
 from training.upstream_warnings import quiet_upstream_deprecations
 
 log = logging.getLogger(__name__)
@@ -133,12 +133,15 @@ The model is loaded in float32 and trains in float32, on any CPU."""
 
 def training_arguments(config: TrainConfig, work: Path) -> dict[str, Any]:
     """The arguments every TRL config here shares (DPO, KTO, ORPO and the reward model):
-    float32 on the CPU, a constant learning rate, no checkpoints, logs every step."""
+    float32 on the CPU, a constant learning rate, no checkpoints, logs every step, and
+    batch_size reached by accumulating small forward passes (`TrainConfig.passes`)."""
+    per_pass, passes = config.passes()
     return {
         "output_dir": str(work / "trainer"),
         "use_cpu": True,
         **FULL_PRECISION,
-        "per_device_train_batch_size": config.batch_size,
+        "per_device_train_batch_size": per_pass,
+        "gradient_accumulation_steps": passes,
         "num_train_epochs": config.epochs,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": "constant",
@@ -151,6 +154,7 @@ def training_arguments(config: TrainConfig, work: Path) -> dict[str, Any]:
     }
 
 
+@releases_memory
 def train_adapter(
     config: TrainConfig, rows: list[dict[str, Any]], *, model_path: Path, output_dir: Path
 ) -> TrainOutcome:

@@ -104,7 +104,7 @@ def test_kto_learns_from_unpaired_thumbs(tiny_model: Path, tmp_path: Path) -> No
 
 def test_a_run_that_would_not_fit_is_refused(tiny_model: Path) -> None:
     assert check_fits(tiny_model, batch_size=8, max_length=256, budget_gb=1.0) > 0
-    with pytest.raises(WouldNotFitError, match="lower batch_size"):
+    with pytest.raises(WouldNotFitError, match="lower micro_batch_size"):
         check_fits(tiny_model, batch_size=8, max_length=256, budget_gb=0.0001)
 
 
