@@ -57,6 +57,11 @@ measured together with a baseline *in the same run* and reported as ``value / ba
 * ``dpo_peak_rss_mb`` — peak RSS of that training process over the RSS of a process that has
   just loaded the model (interpreter, libraries and weights).  The ratio is the training
   memory in units of "a loaded model".
+* ``dpo_accumulated_peak_rss_mb`` / ``dpo_accumulated_step_s`` — a DPO step of
+  ``accumulation_pairs`` paraphrase requests as the bot builds them (system prompt, few-shot
+  example, text; ~200-400 tokens a pair) computed in forward passes of the default
+  ``micro_batch_size`` with gradient accumulation, over the same step in one forward pass:
+  peak RSS and seconds per optimiser step, each run in its own child process.
 
 Throughput rounds interleave plain, base-through-server and adapter-through-server requests
 on the same prompt so that drift in machine load hits all three alike.  Training and its
@@ -113,6 +118,8 @@ FIGURES = (
     "best_of_n_latency",
     "dpo_step_s",
     "dpo_peak_rss_mb",
+    "dpo_accumulated_peak_rss_mb",
+    "dpo_accumulated_step_s",
     "update_text_answer",
     "update_callback_rating",
     "update_text_answer_vs_minimal",
@@ -169,6 +176,9 @@ class BenchOptions:
     dpo_batch_size: int = 4
     dpo_max_length: int = 128
     lora_r: int = 8
+    accumulation_pairs: int = 8
+    """Pairs per optimiser step (and per run) of the two gradient-accumulation figures."""
+    accumulation_max_length: int = 448
     max_seconds: float = 900.0
     """Deadline for the whole run; loops stop early (keeping one sample) once it passes."""
     updates: int = 2000
@@ -199,6 +209,8 @@ class BenchOptions:
             dpo_batch_size=4,
             dpo_max_length=64,
             lora_r=4,
+            accumulation_pairs=4,
+            accumulation_max_length=384,  # the few-shot prompt alone is ~250 tokens
             max_seconds=100.0,
             updates=60,
             ratings=100,
@@ -782,6 +794,62 @@ def _measure_training(options: BenchOptions, deadline: _Deadline, work: Path) ->
     ]
 
 
+def _few_shot_pair_rows(n: int) -> list[dict[str, Any]]:
+    """Pairs whose prompts are paraphrase requests as the bot builds them, as in the loop."""
+    return [
+        {
+            "prompt": _few_shot_messages(i),
+            "chosen": [{"role": "assistant", "content": CONCISE}],
+            "rejected": [{"role": "assistant", "content": RAMBLING}],
+        }
+        for i in range(n)
+    ]
+
+
+def _measure_accumulation(
+    options: BenchOptions, deadline: _Deadline, work: Path
+) -> list[Measurement]:
+    """The default passes with gradient accumulation against one forward pass of the batch."""
+    from training.config import TrainConfig
+
+    rows = _few_shot_pair_rows(options.accumulation_pairs)
+    config = {
+        "method": "dpo",
+        "epochs": 1.0,
+        "batch_size": options.accumulation_pairs,
+        "max_length": options.accumulation_max_length,
+        "lora_r": options.lora_r,
+        "lora_alpha": 2 * options.lora_r,
+        "min_examples": 1,
+    }
+    runs = {}
+    for label, micro in (
+        ("whole", options.accumulation_pairs),
+        ("passes", TrainConfig().micro_batch_size),
+    ):
+        runs[label] = _in_child(
+            dpo_child,
+            max(60.0, deadline.remaining()),
+            model_path=str(options.model_path),
+            rows=rows,
+            config=config | {"micro_batch_size": micro},
+            output_dir=str(work / f"dpo-{label}"),
+        )
+    whole = f"one forward pass of {options.accumulation_pairs} pairs"
+    return [
+        Measurement(
+            "dpo_accumulated_peak_rss_mb",
+            runs["passes"]["peak_rss_mb"],
+            "MB",
+            runs["whole"]["peak_rss_mb"],
+            whole,
+        ),
+        Measurement(
+            "dpo_accumulated_step_s", runs["passes"]["step_s"], "s", runs["whole"]["step_s"], whole
+        ),
+    ]
+
+
 # ------------------------------------------------------------------------- services
 
 
@@ -964,6 +1032,8 @@ def run_bench(options: BenchOptions) -> BenchResults:
 
         log.info("bench: DPO training (%d pairs)", options.dpo_pairs)
         training = _measure_training(options, deadline, work)
+        log.info("bench: DPO with gradient accumulation (%d pairs)", options.accumulation_pairs)
+        training += _measure_accumulation(options, deadline, work)
 
     log.info("bench: %d text updates and %d presses per dispatcher", *[options.updates] * 2)
     try:
