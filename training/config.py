@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 # dpo and orpo learn from pairs, kto from unpaired thumbs; "reward" trains a reward model
 # (TRL RewardTrainer) instead of a policy adapter.
 METHODS = ("dpo", "orpo", "kto", "reward")
+GATE_RULES = ("not-worse", "better")
 KTO_MIN_PASS = 4
 """KTO's KL reference point is the mean over mismatched answers within one forward pass."""
 
@@ -80,11 +81,25 @@ class TrainConfig:
             "(machine labels, weight 0.5); a reward model never trains on them"
         },
     )
+    gate_rule: str = field(
+        default="not-worse",
+        metadata={
+            "help": "the offline gate on held-out pairs. not-worse: reject only a candidate the "
+            "pairs show to be worse than the active adapter, or to prefer the rejected answers "
+            "(exact sign tests at gate_alpha), and let the canary decide on live ratings; "
+            "better: deploy only a higher held-out accuracy (gain above gate_margin) with a "
+            "positive mean margin"
+        },
+    )
+    gate_alpha: float = field(
+        default=0.05,
+        metadata={"help": "not-worse rule: significance of the sign tests that reject"},
+    )
     gate_margin: float = field(
         default=0.0,
         metadata={
-            "help": "held-out preference accuracy the candidate must gain over the active "
-            "adapter (0: any gain, or equal accuracy with a larger mean reward margin)"
+            "help": "better rule: held-out preference accuracy the candidate must gain over the "
+            "active adapter (0: any gain, or equal accuracy with a larger mean reward margin)"
         },
     )
     reward_min_accuracy: float = field(
@@ -139,6 +154,10 @@ class TrainConfig:
             raise ValueError("reward_min_accuracy must be between 0.5 (chance) and 1")
         if not 0 <= self.reward_min_win_rate <= 1:
             raise ValueError("reward_min_win_rate must be between 0 (reported only) and 1")
+        if self.gate_rule not in GATE_RULES:
+            raise ValueError(f"gate_rule must be one of {', '.join(GATE_RULES)}")
+        if not 0 < self.gate_alpha < 1:
+            raise ValueError("gate_alpha must be between 0 and 1")
         if self.sft_weight < 0:
             raise ValueError("sft_weight must not be negative")
         if self.batch_size < 1 or self.micro_batch_size < 1:

@@ -14,9 +14,14 @@ ORPO candidates (and an active adapter trained by either) are compared on one sc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from training.config import GATE_RULES
+
+TIE = 1e-9  # |margin| at most this: the adapter did not move either way (the base model's 0.5)
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,9 @@ class PreferenceScore:
     accuracy: float
     mean_margin: float
     pairs: int
+    # Per held-out pair, in order: 1.0 right (positive margin), 0.0 wrong, 0.5 a tie. The gate
+    # compares two adapters pair by pair on these.
+    outcomes: tuple[float, ...] = ()
 
     def as_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "mean_margin": self.mean_margin, "pairs": self.pairs}
@@ -35,6 +43,7 @@ class GateResult:
     active: PreferenceScore
     passed: bool
     reason: str
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +51,7 @@ class GateResult:
             "active": self.active.as_dict(),
             "passed": self.passed,
             "reason": self.reason,
+            "evidence": self.evidence,
         }
 
 
@@ -153,11 +163,95 @@ class PolicyScorer:
 def _score(margins: list[float]) -> PreferenceScore:
     if not margins:
         return PreferenceScore(0.5, 0.0, 0)
-    wins = sum(1.0 if m > 1e-9 else 0.5 if abs(m) <= 1e-9 else 0.0 for m in margins)
-    return PreferenceScore(wins / len(margins), sum(margins) / len(margins), len(margins))
+    outcomes = tuple(1.0 if m > TIE else 0.5 if abs(m) <= TIE else 0.0 for m in margins)
+    return PreferenceScore(
+        sum(outcomes) / len(margins), sum(margins) / len(margins), len(margins), outcomes
+    )
 
 
-def gate(candidate: PreferenceScore, active: PreferenceScore, *, margin: float) -> GateResult:
+def sign_test(successes: int, failures: int) -> float:
+    """One-sided exact sign test: P(at most `successes` of the decisive trials) when each is
+    a fair coin. Small: the successes are fewer than chance explains."""
+    n = successes + failures
+    if n == 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, k) for k in range(successes + 1)) / float(2**n))
+
+
+def gate(
+    candidate: PreferenceScore,
+    active: PreferenceScore,
+    *,
+    margin: float,
+    rule: str = "not-worse",
+    alpha: float = 0.05,
+) -> GateResult:
+    """The offline gate on held-out preferences; `rule` picks how much evidence it asks for.
+
+    "not-worse" (the default) stops only what the held-out pairs show to be bad, and leaves the
+    rest to the canary, which decides on live ratings. A run holds out a dozen or two pairs,
+    on which one pair moves accuracy by 0.05: in the simulations the point rule below rejected
+    candidates that measured +0.39 and +0.50 over the base model afterwards, and passed one
+    the canary rightly rolled back. Compared pair by pair with the active adapter (the base
+    model ties every pair), the candidate is rejected when
+    - it gets fewer pairs right than the active adapter, by more than chance explains
+      (one-sided exact sign test on the pairs where they differ, at `alpha`);
+    - or it prefers the answers people rejected, by more than chance explains (the same test
+      on its own right and wrong pairs): a broken run, flipped labels;
+    - or no pair tells the two apart: there is nothing new to deploy.
+    """
+    if rule not in GATE_RULES:
+        raise ValueError(f"gate rule must be one of {', '.join(GATE_RULES)}, not {rule!r}")
+    if rule == "better":
+        return _gate_better(candidate, active, margin=margin)
+    if candidate.pairs == 0:
+        return GateResult(candidate, active, False, "no held-out examples to judge on")
+    if not len(candidate.outcomes) == len(active.outcomes) == candidate.pairs:
+        raise ValueError(
+            "the not-worse rule compares pair by pair: both adapters need their outcomes on "
+            "the same held-out pairs"
+        )
+    paired = list(zip(candidate.outcomes, active.outcomes, strict=True))
+    better = sum(c > a for c, a in paired)
+    worse = sum(c < a for c, a in paired)
+    right = sum(c == 1.0 for c in candidate.outcomes)
+    wrong = sum(c == 0.0 for c in candidate.outcomes)
+    p_worse, p_wrong = sign_test(better, worse), sign_test(right, wrong)
+    evidence = {
+        "rule": rule,
+        "alpha": alpha,
+        "better_pairs": better,
+        "worse_pairs": worse,
+        "p_worse": round(p_worse, 4),
+        "right_pairs": right,
+        "wrong_pairs": wrong,
+        "p_wrong": round(p_wrong, 4),
+    }
+    figures = (
+        f"accuracy {candidate.accuracy:.2f} vs {active.accuracy:.2f}, "
+        f"margin {candidate.mean_margin:.3f} vs {active.mean_margin:.3f}; "
+        f"better on {better} of {len(paired)} pairs, worse on {worse} (p={p_worse:.2f})"
+    )
+
+    def verdict(passed: bool, reason: str) -> GateResult:
+        return GateResult(candidate, active, passed, reason, evidence)
+
+    if better + worse == 0:
+        return verdict(False, f"no held-out pair tells it from the active adapter ({figures})")
+    if p_worse < alpha:
+        return verdict(False, f"worse than the active adapter ({figures})")
+    if p_wrong < alpha:
+        return verdict(
+            False,
+            f"prefers the answers people rejected: right on {right} pairs, wrong on {wrong} "
+            f"(p={p_wrong:.2f}; {figures})",
+        )
+    return verdict(True, f"not shown worse, the canary decides ({figures})")
+
+
+def _gate_better(
+    candidate: PreferenceScore, active: PreferenceScore, *, margin: float
+) -> GateResult:
     """Deploy only a candidate that beats the active adapter on held-out preferences.
 
     "Beats" is a preference accuracy higher by more than `margin` on the same pairs; with
@@ -176,5 +270,11 @@ def gate(candidate: PreferenceScore, active: PreferenceScore, *, margin: float) 
     gain = candidate.accuracy - active.accuracy
     tie_won = margin <= 0 and abs(gain) <= 1e-9 and candidate.mean_margin > active.mean_margin
     if candidate.mean_margin > 0 and (gain > margin + 1e-9 or tie_won):
-        return GateResult(candidate, active, True, figures)
-    return GateResult(candidate, active, False, f"does not beat the active adapter ({figures})")
+        return GateResult(candidate, active, True, figures, {"rule": "better"})
+    return GateResult(
+        candidate,
+        active,
+        False,
+        f"does not beat the active adapter ({figures})",
+        {"rule": "better"},
+    )

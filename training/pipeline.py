@@ -149,6 +149,8 @@ def _run(
         score("candidate", eval_rows),
         score("active" if active is not None else None, eval_rows),
         margin=config.gate_margin,
+        rule=config.gate_rule,
+        alpha=config.gate_alpha,
     )
     # Answered once, then compared by the LLM judge and scored by the reward model.
     answers = _held_out_answers(config, scorer, eval_rows, has_active=active is not None)

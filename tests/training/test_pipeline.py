@@ -80,7 +80,11 @@ def test_a_candidate_that_does_not_clear_the_gate_is_rejected_and_never_loaded(
         settings=settings,
         # A margin no adapter can clear: the gate must say no and nothing may be deployed.
         config=TrainConfig(
-            assistant="chat", method="dpo", gate_margin=1e6, **{**FAST, "epochs": 1}
+            assistant="chat",
+            method="dpo",
+            gate_rule="better",
+            gate_margin=1e6,
+            **{**FAST, "epochs": 1},
         ),
         db=sqlite_db,
         server=server,

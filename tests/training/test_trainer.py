@@ -74,13 +74,16 @@ def test_gate_rejects_a_deliberately_worse_candidate(tiny_model: Path, tmp_path:
     scorer.add_adapter("good", good.adapter_path)
     scorer.add_adapter("bad", bad.adapter_path)
     held_out = pair_rows(12, offset=2000)
-    result = gate(
-        scorer.score_pairs("bad", held_out), scorer.score_pairs("good", held_out), margin=0.0
+    bad_score, good_score = (
+        scorer.score_pairs("bad", held_out),
+        scorer.score_pairs("good", held_out),
     )
-    assert not result.passed and "does not beat" in result.reason
-    assert not gate(
-        scorer.score_pairs("bad", held_out), scorer.score_pairs(None, held_out), margin=0.0
-    ).passed
+    result = gate(bad_score, good_score, margin=0.0)
+    assert not result.passed and "worse than the active adapter" in result.reason
+    assert result.evidence["p_worse"] < 0.05
+    assert not gate(bad_score, good_score, margin=0.0, rule="better").passed
+    against_base = gate(bad_score, scorer.score_pairs(None, held_out), margin=0.0)
+    assert not against_base.passed
 
 
 def test_kto_learns_from_unpaired_thumbs(tiny_model: Path, tmp_path: Path) -> None:
@@ -150,9 +153,12 @@ def test_rpo_raises_the_chosen_answers_likelihood_beyond_plain_dpo(
     assert scorer.score_pairs("rpo", held_out).accuracy > 0.9
 
 
-def test_gate_decides_on_accuracy_and_uses_the_margin_only_to_break_ties() -> None:
+def test_better_rule_decides_on_accuracy_and_uses_the_margin_only_to_break_ties() -> None:
+    from functools import partial
+
     from training.evaluate import PreferenceScore
 
+    gate = partial(globals()["gate"], rule="better")
     # More accurate but smaller margins than an adapter trained further from the base: passes.
     assert gate(PreferenceScore(0.77, 0.22, 13), PreferenceScore(0.62, 0.60, 13), margin=0.0).passed
     # Less accurate with larger margins: rejected.
