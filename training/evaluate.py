@@ -14,11 +14,11 @@ ORPO candidates (and an active adapter trained by either) are compared on one sc
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopgram.stats import sign_test
 from training.config import GATE_RULES
 
 TIE = 1e-9  # |margin| at most this: the adapter did not move either way (the base model's 0.5)
@@ -167,15 +167,6 @@ def _score(margins: list[float]) -> PreferenceScore:
     return PreferenceScore(
         sum(outcomes) / len(margins), sum(margins) / len(margins), len(margins), outcomes
     )
-
-
-def sign_test(successes: int, failures: int) -> float:
-    """One-sided exact sign test: P(at most `successes` of the decisive trials) when each is
-    a fair coin. Small: the successes are fewer than chance explains."""
-    n = successes + failures
-    if n == 0:
-        return 1.0
-    return min(1.0, sum(math.comb(n, k) for k in range(successes + 1)) / float(2**n))
 
 
 def gate(

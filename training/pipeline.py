@@ -179,7 +179,9 @@ def _run(
         passed = False
         reason = (
             f"worse at the task: {task['metric']} {task['candidate']:.2f} against "
-            f"{task['active']:.2f} on {task['items']} evaluation items"
+            f"{task['active']:.2f} on {task['items']} evaluation items (right on "
+            f"{task['better_items']} the active adapter got wrong, wrong on "
+            f"{task['worse_items']} it got right, p={task['p_worse']:.3f})"
         )
     gate_record = {
         **verdict.as_dict(),
@@ -409,7 +411,9 @@ def _task(config: TrainConfig, scorer: Any, *, has_active: bool) -> dict[str, An
     except LoopgramError as exc:
         log.warning("gate.task_unavailable error=%s", exc)
         return {"available": False, "note": f"task check failed: {str(exc)[:200]}"}
-    return task_check(candidate, active, margin=config.task_eval_margin).as_dict()
+    return task_check(
+        candidate, active, margin=config.task_eval_margin, alpha=config.gate_alpha
+    ).as_dict()
 
 
 class InProcessModel:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from loopgram.stats import sign_test
 from training.config import TrainConfig
-from training.evaluate import PreferenceScore, gate, sign_test
+from training.evaluate import PreferenceScore, gate
 
 
 def score(outcomes: str, mean_margin: float = 0.0) -> PreferenceScore:

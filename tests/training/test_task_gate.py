@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from loopgram.evaluation.gate import PRIMARY_METRIC, task_check
-from loopgram.evaluation.results import EvalResult
+from loopgram.evaluation.results import EvalResult, ItemRecord
 from loopgram.evaluation.sets import EVALUATED, load_set
 from training.config import TrainConfig
 from training.pipeline import _task
@@ -69,9 +69,36 @@ def test_every_evaluated_assistant_has_a_primary_metric(assistant: str) -> None:
     assert assistant in PRIMARY_METRIC
 
 
-def test_task_check_tolerates_noise_within_the_margin() -> None:
-    def result(value: float) -> EvalResult:
-        return EvalResult("label", "m", None, {"accuracy": value}, [])
+def _result(verdicts: str) -> EvalResult:
+    """'r' right, 'w' wrong per item; accuracy is the share right."""
+    items = [ItemRecord(str(i), "en", "x", "y", "z", v == "r") for i, v in enumerate(verdicts)]
+    return EvalResult("label", "m", None, {"accuracy": verdicts.count("r") / len(items)}, items)
 
-    assert task_check(result(0.70), result(0.74), margin=0.05).passed
-    assert not task_check(result(0.60), result(0.74), margin=0.05).passed
+
+def test_task_check_fails_only_what_the_items_show_to_be_worse() -> None:
+    active = _result("r" * 37 + "w" * 13)  # 0.74
+    # Within the margin: passes whatever the items say.
+    assert task_check(_result("r" * 35 + "w" * 15), active, margin=0.05).passed
+    # 0.60: below the margin, and 7 items lost against none won: fails.
+    worse = task_check(_result("r" * 30 + "w" * 20), active, margin=0.05)
+    assert not worse.passed
+    assert (worse.better_items, worse.worse_items) == (0, 7)
+    assert worse.as_dict()["p_worse"] == round(1 / 128, 4)
+    # 0.60 again, but lost 9 items and won 2 others: p = 0.033, still fails at 0.05...
+    mixed = _result("rr" + "r" * 26 + "w" * 9 + "w" * 2 + "r" * 2 + "w" * 9)
+    assert mixed.metrics["accuracy"] == 0.6
+    assert not task_check(mixed, active, margin=0.05).passed
+    # ...and passes at 0.01: the items do not show it at that level.
+    assert task_check(mixed, active, margin=0.05, alpha=0.01).passed
+
+
+def test_a_few_items_fail_a_candidate_only_when_it_loses_them_all() -> None:
+    active = _result("rrrrrrrr")
+    assert task_check(_result("rrrrrrrw"), active, margin=0.05).passed  # 0.875: one item
+    assert task_check(_result("rrrrwwww"), active, margin=0.05).passed  # 4 of 4: p = 0.0625
+    assert not task_check(_result("rrrwwwww"), active, margin=0.05).passed  # 5 of 5: 0.031
+
+
+def test_task_check_refuses_evaluations_of_different_items() -> None:
+    with pytest.raises(ValueError, match="same assistant and items"):
+        task_check(_result("rr"), _result("rrr"), margin=0.05)
