@@ -184,12 +184,16 @@ def gate(
     on which one pair moves accuracy by 0.05: in the simulations the point rule below rejected
     candidates that measured +0.39 and +0.50 over the base model afterwards, and passed one
     the canary rightly rolled back. Compared pair by pair with the active adapter (the base
-    model ties every pair), the candidate is rejected when
+    model ties every pair, so against it this is the candidate's own right and wrong pairs),
+    the candidate is rejected when
     - it gets fewer pairs right than the active adapter, by more than chance explains
-      (one-sided exact sign test on the pairs where they differ, at `alpha`);
-    - or it prefers the answers people rejected, by more than chance explains (the same test
-      on its own right and wrong pairs): a broken run, flipped labels;
+      (one-sided exact sign test on the pairs where they differ, at `alpha`): a run with
+      flipped labels loses nearly all of them;
     - or no pair tells the two apart: there is nothing new to deploy.
+    Its own accuracy against the base model does not decide once an adapter is live: the
+    rejected answers of later pairs are mostly the live adapter's own, which any adapter
+    trained on similar pairs rates up. A simulated candidate right on 5 pairs and wrong on 14
+    (the active adapter: 8 and 11) measured +0.08 over that adapter afterwards.
     """
     if rule not in GATE_RULES:
         raise ValueError(f"gate rule must be one of {', '.join(GATE_RULES)}, not {rule!r}")
@@ -207,7 +211,7 @@ def gate(
     worse = sum(c < a for c, a in paired)
     right = sum(c == 1.0 for c in candidate.outcomes)
     wrong = sum(c == 0.0 for c in candidate.outcomes)
-    p_worse, p_wrong = sign_test(better, worse), sign_test(right, wrong)
+    p_worse = sign_test(better, worse)
     evidence = {
         "rule": rule,
         "alpha": alpha,
@@ -216,7 +220,6 @@ def gate(
         "p_worse": round(p_worse, 4),
         "right_pairs": right,
         "wrong_pairs": wrong,
-        "p_wrong": round(p_wrong, 4),
     }
     figures = (
         f"accuracy {candidate.accuracy:.2f} vs {active.accuracy:.2f}, "
@@ -231,12 +234,6 @@ def gate(
         return verdict(False, f"no held-out pair tells it from the active adapter ({figures})")
     if p_worse < alpha:
         return verdict(False, f"worse than the active adapter ({figures})")
-    if p_wrong < alpha:
-        return verdict(
-            False,
-            f"prefers the answers people rejected: right on {right} pairs, wrong on {wrong} "
-            f"(p={p_wrong:.2f}; {figures})",
-        )
     return verdict(True, f"not shown worse, the canary decides ({figures})")
 
 

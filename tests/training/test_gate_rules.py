@@ -53,12 +53,23 @@ def test_clearly_worse_pair_by_pair_is_rejected() -> None:
     assert result.evidence["p_worse"] == round(1 / 512, 4)
 
 
-def test_preferring_the_rejected_answers_is_rejected_even_against_a_worse_active() -> None:
-    active = score("w" * 14)  # a broken active adapter must not make a broken candidate pass
-    candidate = score("rr" + "w" * 12)
+def test_a_candidate_below_chance_like_the_active_one_is_not_rejected_for_it() -> None:
+    # Seed 1's round 2 with fresh canary prompts: right on 5 pairs and wrong on 14, the active
+    # v1 right on 8; the later pairs' rejected answers are mostly v1's own. A check of its
+    # own accuracy rejected it; measured afterwards it was 0.71 against v1's 0.63.
+    active = score("rrr" + "rrrrr" + "w" * 11)
+    candidate = score("www" + "rrrrr" + "w" * 11)
     result = gate(candidate, active, margin=0.0)
-    assert not result.passed and "prefers the answers people rejected" in result.reason
-    assert result.evidence["p_wrong"] < 0.05
+    assert result.passed, result.reason
+    assert (result.evidence["right_pairs"], result.evidence["wrong_pairs"]) == (5, 14)
+    # Against the base model its own right and wrong pairs are the comparison: rejected.
+    assert not gate(candidate, score("t" * 19), margin=0.0).passed
+
+
+def test_flipped_labels_are_rejected_against_the_base_model() -> None:
+    result = gate(score("rr" + "w" * 12), score("t" * 14), margin=0.0)
+    assert not result.passed and "worse than the active adapter" in result.reason
+    assert result.evidence["p_worse"] < 0.05
 
 
 def test_a_candidate_no_pair_tells_from_the_active_one_is_not_deployed() -> None:
@@ -95,5 +106,4 @@ def test_the_verdict_records_its_evidence() -> None:
         "p_worse": 0.875,
         "right_pairs": 3,
         "wrong_pairs": 1,
-        "p_wrong": 0.9375,
     }
