@@ -70,7 +70,10 @@ def build_report(*, session: Session, run_id: int, lang: str) -> RunReport:
         against=run.metrics.get("against", "base"),
         reason=gate.get("reason") or run.error or "",
     )
-    extra = held_out_lines(gate, lang)
+    extra = [
+        *pair_lines(gate, lang, against=run.metrics.get("against", "base")),
+        *held_out_lines(gate, lang),
+    ]
     chart = render_chart(
         history=run.metrics.get("history", []),
         thumbs=thumbs_up_by_version(session=session, assistant=run.assistant),
@@ -78,6 +81,25 @@ def build_report(*, session: Session, run_id: int, lang: str) -> RunReport:
         gate=gate,
     )
     return RunReport(text="\n".join([text, *extra]), chart_png=chart)
+
+
+def pair_lines(gate: dict[str, Any], lang: str, *, against: str) -> list[str]:
+    """The not-worse rule's evidence: held-out pairs won and lost against the active adapter
+    (runs gated by the older point rule, and reward-model runs, have none)."""
+    evidence = gate.get("evidence")
+    if not isinstance(evidence, dict) or evidence.get("rule") != "not-worse":
+        return []
+    return [
+        t(
+            lang,
+            "report-gate-pairs",
+            against=against,
+            better=evidence.get("better_pairs", 0),
+            worse=evidence.get("worse_pairs", 0),
+            p=f"{evidence.get('p_worse', 1.0):.2f}",
+            alpha=f"{evidence.get('alpha', 0.05):.2f}",
+        )
+    ]
 
 
 def held_out_lines(gate: dict[str, Any], lang: str) -> list[str]:

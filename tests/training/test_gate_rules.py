@@ -107,3 +107,17 @@ def test_the_verdict_records_its_evidence() -> None:
         "right_pairs": 3,
         "wrong_pairs": 1,
     }
+
+
+def test_admins_read_the_pairs_won_and_lost_in_their_language() -> None:
+    from loopgram.run_report import pair_lines
+
+    record = gate(score("r" * 9 + "w" * 11), BASE_20, margin=0.0).as_dict()
+    (en,) = pair_lines(record, "en", against="base")
+    assert "better than base on 9, worse on 11" in en and "p = 0.41" in en
+    (ru,) = pair_lines(record, "ru", against="paraphrase-v1")
+    assert "лучше, чем paraphrase-v1, на 9, хуже на 11" in ru
+    # The point rule and runs recorded before the evidence existed show no such line.
+    better = gate(score("rrw"), score("ttt"), margin=0.0, rule="better").as_dict()
+    assert pair_lines(better, "en", against="base") == []
+    assert pair_lines({"reason": "does not beat the active adapter"}, "en", against="base") == []

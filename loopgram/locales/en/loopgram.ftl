@@ -97,6 +97,7 @@ report-status-refused = ⏸ not started
 report-status-failed = 💥 failed
 report-status-running = ⏳ running
 report-status-queued = ⏳ queued
+report-gate-pairs = Held-out pairs, one by one: better than { $against } on { $better }, worse on { $worse } (sign test p = { $p }; rejected below { $alpha })
 report-judge = LLM judge: candidate win rate { $win_rate } on { $prompts } held-out prompts ({ $ties } ties)
 report-judge-none = LLM judge: — ({ $note })
 report-reward-model = Reward model { $name }: mean score { $candidate } (candidate) vs { $active } (active), candidate win rate { $win_rate } on { $prompts } prompts
