@@ -318,7 +318,10 @@ async def test_model_queue_limits_concurrency_and_reports_positions() -> None:
         return i
 
     tasks = [asyncio.create_task(ask(i)) for i in range(5)]
-    await asyncio.sleep(0.01)
+    # Until all five have reached the queue (a fixed sleep was too short on a loaded machine).
+    async with asyncio.timeout(10):
+        while len(positions) < 3 or running < 2:
+            await asyncio.sleep(0.001)
     assert positions == [(2, 1), (3, 2), (4, 3)]
     assert queue.waiting == 3
     tasks[3].cancel()  # someone gives up waiting: the others move on
