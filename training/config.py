@@ -85,15 +85,15 @@ class TrainConfig:
         default="not-worse",
         metadata={
             "help": "the offline gate on held-out pairs. not-worse: reject only a candidate the "
-            "pairs show to be worse than the active adapter, or to prefer the rejected answers "
-            "(exact sign tests at gate_alpha), and let the canary decide on live ratings; "
+            "pairs show to be worse than the active adapter (exact sign test at gate_alpha) or "
+            "that ties the base model on every pair, and let the canary decide on live ratings; "
             "better: deploy only a higher held-out accuracy (gain above gate_margin) with a "
             "positive mean margin"
         },
     )
     gate_alpha: float = field(
         default=0.05,
-        metadata={"help": "not-worse rule: significance of the sign tests that reject"},
+        metadata={"help": "significance of the sign tests (gate and task check) that reject"},
     )
     gate_margin: float = field(
         default=0.0,
