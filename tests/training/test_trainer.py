@@ -158,24 +158,26 @@ def test_better_rule_decides_on_accuracy_and_uses_the_margin_only_to_break_ties(
 
     from training.evaluate import PreferenceScore
 
-    gate = partial(globals()["gate"], rule="better")
+    better = partial(gate, rule="better")
     # More accurate but smaller margins than an adapter trained further from the base: passes.
-    assert gate(PreferenceScore(0.77, 0.22, 13), PreferenceScore(0.62, 0.60, 13), margin=0.0).passed
+    assert better(
+        PreferenceScore(0.77, 0.22, 13), PreferenceScore(0.62, 0.60, 13), margin=0.0
+    ).passed
     # Less accurate with larger margins: rejected.
-    assert not gate(
+    assert not better(
         PreferenceScore(0.62, 0.90, 13), PreferenceScore(0.77, 0.22, 13), margin=0.0
     ).passed
     # Same accuracy: the larger margin wins, unless an accuracy gain is required.
-    assert gate(PreferenceScore(0.7, 0.5, 10), PreferenceScore(0.7, 0.3, 10), margin=0.0).passed
-    assert not gate(
+    assert better(PreferenceScore(0.7, 0.5, 10), PreferenceScore(0.7, 0.3, 10), margin=0.0).passed
+    assert not better(
         PreferenceScore(0.7, 0.5, 10), PreferenceScore(0.7, 0.3, 10), margin=0.05
     ).passed
-    assert gate(PreferenceScore(0.8, 0.1, 10), PreferenceScore(0.7, 0.3, 10), margin=0.05).passed
+    assert better(PreferenceScore(0.8, 0.1, 10), PreferenceScore(0.7, 0.3, 10), margin=0.05).passed
     # Leaning the wrong way on average is never deployed, whatever the accuracy.
-    assert not gate(
+    assert not better(
         PreferenceScore(0.6, -0.1, 10), PreferenceScore(0.5, 0.0, 10), margin=0.0
     ).passed
-    assert not gate(PreferenceScore(0.9, 0.5, 0), PreferenceScore(0.5, 0.0, 0), margin=0.0).passed
+    assert not better(PreferenceScore(0.9, 0.5, 0), PreferenceScore(0.5, 0.0, 0), margin=0.0).passed
 
 
 @pytest.mark.parametrize("method", ["dpo", "kto", "orpo", "reward"])
