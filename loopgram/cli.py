@@ -1080,6 +1080,14 @@ def simulate(
     noise: Annotated[float, typer.Option(min=0, max=1, help="chance a press is wrong")] = 0.1,
     seed: Annotated[int, typer.Option(help="people, prompts and training seed")] = 0,
     control: Annotated[bool, typer.Option(help="train the shuffled-ratings control")] = True,
+    control_draws: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="shuffled controls, each on its own shuffle of the same data: their mean "
+            "and range instead of one draw",
+        ),
+    ] = 1,
     moderators: Annotated[
         int, typer.Option(min=0, help="simulated moderators working the review queue")
     ] = 1,
@@ -1150,6 +1158,7 @@ def simulate(
         noise=noise,
         seed=seed,
         control=control,
+        control_draws=control_draws,
         moderators=moderators,
         correct_share=correct_share,
         canary_ratings=canary_ratings,

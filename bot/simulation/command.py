@@ -65,6 +65,7 @@ def build_options(
     best_of_n: int = 1,
     reward_pairs: bool = False,
     measure_discarded: bool = False,
+    control_draws: int = 1,
 ) -> SimulationOptions:
     """The options of one run. `method` and `reward_pairs` go over `train_config`'s; the
     options are checked together (SimulationOptions), so a bad mix is one clear error."""
@@ -92,6 +93,7 @@ def build_options(
             behaviour=Behaviour(noise=noise),
             seed=seed,
             shuffled_control=control,
+            control_draws=control_draws,
             moderators=moderators,
             correct_share=correct_share,
             canary_max_ratings=canary_ratings,

@@ -58,11 +58,22 @@ def training_rows(config: TrainConfig, db: Database) -> list[dict[str, Any]]:
     return train_rows
 
 
+def control_name(assistant: str, kind: str, draw: int) -> str:
+    """`paraphrase-shuffled-control` for the first draw, `...-control-2` for the second, ..."""
+    return f"{assistant}-{kind}-control" + (f"-{draw + 1}" if draw else "")
+
+
 def train_shuffled_control(
-    settings: Settings, config: TrainConfig, rows: list[dict[str, Any]], *, seed: int
+    settings: Settings,
+    config: TrainConfig,
+    rows: list[dict[str, Any]],
+    *,
+    seed: int,
+    draw: int = 0,
 ) -> tuple[Path, int]:
-    """Train the control adapter with `config`'s method on `rows` scrambled; returns its
-    folder and the number of examples (pairs, or thumbs for KTO) it saw."""
+    """Train the control adapter with `config`'s method on `rows` scrambled with `seed`;
+    returns its folder (one per `draw`) and the number of examples (pairs, or thumbs for KTO)
+    it saw."""
     from training.trainer import train_adapter
 
     return _train_shuffled(
@@ -70,13 +81,18 @@ def train_shuffled_control(
         config,
         rows,
         seed=seed,
-        name=f"{config.assistant}-shuffled-control",
+        name=control_name(config.assistant, "shuffled", draw),
         train=train_adapter,
     )
 
 
 def train_shuffled_reward_model(
-    settings: Settings, config: TrainConfig, rows: list[dict[str, Any]], *, seed: int
+    settings: Settings,
+    config: TrainConfig,
+    rows: list[dict[str, Any]],
+    *,
+    seed: int,
+    draw: int = 0,
 ) -> tuple[Path, int]:
     """The control's reward model, for runs that answer best-of-n: trained like the real
     ones (`config` has method `reward`) on the same pairs with chosen/rejected shuffled, so
@@ -88,7 +104,7 @@ def train_shuffled_reward_model(
         config,
         rows,
         seed=seed,
-        name=f"{config.assistant}-rm-shuffled-control",
+        name=control_name(config.assistant, "rm-shuffled", draw),
         train=train_reward_model,
     )
 

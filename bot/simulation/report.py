@@ -58,9 +58,10 @@ def _chart(data: dict[str, Any], path: Path) -> None:
             ha="center",
             fontsize=7,
         )
-    control = data["shuffled_control"]
-    if control.get("thumbs_up_rate") is not None:
-        control_x = len(points) - 1 + 0.25
+    controls = _controls(data)
+    for draw, control in enumerate(controls):
+        # Beside the last round, the draws side by side.
+        control_x = len(points) - 1 + 0.25 + 0.3 * draw / max(1, len(controls))
         ax.errorbar(
             [control_x],
             [control["thumbs_up_rate"]],
@@ -71,7 +72,7 @@ def _chart(data: dict[str, Any], path: Path) -> None:
             marker="s",
             color="tab:red",
             capsize=4,
-            label="shuffled-ratings control",
+            label=_control_legend(len(controls)) if draw == 0 else None,
         )
     ax.set_xticks(xs, ["base"] + [f"round {p['round']}" for p in data["rounds"]])
     ax.set_xlim(-0.5, len(points) - 0.25)  # room for the control beside the last round
@@ -81,6 +82,31 @@ def _chart(data: dict[str, Any], path: Path) -> None:
     ax.set_title(data["summary"].replace("👍", "thumbs-up").replace("; ", "\n"), fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     figure.savefig(path, dpi=100)
+
+
+def _controls(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The measured draws of the shuffled control (older reports have one, or none)."""
+    draws = data.get("shuffled_controls")
+    if draws is None:
+        draws = [data["shuffled_control"]]
+    return [d for d in draws if d.get("thumbs_up_rate") is not None]
+
+
+def _control_legend(draws: int) -> str:
+    return "shuffled-ratings control" + (f" ({draws} draws)" if draws > 1 else "")
+
+
+def _control_labels(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A row label per draw of the control; the unmeasured control's detail when none was."""
+    controls = _controls(data)
+    if not controls:
+        return [("shuffled-ratings control", data["shuffled_control"])]
+    if len(controls) == 1:
+        return [("shuffled-ratings control", controls[0])]
+    return [
+        (f"shuffled-ratings control, draw {i}", control)
+        for i, control in enumerate(controls, start=1)
+    ]
 
 
 def _seconds(value: Any) -> str:
@@ -185,7 +211,7 @@ def _rows(data: dict[str, Any]) -> list[list[str]]:
     rows = [_row("baseline (no training)", data["baseline"])]
     rows += [_row(f"round {r['round']}", r) for r in data["rounds"]]
     rows += [_row(_discarded_label(d), d) for d in data.get("discarded", [])]
-    rows.append(_row("shuffled-ratings control", data["shuffled_control"]))
+    rows += [_row(label, control) for label, control in _control_labels(data)]
     return rows
 
 
@@ -195,7 +221,7 @@ def _verdict_table(data: dict[str, Any]) -> tuple[list[str], list[list[str]]] | 
     versions = [("baseline (no training)", data["baseline"])]
     versions += [(f"round {r['round']}", r) for r in data["rounds"]]
     versions += [(_discarded_label(d), d) for d in data.get("discarded", [])]
-    versions.append(("shuffled-ratings control", data["shuffled_control"]))
+    versions += _control_labels(data)
     versions = [(name, v) for name, v in versions if v.get("verdicts")]
     if not versions:
         return None

@@ -28,6 +28,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +102,9 @@ class SimulationOptions:
     behaviour: Behaviour = field(default_factory=Behaviour)
     seed: int = 0
     shuffled_control: bool = True
+    control_draws: int = 1
+    """Shuffled controls trained and measured, each on its own shuffle of the same data
+    (seeds `seed`, `seed + 1`, ...): one shuffle is one draw of a control that itself varies."""
     measure_discarded: bool = False
     """After the rounds, measure every candidate the gate rejected or the canary rolled back on
     the same held-out items: did the loop throw a gain away?"""
@@ -121,6 +125,8 @@ class SimulationOptions:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.people < 2 or self.passes < 1 or self.eval_samples < 1:
             raise ValueError("rounds ≥ 1, people ≥ 2, passes ≥ 1 and eval samples ≥ 1")
+        if self.control_draws < 1:
+            raise ValueError(f"--control-draws must be 1 or more, not {self.control_draws}")
         if self.method not in POLICY_METHODS:
             raise ValueError(
                 f"--method (or method: in --train-config) must be one of "
@@ -286,17 +292,33 @@ class SimulationResult:
     options: SimulationOptions
     seconds: float
     discarded: list[DiscardedCandidate] = field(default_factory=list)
+    extra_controls: list[RateEstimate] = field(default_factory=list)
+    """The further draws of the shuffled control (`control_draws` > 1), each trained on its
+    own shuffle; `shuffled_control` is the first."""
 
     @property
     def final(self) -> RateEstimate:
         return self.rounds[-1].heldout if self.rounds else self.baseline
 
+    @property
+    def controls(self) -> list[RateEstimate]:
+        """Every draw of the shuffled control, the first one first."""
+        if self.shuffled_control is None:
+            return []
+        return [self.shuffled_control, *self.extra_controls]
+
     def summary(self) -> str:
-        control = (
-            f"shuffled control {self.shuffled_control.rate:.2f}"
-            if self.shuffled_control is not None
-            else f"no shuffled control: {self.control_detail}"
-        )
+        controls = self.controls
+        if len(controls) > 1:
+            rates = [c.rate for c in controls]
+            control = (
+                f"shuffled control {sum(rates) / len(rates):.2f}, mean of {len(rates)} draws "
+                f"{min(rates):.2f}–{max(rates):.2f}"
+            )
+        elif controls:
+            control = f"shuffled control {controls[0].rate:.2f}"
+        else:
+            control = f"no shuffled control: {self.control_detail}"
         line = (
             f"👍 rate {self.baseline.rate:.2f} → {self.final.rate:.2f} after "
             f"{len(self.rounds)} round{'s' if len(self.rounds) != 1 else ''} ({control})"
@@ -321,13 +343,51 @@ class SimulationResult:
         parts = []
         if self.rounds and (gain := self.paired(self.final, self.baseline)) is not None:
             parts.append(f"vs base {_signed(gain)}")
-        control = self.shuffled_control
-        if control is not None and (drift := self.paired(control, self.baseline)) is not None:
-            parts.append(f"control vs base {_signed(drift)}")
-        edge = self.paired(self.final, control) if control is not None and self.rounds else None
-        if edge is not None:
-            parts.append(f"vs control {_signed(edge)}")
+        controls = self.controls
+        drifts = self._paired_all(controls, self.baseline)
+        if len(drifts) == 1:
+            parts.append(f"control vs base {_signed(drifts[0])}")
+        elif drifts:
+            parts.append(f"control vs base {_draws(drifts)}")
+        edges = self._paired_all(controls, self.final, reverse=True) if self.rounds else []
+        if len(edges) == 1:
+            parts.append(f"vs control {_signed(edges[0])}")
+        elif edges:
+            parts.append(f"vs control {_draws(edges)}")
         return f"paired: {', '.join(parts)}" if parts else ""
+
+    def _paired_all(
+        self, controls: list[RateEstimate], other: RateEstimate, *, reverse: bool = False
+    ) -> list[PairedDifference]:
+        """Each control minus `other` (or `other` minus each, `reverse`), where they pair."""
+        found = []
+        for control in controls:
+            a, b = (other, control) if reverse else (control, other)
+            difference = self.paired(a, b)
+            if difference is not None:
+                found.append(difference)
+        return found
+
+    def _controls_summary(self) -> dict[str, Any]:
+        """Mean and range over the control's draws: its rate, its drift from the base model
+        and the final round's edge over it, with how many draws are within noise."""
+        controls = self.controls
+        if not controls:
+            return {}
+        summary: dict[str, Any] = {
+            "draws": len(controls),
+            "thumbs_up_rate": _spread([c.rate for c in controls]),
+        }
+        comparisons = {
+            "vs_baseline": self._paired_all(controls, self.baseline),
+            "final_vs": self._paired_all(controls, self.final, reverse=True) if self.rounds else [],
+        }
+        for key, differences in comparisons.items():
+            if differences:
+                summary[key] = _spread([d.difference for d in differences]) | {
+                    "within_noise": sum(d.within_noise for d in differences)
+                }
+        return summary
 
     def _paired_dict(self, estimate: RateEstimate, reference: RateEstimate) -> dict[str, Any]:
         difference = self.paired(estimate, reference)
@@ -385,6 +445,15 @@ class SimulationResult:
             if self.shuffled_control is not None and self.rounds
             else {}
         )
+        draws = [
+            {
+                **c.as_dict(),
+                "adapter": c.model,
+                "vs_baseline": self._paired_dict(c, self.baseline),
+                "final_vs": self._paired_dict(self.final, c) if self.rounds else {},
+            }
+            for c in self.controls
+        ]
         served = {r.round: r.heldout for r in self.rounds}
         discarded = [
             {
@@ -403,6 +472,8 @@ class SimulationResult:
             "baseline": {**self.baseline.as_dict(), "adapter": None},
             "shuffled_control": control,
             "final_vs_control": final_vs_control,
+            "shuffled_controls": draws,
+            "controls_summary": self._controls_summary(),
             "summary": self.summary(),
             "options_summary": self.options_line(),
             "cost_summary": self.cost_line(),
@@ -416,6 +487,7 @@ class SimulationResult:
                 "eval_samples": self.options.eval_samples,
                 "max_tokens": self.options.max_tokens,
                 "seed": self.options.seed,
+                "control_draws": self.options.control_draws,
                 "method": self.options.method,
                 "best_of_n": self.options.best_of_n,
                 "reward_pairs": self.options.reward_pairs,
@@ -430,6 +502,25 @@ class SimulationResult:
 
 def _signed(difference: PairedDifference) -> str:
     return f"{difference.difference:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]"
+
+
+def _draws(differences: list[PairedDifference]) -> str:
+    """Several draws of one comparison: their mean, their range, and how many of them have a
+    95% interval that holds zero."""
+    values = [d.difference for d in differences]
+    inside = sum(d.within_noise for d in differences)
+    return (
+        f"{sum(values) / len(values):+.2f} mean of {len(values)} draws "
+        f"({min(values):+.2f}…{max(values):+.2f}, {inside} within noise)"
+    )
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "mean": round(sum(values) / len(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
 
 
 # ------------------------------------------------------------------------ environment
@@ -578,11 +669,19 @@ class Simulation:
                 + (" (measured before: same model, same items)" if result.heldout_reused else "")
             )
         discarded = await self._measure_discarded(llm, rounds) if options.measure_discarded else []
-        control, detail = None, ""
+        controls: list[RateEstimate] = []
+        detail = ""
         if options.shuffled_control:
-            control, detail = await self._shuffled_control(llm)
+            controls, detail = await self._shuffled_controls(llm)
         return SimulationResult(
-            baseline, rounds, control, detail, options, time.monotonic() - started, discarded
+            baseline,
+            rounds,
+            controls[0] if controls else None,
+            detail,
+            options,
+            time.monotonic() - started,
+            discarded,
+            extra_controls=controls[1:],
         )
 
     async def _measure_discarded(
@@ -978,7 +1077,31 @@ class Simulation:
             return snapshots[-1]
         return await self._training_data(assistant)
 
-    async def _shuffled_control(self, llm: LLMClient) -> tuple[RateEstimate | None, str]:
+    async def _shuffled_controls(self, llm: LLMClient) -> tuple[list[RateEstimate], str]:
+        """`control_draws` shuffled controls, each trained on its own shuffle of the same
+        data and measured on the same held-out items. A draw that fails ends the series; the
+        draws measured before it stand, and the detail says what failed."""
+        draws = self.options.control_draws
+        controls: list[RateEstimate] = []
+        details: list[str] = []
+        for draw in range(draws):
+            if draws > 1:
+                self.progress(f"shuffled control, draw {draw + 1} of {draws}")
+            estimate, detail = await self._shuffled_control(llm, draw=draw)
+            if estimate is None:
+                details.append(detail if not controls else f"draw {draw + 1}: {detail}")
+                break
+            controls.append(estimate)
+            if not details:
+                details.append(detail)  # every draw trains on the same data
+        if len(controls) > 1:
+            seeds = f"{self.options.seed}…{self.options.seed + len(controls) - 1}"
+            details.insert(1, f"{len(controls)} draws, shuffle seeds {seeds}")
+        return controls, "; ".join(details)
+
+    async def _shuffled_control(
+        self, llm: LLMClient, *, draw: int = 0
+    ) -> tuple[RateEstimate | None, str]:
         from bot.simulation.control import train_shuffled_control, train_shuffled_reward_model
         from loopgram.adapter_server import HttpAdapterServer
         from loopgram.best_of_n import BestOfNPlan
@@ -997,16 +1120,20 @@ class Simulation:
             try:
                 data = await self._control_data(assistant)
                 path, pairs = await asyncio.to_thread(
-                    train_shuffled_control, self.settings, config, data.rows, seed=self.options.seed
+                    partial(train_shuffled_control, seed=self.options.seed + draw, draw=draw),
+                    self.settings,
+                    config,
+                    data.rows,
                 )
                 if real_plan is not None:
                     rm_config = train_config(self.settings, assistant=assistant, method="reward")
                     rm_path, rm_pairs = await asyncio.to_thread(
-                        train_shuffled_reward_model,
+                        partial(
+                            train_shuffled_reward_model, seed=self.options.seed + draw, draw=draw
+                        ),
                         self.settings,
                         rm_config,
                         data.reward_rows or [],
-                        seed=self.options.seed,
                     )
             except Exception as exc:  # reported as missing; the rounds still stand
                 log.exception("simulation.control_failed assistant=%s", assistant)

@@ -279,7 +279,9 @@ async def test_a_best_of_n_control_picks_with_its_own_shuffled_reward_model(
     trained: list[tuple[str, str]] = []
 
     def fake_trainer(kind: str, folder: str) -> Any:
-        def train(settings: Any, config: TrainConfig, rows: list[Any], *, seed: int) -> Any:
+        def train(
+            settings: Any, config: TrainConfig, rows: list[Any], *, seed: int, draw: int = 0
+        ) -> Any:
             trained.append((kind, config.method))
             return tmp_path / folder, len(rows)
 
@@ -365,7 +367,9 @@ async def test_the_control_trains_on_the_data_of_the_adapter_served_at_the_end(
 
     seen: list[int] = []
 
-    def train(settings: Any, config: TrainConfig, rows: list[Any], *, seed: int) -> Any:
+    def train(
+        settings: Any, config: TrainConfig, rows: list[Any], *, seed: int, draw: int = 0
+    ) -> Any:
         seen.append(len(rows))
         return tmp_path / "paraphrase-shuffled-control", len(rows)
 
