@@ -185,6 +185,9 @@ class RoundResult:
     """The canary's last verdict: live difference, its interval and the look it was on."""
     canary_seconds: float = 0.0
     """Time serving canary traffic until the verdict (the price of the canary's cap)."""
+    canary_ratings: int = 0
+    """Live ratings the round's canary verdicts were made on (the look each was judged at):
+    what a verdict cost the people who rated a canary's answers."""
     traffic_liked: float = 0.0
     traffic_answers: int = 0
     traffic_failures: int = 0
@@ -235,6 +238,7 @@ class RoundResult:
             "canary": self.canary,
             "canary_live": self.canary_live,
             "canary_seconds": round(self.canary_seconds, 1),
+            "canary_ratings": self.canary_ratings,
             "traffic_thumbs_up_rate": round(self.traffic_liked, 4),
             "traffic_answers": self.traffic_answers,
             "traffic_failures": self.traffic_failures,
@@ -413,16 +417,25 @@ class SimulationResult:
             "reward_train_seconds": round(sum(r.reward_train_seconds for r in self.rounds), 1),
             "answer_p50_seconds": _rounded(percentile(waited, 0.5)),
             "answer_p90_seconds": _rounded(percentile(waited, 0.9)),
+            "canary_rounds": sum(1 for r in self.rounds if r.canary_ratings),
+            "canary_ratings": sum(r.canary_ratings for r in self.rounds),
         }
 
     def cost_line(self) -> str:
         costs = self.costs()
         p50 = costs["answer_p50_seconds"]
         waited = "no answers" if p50 is None else f"answer p50 {p50:.1f} s"
-        return (
+        line = (
             f"time: policy training {costs['policy_train_seconds']:.0f} s, reward-model "
             f"training {costs['reward_train_seconds']:.0f} s, {waited}"
         )
+        if costs["canary_ratings"]:
+            rounds = costs["canary_rounds"]
+            line += (
+                f"; canary verdicts: {costs['canary_ratings']} live ratings in {rounds} "
+                f"round{'s' if rounds != 1 else ''}"
+            )
+        return line
 
     def as_dict(self) -> dict[str, Any]:
         control: dict[str, Any] = (
@@ -860,6 +873,7 @@ class Simulation:
                 canaries.append(outcome if len(runs) == 1 else f"{candidate.name} {outcome}")
                 result.deployed = result.deployed or outcome == "promoted"
                 verdict = await self.db.run(_canary_verdict, name=candidate.name)
+                result.canary_ratings += await self.db.run(_canary_look, name=candidate.name)
                 if verdict:
                     live.append(verdict if len(runs) == 1 else f"{candidate.name} {verdict}")
                     self.progress(f"round {number}: canary {candidate.name} {outcome}: {verdict}")
@@ -1228,6 +1242,12 @@ def _canary_verdict(*, session: Session, name: str) -> str:
         f"live {verdict['difference']:+.2f} ({verdict['low']:+.2f}…{verdict['high']:+.2f}) "
         f"on {verdict.get('look', '?')} rated answers{people}: {verdict['reason']}"
     )
+
+
+def _canary_look(*, session: Session, name: str) -> int:
+    """The rating count of the look the canary's last verdict was made at (0: none yet)."""
+    verdict = (adapters.get_by_name(session=session, name=name).metrics or {}).get("canary")
+    return int((verdict or {}).get("look") or 0)
 
 
 def _adapter_status(*, session: Session, name: str) -> str:

@@ -107,3 +107,38 @@ async def test_the_canary_phase_lasts_until_the_cap_can_be_reached_by_the_people
     asked.clear()
     assert await simulation._canary_phase(_people(0, 8), "paraphrase-v1", 1) == "undecided"
     assert asked == []
+
+
+def test_a_canary_verdict_reports_the_live_ratings_it_cost(sqlite_db: Any) -> None:
+    """The look a verdict was made at is what it cost in live ratings; a canary not judged
+    yet cost none. Both read back as the beat stored them."""
+    from bot.simulation.runner import _canary_look, _canary_verdict
+    from loopgram import adapters
+
+    judged = {
+        "decision": "rollback",
+        "difference": -0.08,
+        "low": -0.22,
+        "high": 0.06,
+        "reason": "no evidence of non-inferiority by the rating cap",
+        "look": 160,
+        "people": 10,
+    }
+    with sqlite_db.session() as session:
+        for metrics in ({"canary": judged}, {}):
+            adapters.register(
+                session=session,
+                assistant="paraphrase",
+                path="/adapters/x",
+                base_model="base",
+                method="dpo",
+                metrics=metrics,
+            )
+        session.commit()
+    assert sqlite_db.call(_canary_look, name="paraphrase-v1") == 160
+    assert sqlite_db.call(_canary_look, name="paraphrase-v2") == 0
+    assert sqlite_db.call(_canary_verdict, name="paraphrase-v1") == (
+        "live -0.08 (-0.22…+0.06) on 160 rated answers from 10 people: "
+        "no evidence of non-inferiority by the rating cap"
+    )
+    assert sqlite_db.call(_canary_verdict, name="paraphrase-v2") == ""

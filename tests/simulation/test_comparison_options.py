@@ -139,6 +139,7 @@ def _compared(tmp_path: Path) -> SimulationResult:
             canary="promoted",
             canary_live="live +0.12 (+0.01…+0.23) on 40 ratings: not worse by more than 0.10",
             canary_seconds=95.0,
+            canary_ratings=40,
             train_seconds=300.0,
             policy_run_seconds=340.0,
             reward_run_status="succeeded",
@@ -212,9 +213,12 @@ def test_the_report_shows_what_was_compared_and_its_cost_in_time(tmp_path: Path)
         "reward_train_seconds": 245.0,
         "answer_p50_seconds": 8.0,
         "answer_p90_seconds": 12.0,
+        "canary_rounds": 1,
+        "canary_ratings": 40,
     }
     assert data["cost_summary"] == (
-        "time: policy training 610 s, reward-model training 245 s, answer p50 8.0 s"
+        "time: policy training 610 s, reward-model training 245 s, answer p50 8.0 s; "
+        "canary verdicts: 40 live ratings in 1 round"
     )
     markdown = paths["markdown"].read_text("utf-8")
     assert data["options_summary"] in markdown and data["cost_summary"] in markdown
