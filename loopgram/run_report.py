@@ -111,15 +111,20 @@ def held_out_lines(gate: dict[str, Any], lang: str) -> list[str]:
     judge = gate.get("judge")
     if isinstance(judge, dict):
         if judge.get("available"):
-            lines.append(
-                t(
-                    lang,
-                    "report-judge",
-                    win_rate=f"{judge.get('win_rate', 0):.2f}",
-                    prompts=judge.get("comparisons", 0),
-                    ties=judge.get("ties", 0),
-                )
-            )
+            counts = {
+                "win_rate": f"{judge.get('win_rate', 0):.2f}",
+                "prompts": judge.get("comparisons", 0),
+                "ties": judge.get("ties", 0),
+            }
+            if "wins" in judge:  # runs judged before the counts were kept have the rate only
+                counts |= {
+                    "wins": judge["wins"],
+                    "losses": judge["losses"],
+                    "p": f"{judge.get('p_worse', 1.0):.2f}",
+                }
+                lines.append(t(lang, "report-judge-decisive", **counts))
+            else:
+                lines.append(t(lang, "report-judge", **counts))
         else:
             lines.append(t(lang, "report-judge-none", note=judge.get("note", "")))
     reward = gate.get("reward_model")

@@ -113,7 +113,12 @@ class TrainConfig:
         default=16, metadata={"help": "held-out prompts the LLM judge compares; 0 = no judge"}
     )
     judge_min_win_rate: float = field(
-        default=0.5, metadata={"help": "judge win rate the candidate needs over the active one"}
+        default=0.5,
+        metadata={
+            "help": "judge win rate the candidate needs over the active one; under gate_rule "
+            "not-worse a lower rate rejects only if the candidate also loses significantly "
+            "more comparisons than it wins (sign test at gate_alpha)"
+        },
     )
     judge_max_tokens: int = field(default=96, metadata={"help": "answer length for the judge"})
     reward_min_win_rate: float = field(

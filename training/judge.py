@@ -15,6 +15,8 @@ from typing import Any
 
 import openai
 
+from loopgram.stats import sign_test
+
 log = logging.getLogger(__name__)
 
 JUDGE_SYSTEM = (
@@ -34,12 +36,24 @@ class JudgeScore:
     # 0.5 a tie (the verdict flipped with the order). Compared with the reward model's.
     preferences: tuple[float, ...] = ()
 
+    @property
+    def wins(self) -> int:
+        return sum(1 for p in self.preferences if p == 1.0)
+
+    @property
+    def losses(self) -> int:
+        return sum(1 for p in self.preferences if p == 0.0)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "win_rate": self.win_rate,
             "ties": self.ties,
             "comparisons": self.comparisons,
             "preferences": list(self.preferences),
+            "wins": self.wins,
+            "losses": self.losses,
+            # Fewer wins than a fair coin gives, on the comparisons the two orders agree on.
+            "p_worse": round(sign_test(self.wins, self.losses), 4),
         }
 
 
@@ -85,3 +99,29 @@ def judge_candidate(judge: PairwiseJudge, items: Sequence[tuple[str, str, str]])
     return JudgeScore(
         sum(scores) / len(scores), sum(s == 0.5 for s in scores), len(scores), tuple(scores)
     )
+
+
+def judge_veto(
+    judged: dict[str, Any], *, min_win_rate: float, rule: str, alpha: float
+) -> str | None:
+    """Why the judge's verdict (`JudgeScore.as_dict()`) rejects the candidate, or None.
+
+    Under the `better` gate rule a win rate below `min_win_rate` is enough. Under `not-worse`
+    it must also be worse than chance explains: the candidate loses more of the decisive
+    comparisons (both orders agree) than a fair coin would, by the one-sided sign test at
+    `alpha`. On a dozen prompts one comparison moves the win rate by 0.08, so the point rule
+    alone vetoes candidates the canary would promote; a judge that calls every pair a tie
+    cannot veto at all."""
+    win_rate = float(judged["win_rate"])
+    if win_rate >= min_win_rate:
+        return None
+    wins, losses, p_worse = judged["wins"], judged["losses"], judged["p_worse"]
+    if rule != "better" and p_worse >= alpha:
+        return None
+    reason = (
+        f"the judge prefers the active answers (candidate win rate {win_rate:.2f} < "
+        f"{min_win_rate:.2f}"
+    )
+    if rule != "better":
+        reason += f"; won {wins}, lost {losses}, p={p_worse:.3f}"
+    return reason + ")"

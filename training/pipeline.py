@@ -157,12 +157,17 @@ def _run(
     judged = _judge(settings, answers)
     rewarded = reward_check(db, config.assistant, answers)
     passed, reason = verdict.passed, verdict.reason
-    if passed and judged.get("available") and judged["win_rate"] < config.judge_min_win_rate:
-        passed = False
-        reason = (
-            f"the judge prefers the active answers (candidate win rate "
-            f"{judged['win_rate']:.2f} < {config.judge_min_win_rate:.2f})"
+    if passed and judged.get("available"):
+        from training.judge import judge_veto  # imports openai, as `_judge` does
+
+        vetoed = judge_veto(
+            judged,
+            min_win_rate=config.judge_min_win_rate,
+            rule=config.gate_rule,
+            alpha=config.gate_alpha,
         )
+        if vetoed is not None:
+            passed, reason = False, vetoed
     if (
         passed
         and config.reward_min_win_rate > 0

@@ -137,6 +137,17 @@ def test_report_lines_and_chart_figures() -> None:
     assert len(en) == 6, "three disagreements shown at most"
     ru = held_out_lines(gate, "ru")
     assert ru[1].startswith("Модель награды chat-rm-v2") and "≠ «q0»: судья за кандидата" in ru[3]
+    # A run judged since the counts are kept shows the decisive comparisons and the p.
+    judged = {"available": True, "win_rate": 0.34, "comparisons": 16, "ties": 11, "wins": 0,
+              "losses": 5, "p_worse": 0.0312}  # fmt: skip
+    assert held_out_lines({"judge": judged}, "en") == [
+        "LLM judge: candidate win rate 0.34 on 16 held-out prompts: won 0, lost 5, 11 ties "
+        "(sign test p = 0.03)"
+    ]
+    assert held_out_lines({"judge": judged}, "ru") == [
+        "LLM-судья: доля побед кандидата 0.34 на 16 отложенных вопросах: побед 0, поражений 5, "
+        "ничьих 11 (критерий знаков p = 0.03)"
+    ]
     assert dict(gate_figures(gate)) == {
         "pref. accuracy, candidate": 0.8,
         "pref. accuracy, active": 0.6,

@@ -99,6 +99,7 @@ report-status-running = ⏳ running
 report-status-queued = ⏳ queued
 report-gate-pairs = Held-out pairs, one by one: better than { $against } on { $better }, worse on { $worse } (sign test p = { $p }; rejected below { $alpha })
 report-judge = LLM judge: candidate win rate { $win_rate } on { $prompts } held-out prompts ({ $ties } ties)
+report-judge-decisive = LLM judge: candidate win rate { $win_rate } on { $prompts } held-out prompts: won { $wins }, lost { $losses }, { $ties } ties (sign test p = { $p })
 report-judge-none = LLM judge: — ({ $note })
 report-reward-model = Reward model { $name }: mean score { $candidate } (candidate) vs { $active } (active), candidate win rate { $win_rate } on { $prompts } prompts
 report-reward-model-none = Reward model: — ({ $note })

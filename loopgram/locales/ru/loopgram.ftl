@@ -99,6 +99,7 @@ report-status-running = ⏳ идёт
 report-status-queued = ⏳ в очереди
 report-gate-pairs = Отложенные пары по одной: лучше, чем { $against }, на { $better }, хуже на { $worse } (критерий знаков p = { $p }; отклоняется ниже { $alpha })
 report-judge = LLM-судья: доля побед кандидата { $win_rate } на { $prompts } отложенных вопросах (ничьих: { $ties })
+report-judge-decisive = LLM-судья: доля побед кандидата { $win_rate } на { $prompts } отложенных вопросах: побед { $wins }, поражений { $losses }, ничьих { $ties } (критерий знаков p = { $p })
 report-judge-none = LLM-судья: — ({ $note })
 report-reward-model = Модель награды { $name }: средняя оценка { $candidate } (кандидат) против { $active } (действующий), доля побед кандидата { $win_rate } на { $prompts } вопросах
 report-reward-model-none = Модель награды: — ({ $note })
