@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +360,39 @@ async def test_a_best_of_n_control_picks_with_its_own_shuffled_reward_model(
     assert measured[0][1] is None
 
 
+def control_simulation(
+    monkeypatch: pytest.MonkeyPatch,
+    settings_factory: Any,
+    options: SimulationOptions,
+    *,
+    train: Callable[..., Any],
+    measure: Callable[..., Awaitable[Any]],
+    served: dict[str, str],
+) -> Any:
+    """A Simulation ready for its control phase: `train` stands in for the control trainer
+    and `measure` for the held-out measurement, nothing is loaded into a model server, there
+    is no reward model (no best-of-n) and `served` is what the bot serves."""
+    from bot.simulation import control
+    from bot.simulation.runner import Simulation
+    from loopgram.adapter_server import HttpAdapterServer
+
+    async def no_best_of_n(llm: Any) -> None:
+        return None
+
+    async def serving() -> dict[str, str]:
+        return served
+
+    monkeypatch.setattr(control, "train_shuffled_control", train)
+    monkeypatch.setattr(HttpAdapterServer, "load", lambda self, name, path: None)
+    simulation = Simulation(options)
+    simulation.settings = settings_factory()
+    simulation.db = None
+    monkeypatch.setattr(simulation, "_measure", measure)
+    monkeypatch.setattr(simulation, "_best_of_n", no_best_of_n)
+    monkeypatch.setattr(simulation, "_serving", serving)
+    return simulation
+
+
 async def test_the_control_trains_on_the_data_of_the_adapter_served_at_the_end(
     tmp_path: Path, settings_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -366,8 +400,6 @@ async def test_the_control_trains_on_the_data_of_the_adapter_served_at_the_end(
     model's run trained on: not on a later candidate's data that was rolled back, nor on
     the canary traffic that came after. With the base model served it takes the last run's."""
     from bot.simulation import control
-    from bot.simulation.runner import Simulation
-    from loopgram.adapter_server import HttpAdapterServer
 
     seen: list[int] = []
 
@@ -380,22 +412,15 @@ async def test_the_control_trains_on_the_data_of_the_adapter_served_at_the_end(
     async def measure(llm: Any, models: dict[str, str], best: Any = "as the bot") -> Any:
         return RateEstimate(1, 4, "paraphrase-shuffled-control")
 
-    async def no_best_of_n(llm: Any) -> None:
-        return None
-
     served = {"paraphrase": "paraphrase-v1"}
-
-    async def serving() -> dict[str, str]:
-        return served
-
-    monkeypatch.setattr(control, "train_shuffled_control", train)
-    monkeypatch.setattr(HttpAdapterServer, "load", lambda self, name, path: None)
-    simulation = Simulation(SimulationOptions(data_dir=tmp_path))
-    simulation.settings = settings_factory()
-    simulation.db = None  # type: ignore[assignment]
-    monkeypatch.setattr(simulation, "_measure", measure)
-    monkeypatch.setattr(simulation, "_best_of_n", no_best_of_n)
-    monkeypatch.setattr(simulation, "_serving", serving)
+    simulation = control_simulation(
+        monkeypatch,
+        settings_factory,
+        SimulationOptions(data_dir=tmp_path),
+        train=train,
+        measure=measure,
+        served=served,
+    )
     row = {"prompt": "p", "chosen": "a", "rejected": "b"}
     simulation.trained_on = {
         "paraphrase": [

@@ -24,6 +24,7 @@ from bot.simulation.runner import (
     TrainingSnapshot,
 )
 from loopgram.cli import app
+from tests.simulation.test_comparison_options import control_simulation
 from training.config import TrainConfig
 
 ADAPTER = "paraphrase-v1"
@@ -122,10 +123,6 @@ def _simulation(
     tmp_path: Path, settings_factory: Any, monkeypatch: pytest.MonkeyPatch, *, draws: int
 ) -> tuple[Any, list[tuple[int, int, int]], list[dict[str, str]]]:
     """A Simulation whose control trainer and measurement are recorded, not run."""
-    from bot.simulation import control
-    from bot.simulation.runner import Simulation
-    from loopgram.adapter_server import HttpAdapterServer
-
     trained: list[tuple[int, int, int]] = []
     measured: list[dict[str, str]] = []
 
@@ -141,20 +138,14 @@ def _simulation(
         measured.append(models)
         return RateEstimate(len(measured), 40, models["paraphrase"])
 
-    async def no_best_of_n(llm: Any) -> None:
-        return None
-
-    async def serving() -> dict[str, str]:
-        return {"paraphrase": ADAPTER}
-
-    monkeypatch.setattr(control, "train_shuffled_control", train)
-    monkeypatch.setattr(HttpAdapterServer, "load", lambda self, name, path: None)
-    simulation = Simulation(SimulationOptions(data_dir=tmp_path, seed=7, control_draws=draws))
-    simulation.settings = settings_factory()
-    simulation.db = None  # type: ignore[assignment]
-    monkeypatch.setattr(simulation, "_measure", measure)
-    monkeypatch.setattr(simulation, "_best_of_n", no_best_of_n)
-    monkeypatch.setattr(simulation, "_serving", serving)
+    simulation = control_simulation(
+        monkeypatch,
+        settings_factory,
+        SimulationOptions(data_dir=tmp_path, seed=7, control_draws=draws),
+        train=train,
+        measure=measure,
+        served={"paraphrase": ADAPTER},
+    )
     row = {"prompt": "p", "chosen": "a", "rejected": "b"}
     simulation.trained_on = {"paraphrase": [TrainingSnapshot([row] * 12, adapter=ADAPTER)]}
     return simulation, trained, measured
