@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import html
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from bot.simulation.runner import SimulationResult
+
+_TITLE_WIDTH = 110
+"""Characters of the chart's title per line at font size 9 on the 8-inch figure."""
 
 
 def write_report(result: SimulationResult, out_dir: Path) -> dict[str, Path]:
@@ -78,8 +82,7 @@ def _chart(data: dict[str, Any], path: Path) -> None:
     ax.set_xlim(-0.5, len(points) - 0.25)  # room for the control beside the last round
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of held-out answers liked")
-    # The default font has no emoji glyphs.
-    ax.set_title(data["summary"].replace("👍", "thumbs-up").replace("; ", "\n"), fontsize=9)
+    ax.set_title(chart_title(data["summary"]), fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     figure.savefig(path, dpi=100)
 
@@ -107,6 +110,13 @@ def _control_labels(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         (f"shuffled-ratings control, draw {i}", control)
         for i, control in enumerate(controls, start=1)
     ]
+
+
+def chart_title(summary: str) -> str:
+    """The summary as the chart's title: a line per part, a long part (the paired line with
+    several control draws) wrapped to the chart's width. The default font has no emoji."""
+    parts = summary.replace("👍", "thumbs-up").split("; ")
+    return "\n".join(line for part in parts for line in textwrap.wrap(part, _TITLE_WIDTH))
 
 
 def _seconds(value: Any) -> str:

@@ -109,6 +109,17 @@ def test_json_and_report_carry_every_draw(tmp_path: Path) -> None:
     assert paths["png"].read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_chart_title_wraps_the_long_paired_line_and_keeps_every_word() -> None:
+    from bot.simulation.report import chart_title
+
+    summary = _result(_three_draws()).summary()
+    title = chart_title(summary)
+    assert all(len(line) <= 110 for line in title.splitlines())
+    assert len(title.splitlines()) >= 3  # the rate line, then the paired line over two
+    # Every word stays; only the "; " between the parts becomes a line break.
+    assert title.split() == summary.replace("👍", "thumbs-up").replace("; ", " ").split()
+
+
 def test_an_older_report_without_draws_still_renders(tmp_path: Path) -> None:
     """Reports written before draws existed have `shuffled_control` only."""
     from bot.simulation.report import render_markdown
