@@ -314,10 +314,9 @@ class SimulationResult:
     def summary(self) -> str:
         controls = self.controls
         if len(controls) > 1:
-            rates = [c.rate for c in controls]
+            mean, low, high = _mean_range([c.rate for c in controls])
             control = (
-                f"shuffled control {sum(rates) / len(rates):.2f}, mean of {len(rates)} draws "
-                f"{min(rates):.2f}–{max(rates):.2f}"
+                f"shuffled control {mean:.2f}, mean of {len(controls)} draws {low:.2f}–{high:.2f}"
             )
         elif controls:
             control = f"shuffled control {controls[0].rate:.2f}"
@@ -520,20 +519,21 @@ def _signed(difference: PairedDifference) -> str:
 def _draws(differences: list[PairedDifference]) -> str:
     """Several draws of one comparison: their mean, their range, and how many of them have a
     95% interval that holds zero."""
-    values = [d.difference for d in differences]
+    mean, low, high = _mean_range([d.difference for d in differences])
     inside = sum(d.within_noise for d in differences)
     return (
-        f"{sum(values) / len(values):+.2f} mean of {len(values)} draws "
-        f"({min(values):+.2f}…{max(values):+.2f}, {inside} within noise)"
+        f"{mean:+.2f} mean of {len(differences)} draws ({low:+.2f}…{high:+.2f}, "
+        f"{inside} within noise)"
     )
 
 
+def _mean_range(values: list[float]) -> tuple[float, float, float]:
+    return sum(values) / len(values), min(values), max(values)
+
+
 def _spread(values: list[float]) -> dict[str, Any]:
-    return {
-        "mean": round(sum(values) / len(values), 4),
-        "min": round(min(values), 4),
-        "max": round(max(values), 4),
-    }
+    mean, low, high = _mean_range(values)
+    return {"mean": round(mean, 4), "min": round(low, 4), "max": round(high, 4)}
 
 
 # ------------------------------------------------------------------------ environment
