@@ -437,26 +437,6 @@ class SimulationResult:
         return line
 
     def as_dict(self) -> dict[str, Any]:
-        control: dict[str, Any] = (
-            {**self.shuffled_control.as_dict(), "adapter": self.shuffled_control.model}
-            if self.shuffled_control is not None
-            else {"thumbs_up_rate": None, "detail": self.control_detail}
-        )
-        if self.shuffled_control is not None:
-            control["vs_baseline"] = self._paired_dict(self.shuffled_control, self.baseline)
-            control["trained_on"] = self.control_detail  # what it was trained on, scrambled
-        rounds = []
-        for r in self.rounds:
-            point = r.as_dict() | {"vs_baseline": self._paired_dict(r.heldout, self.baseline)}
-            if r.heldout.best_of_n:
-                policy = replace(r.heldout, outcomes=r.heldout.policy_outcomes)
-                point["policy_vs_baseline"] = self._paired_dict(policy, self.baseline)
-            rounds.append(point)
-        final_vs_control = (
-            self._paired_dict(self.final, self.shuffled_control)
-            if self.shuffled_control is not None and self.rounds
-            else {}
-        )
         draws = [
             {
                 **c.as_dict(),
@@ -466,6 +446,21 @@ class SimulationResult:
             }
             for c in self.controls
         ]
+        # `shuffled_control` and `final_vs_control` are the first draw's, where readers of
+        # reports from before the draws look for them.
+        control: dict[str, Any] = {"thumbs_up_rate": None, "detail": self.control_detail}
+        final_vs_control: dict[str, Any] = {}
+        if draws:
+            first = {k: v for k, v in draws[0].items() if k != "final_vs"}
+            control = first | {"trained_on": self.control_detail}  # scrambled, as it says
+            final_vs_control = draws[0]["final_vs"]
+        rounds = []
+        for r in self.rounds:
+            point = r.as_dict() | {"vs_baseline": self._paired_dict(r.heldout, self.baseline)}
+            if r.heldout.best_of_n:
+                policy = replace(r.heldout, outcomes=r.heldout.policy_outcomes)
+                point["policy_vs_baseline"] = self._paired_dict(policy, self.baseline)
+            rounds.append(point)
         served = {r.round: r.heldout for r in self.rounds}
         discarded = [
             {
