@@ -479,6 +479,13 @@ def eval_(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="evaluate the first N items")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="answer length cap")] = None,
+    max_rewrite_length: Annotated[
+        float | None,
+        typer.Option(
+            help="paraphrase: the longest rewrite, in times its source's length, that counts "
+            "as ok (0.5-10; default 2)"
+        ),
+    ] = None,
 ) -> None:
     """The assistant's metrics on its shipped set: the active adapter beside the base model."""
     settings = _settings()
@@ -486,7 +493,12 @@ def eval_(
 
     try:
         code = eval_command(
-            assistant, as_json=as_json, limit=limit, max_tokens=max_tokens, settings=settings
+            assistant,
+            as_json=as_json,
+            limit=limit,
+            max_tokens=max_tokens,
+            settings=settings,
+            **({} if max_rewrite_length is None else {"max_rewrite_length": max_rewrite_length}),
         )
     except LoopgramError as exc:
         fail(str(exc))

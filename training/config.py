@@ -139,6 +139,13 @@ class TrainConfig:
     task_max_tokens: int = field(
         default=160, metadata={"help": "answer length cap in the task check"}
     )
+    task_max_rewrite_length: float = field(
+        default=2.0,  # loopgram.evaluation.metrics.MAX_REWRITE_LENGTH (a test keeps them equal)
+        metadata={
+            "help": "paraphrase task check: the longest rewrite, in times its source's length, "
+            "that counts as ok (0.5-10); 1 when people want rewrites no longer than the source"
+        },
+    )
     task_eval_margin: float = field(
         default=0.05,
         metadata={"help": "how far below the active adapter's task metric a candidate may fall"},
@@ -163,6 +170,8 @@ class TrainConfig:
             raise ValueError(f"gate_rule must be one of {', '.join(GATE_RULES)}")
         if not 0 < self.gate_alpha < 1:
             raise ValueError("gate_alpha must be between 0 and 1")
+        if not 0.5 <= self.task_max_rewrite_length <= 10:
+            raise ValueError("task_max_rewrite_length must be between 0.5 and 10")
         if self.sft_weight < 0:
             raise ValueError("sft_weight must not be negative")
         if self.batch_size < 1 or self.micro_batch_size < 1:

@@ -400,6 +400,7 @@ def _task(config: TrainConfig, scorer: Any, *, has_active: bool) -> dict[str, An
             eval_set=eval_set,
             concurrency=1,
             max_tokens=config.task_max_tokens,
+            max_rewrite_length=config.task_max_rewrite_length,
         )
         active = await evaluate(
             config.assistant,
@@ -408,6 +409,7 @@ def _task(config: TrainConfig, scorer: Any, *, has_active: bool) -> dict[str, An
             eval_set=eval_set,
             concurrency=1,
             max_tokens=config.task_max_tokens,
+            max_rewrite_length=config.task_max_rewrite_length,
         )
         return candidate, active
 
@@ -416,9 +418,12 @@ def _task(config: TrainConfig, scorer: Any, *, has_active: bool) -> dict[str, An
     except LoopgramError as exc:
         log.warning("gate.task_unavailable error=%s", exc)
         return {"available": False, "note": f"task check failed: {str(exc)[:200]}"}
-    return task_check(
+    found = task_check(
         candidate, active, margin=config.task_eval_margin, alpha=config.gate_alpha
     ).as_dict()
+    if config.assistant == "paraphrase":
+        found["max_rewrite_length"] = config.task_max_rewrite_length
+    return found
 
 
 class InProcessModel:

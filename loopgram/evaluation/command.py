@@ -30,6 +30,7 @@ from loopgram.db import Database, normalise_url
 from loopgram.embeddings import get_embedder
 from loopgram.errors import LoopgramError, ModelUnavailableError
 from loopgram.evaluation.compare import Comparison, compare
+from loopgram.evaluation.metrics import MAX_REWRITE_LENGTH, check_rewrite_length
 from loopgram.evaluation.runner import check_evaluated
 from loopgram.evaluation.sets import EvalSet, load_set
 from loopgram.llm import LLMClient
@@ -146,6 +147,7 @@ async def run_comparison(
     max_tokens: int | None,
     console: Console,
     show_progress: bool,
+    max_rewrite_length: float = MAX_REWRITE_LENGTH,
 ) -> Comparison:
     await check_served(settings, assistant=assistant, adapter=adapter, console=console)
     llm = LLMClient(settings.llm)
@@ -172,6 +174,7 @@ async def run_comparison(
                 progress=progress,
                 embedder=get_embedder(settings.embedding.embedding_model),
                 low_confidence=settings.bot.low_confidence,
+                max_rewrite_length=max_rewrite_length,
             )
     except ModelUnavailableError as exc:
         reason = str(exc).splitlines()[0][:200]
@@ -189,6 +192,7 @@ def eval_command(
     limit: int | None,
     max_tokens: int | None,
     settings: Settings,
+    max_rewrite_length: float = MAX_REWRITE_LENGTH,
 ) -> int:
     """Run the evaluation and print its table (or, with `as_json`, one JSON document on
     stdout and nothing else there). Returns the exit code; bad input and an unreachable
@@ -198,6 +202,10 @@ def eval_command(
         raise LoopgramError("--limit must be at least 1")
     if max_tokens is not None and max_tokens < 1:
         raise LoopgramError("--max-tokens must be at least 1")
+    try:
+        check_rewrite_length(max_rewrite_length)
+    except ValueError as exc:
+        raise LoopgramError(f"--max-rewrite-length: {exc}") from exc
     eval_set = load_set(assistant, limit=limit)
     adapter = active_adapter(settings, assistant)
     console = Console(stderr=True, highlight=False)
@@ -214,6 +222,7 @@ def eval_command(
                     max_tokens=max_tokens,
                     console=console,
                     show_progress=not as_json,
+                    max_rewrite_length=max_rewrite_length,
                 )
             )
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from loopgram.embeddings import Embedder
+from loopgram.evaluation.metrics import MAX_REWRITE_LENGTH
 from loopgram.evaluation.results import DIGITS, EvalResult
 from loopgram.evaluation.runner import DEFAULT_LOW_CONFIDENCE, Progress, evaluate
 from loopgram.evaluation.sets import EvalSet, load_set
@@ -101,6 +102,7 @@ async def compare(
     progress: Progress | None = None,
     embedder: Embedder | None = None,
     low_confidence: float = DEFAULT_LOW_CONFIDENCE,
+    max_rewrite_length: float = MAX_REWRITE_LENGTH,
 ) -> Comparison:
     """Evaluate the base model, then the adapter (served under its name) when there is one.
 
@@ -127,6 +129,7 @@ async def compare(
             progress=stage(offset),
             embedder=embedder,
             low_confidence=low_confidence,
+            max_rewrite_length=max_rewrite_length,
         )
 
     base = await run(base_model, None, 0)

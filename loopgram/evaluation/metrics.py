@@ -40,6 +40,9 @@ KEY_POINT_WORDS = 0.6  # share of a key point's content words found in the summa
 # An "ok" verdict also needs a plausible length: a rewrite over twice its source's length
 # has added something (small models append refusals and comments whose embedding still
 # scores near the source), and a summary with over 70% of its text's words is the text.
+# MAX_REWRITE_LENGTH is the default bound; a deployment whose people want rewrites no longer
+# than the source sets its own (`loopgram eval --max-rewrite-length`, the gate's
+# `task_max_rewrite_length`).
 MAX_REWRITE_LENGTH = 2.0
 MAX_SUMMARY_COMPRESSION = 0.7
 MIN_WORD = 4  # content words have at least this many letters (numbers always count)
@@ -117,25 +120,38 @@ class ParaphraseScore:
     copy: bool
     length_ratio: float
     language_ok: bool
+    max_length_ratio: float = MAX_REWRITE_LENGTH
 
     @property
     def kept(self) -> bool:
         return self.similarity >= MEANING_KEPT
 
     @property
+    def length_ok(self) -> bool:
+        return self.length_ratio <= self.max_length_ratio
+
+    @property
     def ok(self) -> bool:
         """A good rewrite: meaning kept, in the right language, not a copy, and at most
-        MAX_REWRITE_LENGTH times as long as the source."""
-        return (
-            self.kept
-            and self.language_ok
-            and not self.copy
-            and self.length_ratio <= MAX_REWRITE_LENGTH
-        )
+        `max_length_ratio` times as long as the source."""
+        return self.kept and self.language_ok and not self.copy and self.length_ok
+
+
+def check_rewrite_length(value: float) -> float:
+    """A length bound must leave room for a rewrite: below half the source's length only
+    drastic cuts would pass."""
+    if not 0.5 <= value <= 10:
+        raise ValueError(f"the rewrite length bound must be between 0.5 and 10, not {value}")
+    return value
 
 
 def score_paraphrase(
-    source: str, output: str, *, expected_lang: str, similarity: float
+    source: str,
+    output: str,
+    *,
+    expected_lang: str,
+    similarity: float,
+    max_length_ratio: float = MAX_REWRITE_LENGTH,
 ) -> ParaphraseScore:
     """One rewrite; an empty rewrite keeps no meaning whatever its embedding says."""
     return ParaphraseScore(
@@ -143,6 +159,7 @@ def score_paraphrase(
         copy=is_copy(source, output),
         length_ratio=length_ratio(source, output),
         language_ok=language_correct(output, expected_lang),
+        max_length_ratio=check_rewrite_length(max_length_ratio),
     )
 
 
@@ -152,6 +169,7 @@ def paraphrase_metrics(scores: Sequence[ParaphraseScore]) -> dict[str, float]:
         "meaning_kept_rate": share([s.kept for s in scores]),
         "copy_rate": share([s.copy for s in scores]),
         "length_ratio": mean([s.length_ratio for s in scores]),
+        "length_ok_rate": share([s.length_ok for s in scores]),
         "language_correct_rate": share([s.language_ok for s in scores]),
         "ok_rate": share([s.ok for s in scores]),
     }

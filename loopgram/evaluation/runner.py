@@ -22,6 +22,7 @@ from loopgram.assistants.moderate import Verdict
 from loopgram.assistants.structured import StructuredOutputError, complete_structured
 from loopgram.embeddings import Embedder, get_embedder
 from loopgram.errors import LoopgramError
+from loopgram.evaluation.metrics import MAX_REWRITE_LENGTH, check_rewrite_length
 from loopgram.evaluation.results import Answer, EvalResult, ItemRecord
 from loopgram.evaluation.scoring import score
 from loopgram.evaluation.sets import EVALUATED, EvalItem, EvalSet, load_set
@@ -137,13 +138,16 @@ async def evaluate(
     adapter: str | None = None,
     embedder: Embedder | None = None,
     low_confidence: float = DEFAULT_LOW_CONFIDENCE,
+    max_rewrite_length: float = MAX_REWRITE_LENGTH,
 ) -> EvalResult:
     """Ask `model` (the base model, or an adapter by its served name) every item of the
     set (default: the shipped set), `concurrency` at a time, and score the answers.
 
-    `max_tokens` replaces the assistant's own answer cap. Model failures
+    `max_tokens` replaces the assistant's own answer cap; `max_rewrite_length` is the longest
+    paraphrase (times its source) that still counts as ok. Model failures
     (ModelUnavailableError) end the run: a partial score would mislead."""
     check_evaluated(assistant)
+    check_rewrite_length(max_rewrite_length)
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     eval_set = eval_set if eval_set is not None else load_set(assistant)
@@ -176,7 +180,13 @@ async def evaluate(
         raise
     used = embedder or get_embedder()
     records, metrics = await asyncio.to_thread(
-        score, assistant, items, answers, embedder=used, low_confidence=low_confidence
+        score,
+        assistant,
+        items,
+        answers,
+        embedder=used,
+        low_confidence=low_confidence,
+        max_rewrite_length=max_rewrite_length,
     )
     seconds = time.monotonic() - started
     log.info(

@@ -35,6 +35,7 @@ def score(
     *,
     embedder: Embedder,
     low_confidence: float,
+    max_rewrite_length: float = m.MAX_REWRITE_LENGTH,
 ) -> Scored:
     if len(items) != len(answers):
         raise ValueError("one answer per item is needed")
@@ -45,7 +46,7 @@ def score(
             CALIBRATED_EMBEDDER,
         )
     if assistant == "paraphrase":
-        return score_paraphrase(items, answers, embedder)
+        return score_paraphrase(items, answers, embedder, max_length_ratio=max_rewrite_length)
     if assistant == "summarize":
         return score_summaries(items, answers, embedder)
     if assistant == "moderate":
@@ -56,14 +57,24 @@ def score(
 
 
 def score_paraphrase(
-    items: Sequence[EvalItem], answers: Sequence[Answer], embedder: Embedder
+    items: Sequence[EvalItem],
+    answers: Sequence[Answer],
+    embedder: Embedder,
+    *,
+    max_length_ratio: float = m.MAX_REWRITE_LENGTH,
 ) -> Scored:
     outputs = [answer.output.strip() for answer in answers]
     similarities = m.pair_similarities(embedder, [item.text for item in items], outputs)
     records, scores = [], []
     for item, output, similarity in zip(items, outputs, similarities, strict=True):
         target = expected_language("paraphrase", item)
-        result = m.score_paraphrase(item.text, output, expected_lang=target, similarity=similarity)
+        result = m.score_paraphrase(
+            item.text,
+            output,
+            expected_lang=target,
+            similarity=similarity,
+            max_length_ratio=max_length_ratio,
+        )
         scores.append(result)
         records.append(
             ItemRecord(
@@ -79,6 +90,7 @@ def score_paraphrase(
                     "meaning_kept": result.kept,
                     "copy": result.copy,
                     "length_ratio": round(result.length_ratio, 3),
+                    "max_length_ratio": result.max_length_ratio,
                     "language_ok": result.language_ok,
                 },
             )

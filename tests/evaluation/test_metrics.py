@@ -73,6 +73,26 @@ def test_paraphrase_scores_and_aggregate() -> None:
     assert metrics["language_correct_rate"] == 0.75
     assert metrics["ok_rate"] == 0.25
     assert metrics["length_ratio"] == pytest.approx(np.mean([36 / 32, 1.0, 30 / 32, 17 / 32]))
+    assert metrics["length_ok_rate"] == 1.0
+
+
+def test_the_rewrite_length_bound_is_a_setting() -> None:
+    """A deployment whose people want rewrites no longer than the source sets the bound to 1:
+    the same rewrite, 1.125 times its source, is ok under the default and not under 1."""
+    source = "The museum is closed on Mondays."
+    rewrite = "On Mondays the museum does not open."
+    default = m.score_paraphrase(source, rewrite, expected_lang="en", similarity=0.95)
+    strict = m.score_paraphrase(
+        source, rewrite, expected_lang="en", similarity=0.95, max_length_ratio=1.0
+    )
+    assert default.max_length_ratio == m.MAX_REWRITE_LENGTH and default.ok
+    assert strict.kept and not strict.length_ok and not strict.ok
+    assert m.paraphrase_metrics([default, strict])["length_ok_rate"] == 0.5
+    for bound in (0.4, 10.5):
+        with pytest.raises(ValueError, match=r"between 0\.5 and 10"):
+            m.score_paraphrase(
+                source, rewrite, expected_lang="en", similarity=0.95, max_length_ratio=bound
+            )
 
 
 def test_meaning_threshold_separates_e5_pairs() -> None:

@@ -137,6 +137,33 @@ async def test_paraphrase_echo_is_a_copy(serve: Serve) -> None:
     assert record.expected == "ru" and not record.details["language_ok"]
 
 
+async def test_the_rewrite_length_bound_reaches_every_item(serve: Serve) -> None:
+    """Answers half as long again as their source pass the default bound (2) and fail 1.2;
+    each record says which bound judged it. A bound out of range is refused before any
+    request."""
+
+    def longer(request: GenerationRequest) -> str:
+        text = item_of(request).strip()
+        return f"{text} {text[: len(text) // 2]}"
+
+    backend = ScriptedBackend(longer)
+    llm = await serve(backend)
+    items = load_set("paraphrase", limit=4)
+    loose = await evaluate("paraphrase", llm=llm, model="loopgram-base", eval_set=items)
+    strict = await evaluate(
+        "paraphrase", llm=llm, model="loopgram-base", eval_set=items, max_rewrite_length=1.2
+    )
+    assert loose.metrics["length_ratio"] == pytest.approx(1.5, abs=0.05)
+    assert loose.metrics["length_ok_rate"] == 1.0
+    assert strict.metrics["length_ok_rate"] == 0.0 and strict.metrics["ok_rate"] == 0.0
+    assert {r.details["max_length_ratio"] for r in loose.items} == {2.0}
+    assert {r.details["max_length_ratio"] for r in strict.items} == {1.2}
+    asked = len(backend.requests)
+    with pytest.raises(ValueError, match=r"between 0\.5 and 10"):
+        await evaluate("paraphrase", llm=llm, model="loopgram-base", max_rewrite_length=0.1)
+    assert len(backend.requests) == asked
+
+
 async def test_summaries_echo_and_empty(serve: Serve) -> None:
     eval_set = load_set("summarize", limit=4)
     echo = await evaluate(

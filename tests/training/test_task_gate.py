@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from loopgram.evaluation.gate import PRIMARY_METRIC, task_check
+from loopgram.evaluation.metrics import MAX_REWRITE_LENGTH
 from loopgram.evaluation.results import EvalResult, ItemRecord
 from loopgram.evaluation.sets import EVALUATED, load_set
 from training.config import TrainConfig
@@ -62,6 +63,28 @@ def test_the_check_is_skipped_when_off_or_without_a_set() -> None:
     chat = TrainConfig(assistant="chat", method="dpo")
     assert _task(chat, scorer, has_active=True)["available"] is False
     assert scorer.calls == []
+
+
+def test_the_paraphrase_check_records_its_length_bound() -> None:
+    scorer = FakeScorer(good=set())
+    result = _task(
+        config(assistant="paraphrase", task_eval_items=2, task_max_rewrite_length=1.0),
+        scorer,
+        has_active=True,
+    )
+    assert result["available"] and result["metric"] == "ok_rate"
+    assert result["max_rewrite_length"] == 1.0
+    assert "max_rewrite_length" not in _task(config(task_eval_items=1), scorer, has_active=True)
+
+
+@pytest.mark.parametrize("bound", [0.2, 12.0])
+def test_a_length_bound_out_of_range_is_refused(bound: float) -> None:
+    with pytest.raises(ValueError, match="task_max_rewrite_length"):
+        config(task_max_rewrite_length=bound)
+
+
+def test_the_gate_and_the_evaluation_share_the_default_length_bound() -> None:
+    assert TrainConfig(assistant="paraphrase").task_max_rewrite_length == MAX_REWRITE_LENGTH
 
 
 @pytest.mark.parametrize("assistant", EVALUATED)
