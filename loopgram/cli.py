@@ -1097,9 +1097,9 @@ def simulate(
         typer.Option(
             min=1,
             help="shuffled controls, each on its own shuffle of the same data: their mean "
-            "and range instead of one draw",
+            "and range (one draw drifts with its shuffle)",
         ),
-    ] = 1,
+    ] = 3,
     moderators: Annotated[
         int, typer.Option(min=0, help="simulated moderators working the review queue")
     ] = 1,

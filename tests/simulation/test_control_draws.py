@@ -208,3 +208,14 @@ def test_the_cli_passes_control_draws_to_the_options(tmp_path: Path) -> None:
         control_draws=3,
     )  # fmt: skip
     assert options.control_draws == 3
+
+
+def test_simulate_measures_three_control_draws_by_default() -> None:
+    """One shuffled control is one draw that drifts with its shuffle (-16 to +20 points over
+    eleven draws): the command's default is the mean of three."""
+    import inspect
+
+    from loopgram.cli import simulate
+
+    assert inspect.signature(simulate).parameters["control_draws"].default == 3
+    assert SimulationOptions(data_dir=Path("unused")).control_draws == 1  # the library's
