@@ -73,6 +73,7 @@ def build_report(*, session: Session, run_id: int, lang: str) -> RunReport:
     extra = [
         *pair_lines(gate, lang, against=run.metrics.get("against", "base")),
         *held_out_lines(gate, lang),
+        *task_lines(gate, lang),
     ]
     chart = render_chart(
         history=run.metrics.get("history", []),
@@ -178,6 +179,33 @@ def held_out_lines(gate: dict[str, Any], lang: str) -> list[str]:
                 )
         else:
             lines.append(t(lang, "report-agreement-none", note=agreement.get("note", "")))
+    return lines
+
+
+def task_lines(gate: dict[str, Any], lang: str) -> list[str]:
+    """The task check: the assistant's own metric, candidate against the model it would
+    replace, item by item (nothing when it did not run: an earlier check failed, or the run
+    was recorded before the check existed)."""
+    task = gate.get("task")
+    if not isinstance(task, dict) or not task:
+        return []
+    if not task.get("available"):
+        return [t(lang, "report-task-none", note=task.get("note", ""))]
+    lines = [
+        t(
+            lang,
+            "report-task",
+            metric=task.get("metric", ""),
+            items=task.get("items", 0),
+            candidate=f"{task.get('candidate', 0):.2f}",
+            active=f"{task.get('active', 0):.2f}",
+            better=task.get("better_items", 0),
+            worse=task.get("worse_items", 0),
+            p=f"{task.get('p_worse', 1.0):.2f}",
+        )
+    ]
+    if "max_rewrite_length" in task:
+        lines.append(t(lang, "report-task-length", bound=f"{task['max_rewrite_length']:g}"))
     return lines
 
 

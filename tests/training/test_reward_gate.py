@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from loopgram.db import Database
 from loopgram.models import TrainingRun
-from loopgram.run_report import build_report, gate_figures, held_out_lines
+from loopgram.run_report import build_report, gate_figures, held_out_lines, task_lines
 from loopgram.settings import Settings
 from tests.factories import activate_reward_model
 from tests.integration.test_adapters import RecordingServer
@@ -163,6 +163,28 @@ def test_report_lines_and_chart_figures() -> None:
         "LLM judge: — (judge unavailable: refused)",
         "Reward model: — (no active reward model for chat)",
     ]
+
+
+def test_the_admins_see_the_task_check_with_its_length_bound() -> None:
+    task = {"available": True, "metric": "ok_rate", "candidate": 0.0, "active": 0.25, "items": 8,
+            "better_items": 0, "worse_items": 2, "p_worse": 0.25, "passed": True,
+            "max_rewrite_length": 1.0}  # fmt: skip
+    assert task_lines({"task": task}, "en") == [
+        "Task check, ok_rate on 8 evaluation items: candidate 0.00, the model it would replace "
+        "0.25; right on 0 items the other got wrong, wrong on 2 it got right (sign test p = 0.25)",
+        "The task check counts a rewrite up to 1× its source's length as ok",
+    ]
+    ru = task_lines({"task": task}, "ru")
+    assert ru[0].startswith("Проверка задачи, ok_rate на 8 примерах оценки: кандидат 0.00")
+    assert ru[1] == "Проверка задачи засчитывает пересказ длиной до 1× исходного текста"
+    moderate = {k: v for k, v in task.items() if k != "max_rewrite_length"}
+    assert len(task_lines({"task": moderate}, "en")) == 1
+    off = {"available": False, "note": "no task check for this assistant or it is off"}
+    assert task_lines({"task": off}, "ru") == [
+        "Проверка задачи: — (no task check for this assistant or it is off)"
+    ]
+    # Not run (an earlier check failed: the record is {}), or recorded before it existed.
+    assert task_lines({"task": {}}, "en") == task_lines({}, "en") == []
 
 
 # --- the tiny reward models ------------------------------------------------------------------

@@ -101,6 +101,9 @@ report-gate-pairs = Held-out pairs, one by one: better than { $against } on { $b
 report-judge = LLM judge: candidate win rate { $win_rate } on { $prompts } held-out prompts ({ $ties } ties)
 report-judge-decisive = LLM judge: candidate win rate { $win_rate } on { $prompts } held-out prompts: won { $wins }, lost { $losses }, { $ties } ties (sign test p = { $p })
 report-judge-none = LLM judge: — ({ $note })
+report-task = Task check, { $metric } on { $items } evaluation items: candidate { $candidate }, the model it would replace { $active }; right on { $better } items the other got wrong, wrong on { $worse } it got right (sign test p = { $p })
+report-task-length = The task check counts a rewrite up to { $bound }× its source's length as ok
+report-task-none = Task check: — ({ $note })
 report-reward-model = Reward model { $name }: mean score { $candidate } (candidate) vs { $active } (active), candidate win rate { $win_rate } on { $prompts } prompts
 report-reward-model-none = Reward model: — ({ $note })
 report-agreement = Judge and reward model agree on { $agreed } of { $compared } prompts ({ $agreement }; { $undecided } left undecided by one of them)

@@ -101,6 +101,9 @@ report-gate-pairs = Отложенные пары по одной: лучше, �
 report-judge = LLM-судья: доля побед кандидата { $win_rate } на { $prompts } отложенных вопросах (ничьих: { $ties })
 report-judge-decisive = LLM-судья: доля побед кандидата { $win_rate } на { $prompts } отложенных вопросах: побед { $wins }, поражений { $losses }, ничьих { $ties } (критерий знаков p = { $p })
 report-judge-none = LLM-судья: — ({ $note })
+report-task = Проверка задачи, { $metric } на { $items } примерах оценки: кандидат { $candidate }, заменяемая модель { $active }; кандидат прав на { $better } примерах, где она ошиблась, и ошибся на { $worse }, где она права (критерий знаков p = { $p })
+report-task-length = Проверка задачи засчитывает пересказ длиной до { $bound }× исходного текста
+report-task-none = Проверка задачи: — ({ $note })
 report-reward-model = Модель награды { $name }: средняя оценка { $candidate } (кандидат) против { $active } (действующий), доля побед кандидата { $win_rate } на { $prompts } вопросах
 report-reward-model-none = Модель награды: — ({ $note })
 report-agreement = Судья и модель награды согласны на { $agreed } из { $compared } вопросов ({ $agreement }; ещё { $undecided } — ничья у одного из них)
