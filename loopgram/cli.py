@@ -498,7 +498,7 @@ def eval_(
             limit=limit,
             max_tokens=max_tokens,
             settings=settings,
-            **({} if max_rewrite_length is None else {"max_rewrite_length": max_rewrite_length}),
+            max_rewrite_length=max_rewrite_length,
         )
     except LoopgramError as exc:
         fail(str(exc))

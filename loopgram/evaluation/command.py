@@ -192,7 +192,7 @@ def eval_command(
     limit: int | None,
     max_tokens: int | None,
     settings: Settings,
-    max_rewrite_length: float = MAX_REWRITE_LENGTH,
+    max_rewrite_length: float | None = None,
 ) -> int:
     """Run the evaluation and print its table (or, with `as_json`, one JSON document on
     stdout and nothing else there). Returns the exit code; bad input and an unreachable
@@ -202,8 +202,11 @@ def eval_command(
         raise LoopgramError("--limit must be at least 1")
     if max_tokens is not None and max_tokens < 1:
         raise LoopgramError("--max-tokens must be at least 1")
+    if max_rewrite_length is not None and assistant != "paraphrase":
+        raise LoopgramError("--max-rewrite-length applies to paraphrase only")
+    bound = MAX_REWRITE_LENGTH if max_rewrite_length is None else max_rewrite_length
     try:
-        check_rewrite_length(max_rewrite_length)
+        check_rewrite_length(bound)
     except ValueError as exc:
         raise LoopgramError(f"--max-rewrite-length: {exc}") from exc
     eval_set = load_set(assistant, limit=limit)
@@ -222,7 +225,7 @@ def eval_command(
                     max_tokens=max_tokens,
                     console=console,
                     show_progress=not as_json,
-                    max_rewrite_length=max_rewrite_length,
+                    max_rewrite_length=bound,
                 )
             )
     except KeyboardInterrupt:

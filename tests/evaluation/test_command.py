@@ -140,6 +140,7 @@ def test_active_adapter_the_server_cannot_load(
         ("label", {"limit": 0}, "--limit must be at least 1"),
         ("label", {"max_tokens": 0}, "--max-tokens must be at least 1"),
         ("paraphrase", {"max_rewrite_length": 0.2}, "--max-rewrite-length: .*between 0.5"),
+        ("label", {"max_rewrite_length": 1.0}, "--max-rewrite-length applies to paraphrase only"),
     ],
 )
 def test_bad_input(
