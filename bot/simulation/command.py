@@ -16,16 +16,13 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from bot.simulation.options import SimulationOptions, default_train_settings
 from bot.simulation.people import Behaviour
 from bot.simulation.preferences import JUDGES
 from bot.simulation.prompts import LANGUAGES, PromptSetError
 from bot.simulation.report import write_report
-from bot.simulation.runner import (
-    Simulation,
-    SimulationOptions,
-    SimulationResult,
-    default_train_settings,
-)
+from bot.simulation.results import SimulationResult
+from bot.simulation.runner import Simulation
 from loopgram.errors import LoopgramError
 
 

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from bot.simulation.runner import SimulationResult
+from bot.simulation.results import SimulationResult
 
 _TITLE_WIDTH = 110
 """Characters of the chart's title per line at font size 9 on the 8-inch figure."""

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from bot.simulation.runner import SimulationOptions, simulation_env
+from bot.simulation.options import SimulationOptions
+from bot.simulation.runner import simulation_env
 from bot.stack import start_builtin_model
 from loopgram.settings import Settings
 from tests.model_server.conftest import Server

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 import bot.simulation.runner as runner
+from bot.simulation.options import SimulationOptions
 from bot.simulation.prompts import Prompt
-from bot.simulation.runner import Simulation, SimulationOptions
+from bot.simulation.runner import Simulation
 from loopgram.routing import in_canary
 
 

@@ -17,8 +17,9 @@ pytest.importorskip("trl")
 
 from sqlmodel import select
 
+from bot.simulation.options import SimulationOptions
 from bot.simulation.report import write_report
-from bot.simulation.runner import Simulation, SimulationOptions
+from bot.simulation.runner import Simulation
 from loopgram.db import Database
 from loopgram.models import (
     Interaction,

@@ -19,8 +19,9 @@ pytest.importorskip("trl")
 
 from sqlmodel import col, select
 
+from bot.simulation.options import SimulationOptions
 from bot.simulation.report import write_report
-from bot.simulation.runner import Simulation, SimulationOptions
+from bot.simulation.runner import Simulation
 from loopgram.db import Database
 from loopgram.models import AnswerCandidate, TrainingRun
 from loopgram.settings import DatabaseSettings

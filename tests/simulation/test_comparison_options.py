@@ -15,16 +15,16 @@ from typer.testing import CliRunner
 
 from bot.simulation.command import build_options
 from bot.simulation.heldout import RateEstimate
+from bot.simulation.options import SimulationOptions
 from bot.simulation.report import render_markdown, write_report
-from bot.simulation.runner import (
+from bot.simulation.results import (
     DiscardedCandidate,
     RoundResult,
-    SimulationOptions,
     SimulationResult,
     TrainingSnapshot,
     percentile,
-    simulation_env,
 )
+from bot.simulation.runner import simulation_env
 from loopgram.cli import app
 from loopgram.settings import RewardSettings
 from training.config import TrainConfig

@@ -16,13 +16,9 @@ from typer.testing import CliRunner
 
 from bot.simulation.control import control_name
 from bot.simulation.heldout import RateEstimate
+from bot.simulation.options import SimulationOptions
 from bot.simulation.report import write_report
-from bot.simulation.runner import (
-    RoundResult,
-    SimulationOptions,
-    SimulationResult,
-    TrainingSnapshot,
-)
+from bot.simulation.results import RoundResult, SimulationResult, TrainingSnapshot
 from loopgram.cli import app
 from tests.simulation.test_comparison_options import control_simulation
 from training.config import TrainConfig

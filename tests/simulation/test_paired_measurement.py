@@ -13,14 +13,11 @@ from typing import Any
 import pytest
 
 from bot.simulation.heldout import SEED_STRIDE, RateEstimate, heldout_rate
+from bot.simulation.options import SimulationOptions
 from bot.simulation.prompts import Prompt
 from bot.simulation.report import write_report
-from bot.simulation.runner import (
-    RoundResult,
-    SimulationOptions,
-    SimulationResult,
-    _measurement_key,
-)
+from bot.simulation.results import RoundResult, SimulationResult
+from bot.simulation.runner import _measurement_key
 from loopgram.llm import LLMClient
 from loopgram.settings import Settings
 from tests.model_server.test_best_of_n_server import FakeRewards

@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 
 from bot.emulated import emulated_bot
-from bot.simulation.runner import (
-    Simulation,
-    SimulationOptions,
-    _prepare_data_dir,
-    environment,
-    simulation_env,
-)
+from bot.simulation.options import SimulationOptions
+from bot.simulation.runner import Simulation, _prepare_data_dir, environment, simulation_env
 from bot.simulation.traffic import run_traffic
 from loopgram.settings import Settings
 from training.model_server.app import NGRAM_BASE_MODEL

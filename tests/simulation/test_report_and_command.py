@@ -10,8 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.simulation.heldout import RateEstimate, as_user_sees
+from bot.simulation.options import SimulationOptions
 from bot.simulation.report import write_report
-from bot.simulation.runner import RoundResult, SimulationOptions, SimulationResult
+from bot.simulation.results import RoundResult, SimulationResult
 from loopgram.cli import app
 
 
