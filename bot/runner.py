@@ -16,6 +16,7 @@ from bot.webhook import WebhookHandler, create_webhook_app
 from loopgram import metrics
 from loopgram.http_site import start_site
 from loopgram.readiness import ReadinessChecker
+from workers.task_figures import task_stats_of
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ async def serve(
     # a burst of updates never pays a full collection over the whole heap (~0.3 s of CPU).
     gc.freeze()
     metrics.use_database(runtime.db)
+    # The figures this deployment's Celery workers record (the sink publishes to that app).
+    metrics.use_task_stats(task_stats_of(runtime.feedback_sink.celery_app))
     ops = runtime.settings.ops
     ops_runner: web.AppRunner | None = None
     if ops.metrics_port is not None:

@@ -5,8 +5,10 @@ Three kinds:
 - **Process counters and histograms**, updated where things happen: updates handled (the
   aiogram middleware in `bot/metrics_middleware.py`), answers and their latency
   (`loopgram.answering`), model calls (`loopgram.llm`), rating presses (the feedback handler).
-  Each process reports its own; Prometheus sums the replicas. (Celery tasks are watched in
-  Flower, not here.)
+  Each process reports its own; Prometheus sums the replicas.
+- **Celery tasks and queues** (`loopgram.task_stats`): runs by task and outcome, their
+  duration, and the messages waiting per queue, recorded by every worker and read at scrape
+  time (with Redis the same on every replica: aggregate with `max`).
 - **Figures read from the database on scrape** (`DatabaseCollector`): the review queue,
   training runs by status, the adapter serving each assistant, ratings and the 👍 rate of the
   last `RATE_WINDOW` per assistant. They are the same for every replica (aggregate them with
@@ -42,6 +44,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Table
+
+from loopgram.task_stats import TaskCollector, TaskStats
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -332,11 +336,18 @@ def satisfaction_families(estimates: Mapping[str, Estimate]) -> list[Metric]:
 
 DATABASE_COLLECTOR = DatabaseCollector()
 REGISTRY.register(DATABASE_COLLECTOR)
+TASK_COLLECTOR = TaskCollector()
+REGISTRY.register(TASK_COLLECTOR)
 
 
 def use_database(db: Database | None) -> None:
     """Read the scrape-time figures from `db` (None: leave them out)."""
     DATABASE_COLLECTOR.use_database(db)
+
+
+def use_task_stats(stats: TaskStats | None) -> None:
+    """Expose the Celery task and queue figures of `stats` (None: leave them out)."""
+    TASK_COLLECTOR.use(stats)
 
 
 def publish_satisfaction(estimates: Mapping[str, Estimate]) -> None:

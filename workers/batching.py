@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
+
+from workers.task_figures import record
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,17 @@ class BatchOutcome:
 
 
 def run_in_pool(task: BatchTask, payloads: list[Any]) -> BatchOutcome:
-    """The pool job: never raises (the solo pool would raise into the consumer)."""
+    """The pool job: never raises (the solo pool would raise into the consumer). The batch
+    is one run of its task in the task figures (Celery's tracer, which records the others,
+    is not involved)."""
+    started = time.monotonic()
     try:
-        return BatchOutcome(ok=True, result=task.run_batch(payloads))
+        outcome = BatchOutcome(ok=True, result=task.run_batch(payloads))
     except Exception as exc:
         log.exception("batch.failed task=%s size=%d", task.name, len(payloads))
-        return BatchOutcome(ok=False, error=f"{type(exc).__name__}: {exc}")
+        outcome = BatchOutcome(ok=False, error=f"{type(exc).__name__}: {exc}")
+    record(task, "success" if outcome.ok else "failure", time.monotonic() - started)
+    return outcome
 
 
 class BatchTask(Task[Any, Any]):

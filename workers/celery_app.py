@@ -15,7 +15,9 @@ from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
 from loopgram.settings import Settings
+from loopgram.task_stats import LocalTaskStats, RedisTaskStats, TaskStats
 from workers import context
+from workers.task_figures import attach
 
 QUEUES = ("feedback", "rag", "training")
 VISIBILITY_TIMEOUT = 600  # seconds (Redis broker; see broker_options)
@@ -51,6 +53,15 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         },
         "worker_enable_remote_control": False,
     }
+
+
+def task_stats_for(settings: Settings) -> TaskStats:
+    """Where this deployment's workers record their tasks (see loopgram.task_stats)."""
+    if settings.redis.redis_url:
+        return RedisTaskStats(settings.redis.redis_url, queues=QUEUES)
+    return LocalTaskStats(
+        queue_folder=Path(settings.app.data_dir) / "broker" / "queue", queues=QUEUES
+    )
 
 
 def create_celery(settings: Settings | None = None) -> Celery:
@@ -110,6 +121,7 @@ def create_celery(settings: Settings | None = None) -> Celery:
         timezone="UTC",
         **broker_options(settings),
     )
+    attach(app, task_stats_for(settings))
     return app
 
 

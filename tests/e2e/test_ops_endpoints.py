@@ -44,6 +44,15 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def _succeeded_tasks(text: str) -> float:
+    """Celery tasks that ended in success, of any name."""
+    return sum(
+        float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line.startswith("loopgram_celery_tasks_total{") and 'state="success"' in line
+    )
+
+
 @pytest.fixture(autouse=True)
 def _fresh_db_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metrics.DATABASE_COLLECTOR, "cache_seconds", 0.0)
@@ -146,6 +155,7 @@ async def test_metrics_count_updates_answers_and_ratings(
     handled = sample(before, "loopgram_updates_total", type="message", outcome="handled") or 0
     answers = sample(before, "loopgram_answers_total", assistant="chat", status="ok") or 0
     ups = sample(before, "loopgram_rating_presses_total", value="up", source="button") or 0
+    tasks_before = _succeeded_tasks(before)
 
     context = LogContextFilter()
     records: list[logging.LogRecord] = []
@@ -168,7 +178,8 @@ async def test_metrics_count_updates_answers_and_ratings(
         async def rated() -> str:  # the worker stores the rating a moment later
             while True:
                 _, _, text = await _get(f"{base}/metrics")
-                if sample(text, "loopgram_thumbs_up_rate", assistant="chat") is not None:
+                stored = sample(text, "loopgram_thumbs_up_rate", assistant="chat") is not None
+                if stored and _succeeded_tasks(text) > tasks_before:
                     return text
                 await asyncio.sleep(0.1)
 
@@ -190,6 +201,13 @@ async def test_metrics_count_updates_answers_and_ratings(
     assert sample(text, "loopgram_training_runs", status="succeeded") == 0
     assert sample(text, "loopgram_adapter_in_use", assistant="chat", adapter="base") == 1
     assert sample(text, "loopgram_db_stats_up") == 1
+    # The embedded worker's task that stored the press, and its queue, drained.
+    assert sample(text, "loopgram_celery_stats_up") == 1
+    batches = sample(
+        text, "loopgram_celery_tasks_total", task="loopgram.record_feedback_many", state="success"
+    )
+    assert (batches or 0) >= 1
+    assert sample(text, "loopgram_celery_queue_messages", queue="feedback") == 0
 
     # The answer's log line names its update and its interaction.
     stored = [r for r in records if r.getMessage().startswith("interaction.stored")]
