@@ -16,6 +16,7 @@ from loopgram import crud
 from loopgram.db import Database
 from loopgram.models import Interaction, Rating
 from loopgram.settings import DatabaseSettings, RedisSettings, Settings
+from loopgram.task_stats import RedisTaskStats
 from workers.celery_app import create_celery
 
 pytestmark = pytest.mark.integration
@@ -65,6 +66,11 @@ def test_worker_process_stores_ratings_and_beat_starts(
         else:
             raise AssertionError((tmp_path / "worker.log").read_text()[-3000:])
         assert beat.poll() is None, (tmp_path / "beat.log").read_text()[-2000:]
+        # The prefork child recorded the run into Redis, where the bot's /metrics reads it.
+        stats = RedisTaskStats(redis_url)
+        while time.monotonic() < deadline and not stats.read().counts:
+            time.sleep(0.2)
+        assert stats.read().counts.get(("loopgram.record_feedback", "success")) == 1
     finally:
         _stop(worker)
         _stop(beat)
