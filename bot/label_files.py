@@ -17,9 +17,16 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BufferedInputFile, Message
 
-from loopgram import labeling
+from loopgram import label_review, labeling
 from loopgram.answering import AnswerService
-from loopgram.batch_label import BatchLabeler, BatchStoppedError, pick_text_column, read_table
+from loopgram.batch_label import (
+    BatchLabeler,
+    BatchStoppedError,
+    BatchSummary,
+    Table,
+    pick_text_column,
+    read_table,
+)
 from loopgram.errors import LoopgramError
 from loopgram.i18n import t
 from loopgram.settings import Settings
@@ -51,8 +58,8 @@ async def label_table(
     except LoopgramError as exc:
         await message.reply(t(lang, exc.key, **exc.params))
         return
-    spec = await answers.db.run(
-        labeling.current_spec, chat_id=message.chat.id, chat_type=message.chat.type
+    label_set_id, spec = await answers.db.run(
+        labeling.current_set, chat_id=message.chat.id, chat_type=message.chat.type
     )
     route = await answers.db.run(
         answers.router.route, assistant="label", user_id=message.from_user.id
@@ -81,18 +88,27 @@ async def label_table(
     except LoopgramError as exc:
         await _edit(bot, status, t(lang, exc.key, **exc.params))
         return
-    await _edit(
-        bot,
-        status,
-        t(
-            lang,
-            "label-file-done",
-            rows=summary.rows,
-            labeled=summary.labeled,
-            review=summary.needs_review,
-            invalid=summary.invalid,
-        ),
+    done = t(
+        lang,
+        "label-file-done",
+        rows=summary.rows,
+        labeled=summary.labeled,
+        review=summary.needs_review,
+        invalid=summary.invalid,
     )
+    queued = await _queue_for_review(
+        labeler,
+        answers,
+        summary,
+        table=table,
+        column=column,
+        message=message,
+        label_set_id=label_set_id,
+        model=route.model,
+        digest=digest,
+        file_name=name,
+    )
+    await _edit(bot, status, "\n".join([done, *_queued_lines(lang, queued, summary)]))
     result_name = Path(name).stem + ".labeled.csv"
     await bot.send_document(
         message.chat.id,
@@ -109,6 +125,65 @@ async def label_table(
         summary.invalid,
         summary.seconds,
     )
+
+
+async def _queue_for_review(
+    labeler: BatchLabeler,
+    answers: AnswerService,
+    summary: BatchSummary,
+    *,
+    table: Table,
+    column: int,
+    message: Message,
+    label_set_id: int | None,
+    model: str | None,
+    digest: str,
+    file_name: str,
+) -> int | None:
+    """The rows a person should check, as review items (the first MAX_ROWS of them); how
+    many were queued, None when the database refused them (the result file still says
+    which rows need a person)."""
+    assert message.from_user is not None
+    rows = []
+    for index, result in summary.to_review[: label_review.MAX_ROWS]:
+        text = table.rows[index][column].strip()
+        rows.append(
+            label_review.RowToReview(
+                line=index + 2,  # the header is line 1
+                text=text,
+                messages=await labeler.messages_for(text),
+                label=result.label,
+                confidence=result.confidence,
+                error=result.error,
+            )
+        )
+    if not rows:
+        return 0
+    try:
+        return await answers.db.run(
+            label_review.queue_rows,
+            rows=rows,
+            chat_id=message.chat.id,
+            user_id=message.from_user.id,
+            label_set_id=label_set_id,
+            model=model or "",
+            table=digest,
+            file_name=file_name,
+        )
+    except Exception as exc:  # the labels are done and in the file: never lose them for this
+        log.warning("label_file.review_queue_failed chat_id=%s error=%s", message.chat.id, exc)
+        return None
+
+
+def _queued_lines(lang: str, queued: int | None, summary: BatchSummary) -> list[str]:
+    wanted = len(summary.to_review)
+    if queued is None:
+        return [t(lang, "label-file-review-failed")]
+    if wanted > label_review.MAX_ROWS:
+        return [t(lang, "label-file-queued-first", count=queued, total=wanted)]
+    if wanted and not queued:
+        return [t(lang, "label-file-queued-before")]
+    return [t(lang, "label-file-queued", count=queued)] if wanted else []
 
 
 class _Progress:

@@ -347,13 +347,18 @@ class BatchSummary:
     seconds: float = 0.0
     resumed: int = 0  # rows a previous run had done
     out: Path | None = None
+    # (row index, result) of the rows a person should look at: unsure or without a valid
+    # label; rows skipped as empty or too long are not among them.
+    to_review: list[tuple[int, RowResult]] = field(default_factory=list)
 
-    def add(self, result: RowResult) -> None:
+    def add(self, result: RowResult, index: int) -> None:
         status = result.status
         self.labeled += status == "labeled"
         self.invalid += status == "invalid"
         self.skipped += status == "skipped"
         self.needs_review += result.needs_review
+        if result.needs_review and status != "skipped":
+            self.to_review.append((index, result))
         if result.label:
             self.per_label[result.label] = self.per_label.get(result.label, 0) + 1
 
@@ -634,7 +639,7 @@ class BatchLabeler:
             return RowResult(error="empty")
         if len(item) > self.max_chars:
             return RowResult(error="too-long")
-        messages = await self._messages(item)
+        messages = await self.messages_for(item)
         try:
             answer = await complete_structured(
                 self._complete,
@@ -654,7 +659,8 @@ class BatchLabeler:
         value = answer.value
         return RowResult(value.label, value.confidence, value.confidence < self.low_confidence)
 
-    async def _messages(self, text: str) -> list[ChatMessage]:
+    async def messages_for(self, text: str) -> list[ChatMessage]:
+        """What the model is sent to label `text` (the few-shot examples of the moment)."""
         examples: Sequence[Example] = ()
         if self.examples is not None:
             async with self._examples_lock:  # one embedding at a time: models share state
@@ -700,8 +706,8 @@ class BatchLabeler:
             restart=restart,
         )
         summary = BatchSummary(rows=len(table.rows), resumed=len(previous), out=out)
-        for result in previous:
-            summary.add(result)
+        for index, result in enumerate(previous):
+            summary.add(result, index)
         writer = _InOrder(table, file, summary, progress)
         try:
             await self._label_rows(table, column, writer)
@@ -783,7 +789,7 @@ class _InOrder:
         while self.next in self._waiting:
             ready = self._waiting.pop(self.next)
             self.file.append([*self.table.rows[self.next], *ready.cells()])
-            self.summary.add(ready)
+            self.summary.add(ready, self.next)
             self.next += 1
             self._notify()
 

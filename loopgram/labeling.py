@@ -80,8 +80,16 @@ def save_label_set(
 
 
 def current_spec(*, session: Session, chat_id: int, chat_type: str) -> LabelSetSpec:
+    return current_set(session=session, chat_id=chat_id, chat_type=chat_type)[1]
+
+
+def current_set(
+    *, session: Session, chat_id: int, chat_type: str
+) -> tuple[int | None, LabelSetSpec]:
+    """The chat's label set: its id (None for the default set) and its spec."""
     chat = crud.get_or_create_chat(session=session, chat_id=chat_id, chat_type=chat_type)
-    return chat_label_set(session=session, chat=chat)[1]
+    row, spec = chat_label_set(session=session, chat=chat)
+    return (row.id if row is not None else None), spec
 
 
 def assign_label_set(

@@ -301,6 +301,88 @@ async def test_label_sets_need_an_admin_and_tables_are_labeled(
     assert summary
 
 
+async def test_table_rows_to_check_go_to_the_review_queue_once(
+    running: EmulatedBot, scripted: ScriptedBackend
+) -> None:
+    """Unsure rows and rows without a valid label become review items of the sender (empty
+    ones do not); a moderator's correction confirms the label; the same table again queues
+    nothing twice."""
+    from loopgram import review
+
+    emu, db = running.emulator, running.stack.db
+    dana = emu.user(7611, "Dana", language_code="en")
+    await switch(emu, dana, "/label")
+    table = (
+        b"id;message\n1;The app crashes on start\n2;something unsure here\n3;an alien item\n"
+        b"4;\n5;How do I export data?\n"
+    )
+    await dana.send_document(table, "inbox.csv", "text/csv")
+    await emu.wait_for_bot_message(7611, lambda m: "document" in m)
+    [done] = [m for m in emu.bot_messages(7611) if "Labeled 5 rows" in m.get("text", "")]
+    assert "2 of them went to the moderators' review queue" in done["text"]
+
+    items = await db.run(rows(ReviewItem))
+    assert [(i.reason, i.assistant) for i in items] == [("low_confidence", "label")] * 2
+    notes = sorted(i.note or "" for i in items)
+    assert notes == ["no valid label · inbox.csv, row 4", "other 0.30 · inbox.csv, row 3"]
+    stored = {i.id: i for i in await db.run(rows(Interaction)) if i.options.get("table")}
+    unsure = next(i for i in stored.values() if i.options["row"] == "3")
+    alien = next(i for i in stored.values() if i.options["row"] == "4")
+    assert unsure.user_id == 7611 and unsure.prompt == "something unsure here"
+    assert json.loads(unsure.answer)["label"] == "other" and unsure.status == InteractionStatus.ok
+    assert unsure.prompt_messages[-1]["content"] == "something unsure here"
+    assert "You label items" in unsure.prompt_messages[0]["content"]
+    assert alien.answer == "" and alien.status == InteractionStatus.failed
+    assert alien.error and alien.error.startswith("invalid-output")
+
+    # A moderator labels the unsure row: the label is confirmed for the chat's label set.
+    item = next(i for i in items if i.interaction_id == unsure.id)
+    outcome = await db.run(
+        review.decide,
+        item_id=item.id,
+        moderator_id=7000,
+        decision=review.Decision.correct,
+        correction="question",
+    )
+    assert outcome.result == review.ReviewResult.decided
+    examples = await db.run(rows(LabeledExample))
+    assert [(e.text, e.label, e.source) for e in examples] == [
+        ("something unsure here", "question", "review")
+    ]
+
+    # The same table again: labeled again, nothing queued twice.
+    await dana.send_document(table, "inbox.csv", "text/csv")
+    await emu.wait_for(
+        lambda: sum("document" in m for m in emu.bot_messages(7611)) == 2, timeout=30
+    )
+    again = [m for m in emu.bot_messages(7611) if "Labeled 5 rows" in m.get("text", "")]
+    assert "already in the moderators' review queue" in again[-1]["text"]
+    assert len(await db.run(rows(ReviewItem))) == 2
+
+
+async def test_a_review_queue_that_fails_loses_no_label(
+    running: EmulatedBot, scripted: ScriptedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refusing the review items must not cost the sender the labeled file."""
+    from sqlalchemy.exc import OperationalError
+
+    from loopgram import label_review
+
+    def down(**_: Any) -> int:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(label_review, "queue_rows", down)
+    emu = running.emulator
+    erin = emu.user(7612, "Erin", language_code="ru")
+    await switch(emu, erin, "/label", word="Ассистент")
+    await erin.send_document(b"message\nsomething unsure here\n", "a.csv", "text/csv")
+    result = await emu.wait_for_bot_message(7612, lambda m: "document" in m)
+    lines = emu.file_bytes(result["document"]["file_id"]).decode("utf-8-sig").splitlines()
+    assert lines[1].split(",")[1:4] == ["other", "0.3", "true"]
+    [done] = [m for m in emu.bot_messages(7612) if "Размечено 1" in m.get("text", "")]
+    assert "не получилось отправить строки на проверку" in done["text"]
+
+
 async def test_disabled_assistants_cannot_be_picked(
     running: EmulatedBot, scripted: ScriptedBackend
 ) -> None:
