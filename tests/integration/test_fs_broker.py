@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kombu import Connection, Queue
@@ -84,6 +85,22 @@ def test_a_training_task_sent_from_the_bot_process_reaches_the_training_queue(
         worker.stop()
 
 
+def deployment_due_to_train(tmp_path: Path, db: Any, monkeypatch: Any) -> Any:
+    """An embedded deployment in `tmp_path` whose one rated answer is enough for a run; its
+    Celery app (the workers' database is `db` until `context.use_database(None)`)."""
+    from loopgram.feedback import Feedback, apply_feedback
+    from tests.factories import add_interaction
+    from workers import context
+    from workers.celery_app import create_celery
+
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TRAIN_MIN_NEW_EXAMPLES", "1")
+    iid = add_interaction(db)
+    db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
+    context.use_database(db)
+    return create_celery(Settings.load())
+
+
 def test_the_scheduled_check_queues_a_run_for_the_training_worker(
     tmp_path: Path,
     sqlite_db,
@@ -91,18 +108,10 @@ def test_the_scheduled_check_queues_a_run_for_the_training_worker(
 ) -> None:
     """maybe_train runs in the embedded worker's thread; the run it queues must land in this
     deployment's `training` queue (it once went to a fallback app's broker and was lost)."""
-    from loopgram.feedback import Feedback, apply_feedback
-    from tests.factories import add_interaction
     from workers import context
-    from workers.celery_app import create_celery
     from workers.embedded import EmbeddedWorker
 
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TRAIN_MIN_NEW_EXAMPLES", "1")
-    iid = add_interaction(sqlite_db)
-    sqlite_db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
-    context.use_database(sqlite_db)
-    app = create_celery(Settings.load())
+    app = deployment_due_to_train(tmp_path, sqlite_db, monkeypatch)
     worker = EmbeddedWorker(app, data_dir=tmp_path, beat=False)
     worker.start()
     try:

@@ -86,16 +86,10 @@ def test_the_embedded_worker_records_its_tasks_and_the_queue_it_fills(
 ) -> None:
     """maybe_train runs in the embedded worker and queues a training run for the separate
     training worker: /metrics shows the run that ended and the message that waits."""
-    from loopgram.feedback import Feedback, apply_feedback
-    from tests.factories import add_interaction
+    from tests.integration.test_fs_broker import deployment_due_to_train
     from workers import context
 
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("TRAIN_MIN_NEW_EXAMPLES", "1")
-    iid = add_interaction(sqlite_db)
-    sqlite_db.call(apply_feedback, feedback=Feedback(interaction_id=iid, user_id=7, value=1))
-    context.use_database(sqlite_db)
-    app = create_celery(Settings.load())
+    app = deployment_due_to_train(tmp_path, sqlite_db, monkeypatch)
     stats = task_stats_of(app)
     assert isinstance(stats, LocalTaskStats)
     worker = EmbeddedWorker(app, data_dir=tmp_path, beat=False)
