@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.engine import make_url
@@ -185,6 +186,20 @@ async def run_comparison(
         await llm.close()
 
 
+def deployment_rewrite_bound(settings: Settings) -> float:
+    """The paraphrase length bound the gate's task check uses here: TRAIN_CONFIG's
+    `task_max_rewrite_length` when it sets one, else the default. `loopgram eval` judges by the
+    same bound, so its ok rate is the one the gate compares."""
+    if settings.learning.train_config is None:
+        return MAX_REWRITE_LENGTH
+    from training.config import train_config
+
+    try:
+        return train_config(settings, assistant="paraphrase").task_max_rewrite_length
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise LoopgramError(f"TRAIN_CONFIG {settings.learning.train_config}: {exc}") from exc
+
+
 def eval_command(
     assistant: str,
     *,
@@ -204,7 +219,7 @@ def eval_command(
         raise LoopgramError("--max-tokens must be at least 1")
     if max_rewrite_length is not None and assistant != "paraphrase":
         raise LoopgramError("--max-rewrite-length applies to paraphrase only")
-    bound = MAX_REWRITE_LENGTH if max_rewrite_length is None else max_rewrite_length
+    bound = deployment_rewrite_bound(settings) if max_rewrite_length is None else max_rewrite_length
     try:
         check_rewrite_length(bound)
     except ValueError as exc:

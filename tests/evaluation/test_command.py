@@ -163,3 +163,23 @@ def test_unmigrated_database_is_a_clear_error(
     settings = settings_for(settings_factory, f"sqlite:///{empty}", "http://127.0.0.1:9/v1")
     with pytest.raises(LoopgramError, match="loopgram db upgrade"):
         run(settings)
+
+
+def test_the_rewrite_bound_is_the_gates_unless_given(
+    settings_factory: MakeSettings, tmp_path: Path
+) -> None:
+    """`loopgram eval` judges paraphrases by the bound TRAIN_CONFIG gives the gate's task
+    check, so its ok rate is the one the gate compares; a broken file is one clear line."""
+    from loopgram.evaluation.command import deployment_rewrite_bound
+    from loopgram.evaluation.metrics import MAX_REWRITE_LENGTH
+
+    assert deployment_rewrite_bound(settings_factory()) == MAX_REWRITE_LENGTH
+    config = tmp_path / "train.yaml"
+    config.write_text("task_max_rewrite_length: 1.0\n", encoding="utf-8")
+    assert deployment_rewrite_bound(settings_factory(TRAIN_CONFIG=str(config))) == 1.0
+    config.write_text("task_max_rewrite_length: 0.1\n", encoding="utf-8")
+    with pytest.raises(LoopgramError, match=r"TRAIN_CONFIG .*train.yaml: .*between 0\.5 and 10"):
+        deployment_rewrite_bound(settings_factory(TRAIN_CONFIG=str(config)))
+    config.write_text("task_max_rewrite_length: [1\n", encoding="utf-8")
+    with pytest.raises(LoopgramError, match="TRAIN_CONFIG"):
+        deployment_rewrite_bound(settings_factory(TRAIN_CONFIG=str(config)))
