@@ -170,8 +170,12 @@ class TrainConfig:
             raise ValueError(f"gate_rule must be one of {', '.join(GATE_RULES)}")
         if not 0 < self.gate_alpha < 1:
             raise ValueError("gate_alpha must be between 0 and 1")
-        if not 0.5 <= self.task_max_rewrite_length <= 10:
-            raise ValueError("task_max_rewrite_length must be between 0.5 and 10")
+        from loopgram.evaluation.metrics import check_rewrite_length  # eval's range, one place
+
+        try:
+            check_rewrite_length(self.task_max_rewrite_length)
+        except ValueError as exc:
+            raise ValueError(f"task_max_rewrite_length: {exc}") from exc
         if self.sft_weight < 0:
             raise ValueError("sft_weight must not be negative")
         if self.batch_size < 1 or self.micro_batch_size < 1:

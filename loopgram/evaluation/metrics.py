@@ -41,8 +41,8 @@ KEY_POINT_WORDS = 0.6  # share of a key point's content words found in the summa
 # has added something (small models append refusals and comments whose embedding still
 # scores near the source), and a summary with over 70% of its text's words is the text.
 # MAX_REWRITE_LENGTH is the default bound; a deployment whose people want rewrites no longer
-# than the source sets its own (`loopgram eval --max-rewrite-length`, the gate's
-# `task_max_rewrite_length`).
+# than the source sets its own (`task_max_rewrite_length` in TRAIN_CONFIG, which the gate's
+# task check and `loopgram eval` both judge by).
 MAX_REWRITE_LENGTH = 2.0
 MAX_SUMMARY_COMPRESSION = 0.7
 MIN_WORD = 4  # content words have at least this many letters (numbers always count)
