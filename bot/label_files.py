@@ -179,11 +179,13 @@ def _queued_lines(lang: str, queued: int | None, summary: BatchSummary) -> list[
     wanted = len(summary.to_review)
     if queued is None:
         return [t(lang, "label-file-review-failed")]
+    if not wanted:
+        return []
+    if not queued:
+        return [t(lang, "label-file-queued-before")]
     if wanted > label_review.MAX_ROWS:
         return [t(lang, "label-file-queued-first", count=queued, total=wanted)]
-    if wanted and not queued:
-        return [t(lang, "label-file-queued-before")]
-    return [t(lang, "label-file-queued", count=queued)] if wanted else []
+    return [t(lang, "label-file-queued", count=queued)]
 
 
 class _Progress:

@@ -90,6 +90,7 @@ def test_what_the_sender_is_told() -> None:
         "отправлены модераторам: их решения учат ассистента разметки."
     ]
     assert "already in the moderators' review queue" in _queued_lines("en", 0, summary_with(3))[0]
+    assert "already" in _queued_lines("en", 0, many)[0]  # a big table sent again
     assert "needs_review" in _queued_lines("en", None, summary_with(3))[0]
 
 
