@@ -131,7 +131,7 @@ def deploy(
         _set(session, adapter, AdapterStatus.canary, actor_id)
     else:
         if active is not None:
-            _set(session, active, AdapterStatus.retired, actor_id, "replaced by " + name)
+            _retire(session, active, server, actor_id, "replaced by " + name)
         _set(session, adapter, AdapterStatus.active, actor_id)
     adapter.deployed_at = utcnow()
     session.add(adapter)
@@ -139,15 +139,28 @@ def deploy(
     return adapter
 
 
-def promote(*, session: Session, assistant: str, actor_id: int | None = None) -> Adapter:
+def promote(
+    *, session: Session, assistant: str, server: AdapterServer, actor_id: int | None = None
+) -> Adapter:
     active, canary = serving(session=session, assistant=assistant)
     if canary is None:
         raise LoopgramError(f"{assistant} has no canary to promote", key="error-adapter-state")
-    if active is not None:
-        # Left loaded: requests already routed to it finish; nothing new goes there.
-        _set(session, active, AdapterStatus.retired, actor_id, "promoted " + canary.name)
     _set(session, canary, AdapterStatus.active, actor_id)
+    if active is not None:
+        _retire(session, active, server, actor_id, "promoted " + canary.name)
     return canary
+
+
+def _retire(
+    session: Session, adapter: Adapter, server: AdapterServer, actor_id: int | None, note: str
+) -> None:
+    """A replaced active adapter leaves the model server too: servers hold a few LoRAs
+    (`--max-loras`), and one kept per promotion would leave no room for the next canary.
+    Requests running on it finish (the built-in server queues an unload behind them); one
+    routed to it from a bot's cached routing is routed again (`AnswerService._reroute`); a
+    rollback loads it again."""
+    _set(session, adapter, AdapterStatus.retired, actor_id, note)
+    server.unload(adapter.name)
 
 
 def rollback(
@@ -284,7 +297,7 @@ def evaluate_canary(
     canary.metrics = {**canary.metrics, "canary": judged}
     session.add(canary)
     if verdict.decision == "promote":
-        promote(session=session, assistant=assistant)
+        promote(session=session, assistant=assistant, server=server)
     elif verdict.decision == "rollback":
         rollback(session=session, assistant=assistant, server=server)
     log.info(

@@ -49,6 +49,7 @@ from bot.simulation.results import (
 )
 from bot.simulation.traffic import Conversation, Exchange, run_traffic
 from loopgram import adapters
+from loopgram.adapter_server import AdapterServer
 from loopgram.canary import look_reached, looks
 from loopgram.llm import LLMClient
 from loopgram.models import Adapter, AnswerCandidate, Interaction, Rating, TrainingRun
@@ -646,14 +647,27 @@ class Simulation:
     async def _shuffled_control(
         self, llm: LLMClient, *, draw: int = 0
     ) -> tuple[RateEstimate | None, str]:
-        from bot.simulation.control import train_shuffled_control, train_shuffled_reward_model
         from loopgram.adapter_server import HttpAdapterServer
+
+        server = HttpAdapterServer.from_settings(self.settings)
+        loaded: list[str] = []
+        try:
+            return await self._train_and_measure_control(llm, server, loaded, draw=draw)
+        finally:
+            # The model server holds a few LoRAs (max_loras): each draw's adapter leaves it
+            # once measured, or the next draw has no room.
+            for name in loaded:
+                await asyncio.to_thread(server.unload, name)
+
+    async def _train_and_measure_control(
+        self, llm: LLMClient, server: AdapterServer, loaded: list[str], *, draw: int
+    ) -> tuple[RateEstimate | None, str]:
+        from bot.simulation.control import train_shuffled_control, train_shuffled_reward_model
         from loopgram.best_of_n import BestOfNPlan
         from loopgram.reward_client import RewardModelRef
         from training.config import train_config
         from training.pipeline import resolve_model_path
 
-        server = HttpAdapterServer.from_settings(self.settings)
         real_best_of_n = await self._best_of_n(llm)
         plans: dict[str, BestOfNPlan] = {}
         models, notes = {}, []
@@ -679,10 +693,11 @@ class Simulation:
                         rm_config,
                         data.reward_rows or [],
                     )
+                await asyncio.to_thread(server.load, path.name, str(path))
             except Exception as exc:  # reported as missing; the rounds still stand
                 log.exception("simulation.control_failed assistant=%s", assistant)
-                return None, f"control training failed for {assistant}: {exc}"
-            await asyncio.to_thread(server.load, path.name, str(path))
+                return None, f"control failed for {assistant}: {exc}"
+            loaded.append(path.name)
             models[assistant] = path.name
             note = f"{assistant}: {pairs} {shuffled_what(config.method)}"
             if real_plan is not None:

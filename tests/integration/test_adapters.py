@@ -65,8 +65,9 @@ def test_canary_promote_and_rollback_chain(db: Database) -> None:
     assert _status(db, v1) == AdapterStatus.active
     db.call(adapters.deploy, name=v2, server=server)
     assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.active, AdapterStatus.canary)
-    db.call(adapters.promote, assistant="chat")
+    db.call(adapters.promote, assistant="chat", server=server)
     assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.retired, AdapterStatus.active)
+    assert server.loaded == {v2}  # the retired one leaves the server
     # A new canary replaced before it is judged is rejected and unloaded.
     db.call(adapters.deploy, name=v3, server=server)
     db.call(adapters.rollback, assistant="chat", server=server)
@@ -75,9 +76,35 @@ def test_canary_promote_and_rollback_chain(db: Database) -> None:
     now = db.call(adapters.rollback, assistant="chat", server=server)
     assert now is not None and now.name == v1
     assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.active, AdapterStatus.rejected)
-    assert server.calls[-1] == ("load", v1)
+    assert server.calls[-1] == ("load", v1) and v1 in server.loaded
     audit = db.call(lambda *, session: session.exec(select(AuditLog)).all())
     assert any(entry.action == "adapter.rejected" for entry in audit)
+
+
+@dataclass
+class CappedServer(RecordingServer):
+    """Refuses a LoRA beyond `max_loras` like the built-in server (`--max-loras`)."""
+
+    max_loras: int = 2
+
+    def load(self, name: str, path: str) -> None:
+        if name not in self.loaded and len(self.loaded) >= self.max_loras:
+            raise LoopgramError(f"{self.max_loras} adapters are loaded (max_loras)")
+        super().load(name, path)
+
+
+def test_promotions_free_the_server_for_the_next_canary(db: Database) -> None:
+    server = CappedServer()
+    names = [_register(db) for _ in range(5)]
+    db.call(adapters.deploy, name=names[0], server=server, canary=False)
+    for name in names[1:]:
+        db.call(adapters.deploy, name=name, server=server)  # the active one and this canary
+        db.call(adapters.promote, assistant="chat", server=server)
+        assert server.loaded == {name}
+    # Activating directly (no canary) retires and unloads the active one as well.
+    direct = _register(db)
+    db.call(adapters.deploy, name=direct, server=server, canary=False)
+    assert server.loaded == {direct} and _status(db, names[-1]) == AdapterStatus.retired
 
 
 def test_a_failed_load_changes_no_routing(db: Database) -> None:

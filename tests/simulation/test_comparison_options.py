@@ -384,6 +384,7 @@ def control_simulation(
 
     monkeypatch.setattr(control, "train_shuffled_control", train)
     monkeypatch.setattr(HttpAdapterServer, "load", lambda self, name, path: None)
+    monkeypatch.setattr(HttpAdapterServer, "unload", lambda self, name: None)
     simulation = Simulation(options)
     simulation.settings = settings_factory()
     simulation.db = None

@@ -185,7 +185,35 @@ async def test_a_failed_draw_keeps_the_draws_before_it_and_says_what_failed(
     assert trained == [(7, 0, 12), (8, 1, 12)]  # draw 3 failed; draw 4 never ran
     assert len(controls) == len(measured) == 2
     assert "2 draws, shuffle seeds 7…8" in detail
-    assert "draw 3: control training failed for paraphrase: out of memory" in detail
+    assert "draw 3: control failed for paraphrase: out of memory" in detail
+
+
+async def test_each_draw_leaves_the_model_server_so_the_next_has_room(
+    tmp_path: Path, settings_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server holds a few LoRAs (max_loras). A seed-0 run whose three versions were all
+    promoted filled it with the first draw and crashed at the second, losing the report."""
+    from loopgram.adapter_server import AdapterServerError, HttpAdapterServer
+
+    simulation, _trained, measured = _simulation(tmp_path, settings_factory, monkeypatch, draws=2)
+    loaded: set[str] = {"paraphrase-v1", "paraphrase-v2", "paraphrase-v3"}
+
+    def load(self: Any, name: str, path: str) -> None:
+        if len(loaded) >= 4:
+            raise AdapterServerError("4 adapters are loaded (max_loras); unload one first.")
+        loaded.add(name)
+
+    monkeypatch.setattr(HttpAdapterServer, "load", load)
+    monkeypatch.setattr(HttpAdapterServer, "unload", lambda self, name: loaded.discard(name))
+    controls, _ = await simulation._shuffled_controls(llm=None)
+    assert len(controls) == 2 and len(measured) == 2
+    assert loaded == {"paraphrase-v1", "paraphrase-v2", "paraphrase-v3"}
+
+    # A server that refuses even one more: the draw is reported missing, nothing crashes.
+    loaded.add("someone-else")
+    controls, detail = await simulation._shuffled_controls(llm=None)
+    assert controls == [] and "control failed for paraphrase: " in detail
+    assert "max_loras" in detail
 
 
 def test_control_draws_must_be_at_least_one() -> None:
