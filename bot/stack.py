@@ -45,6 +45,7 @@ async def start_builtin_model(settings: Settings) -> tuple[web.AppRunner, str]:
         settings.learning.base_model_path,
         settings.llm.llm_model,
         cache_dir=Path(settings.app.data_dir) / "models",
+        max_loras=settings.llm.builtin_max_loras,
     )
     llm = settings.llm
     app = create_app(backend, sampling_seed=llm.builtin_model_seed)

@@ -176,6 +176,14 @@ def serve_model(
             "run that sends the same conversations gets the same answers (BUILTIN_MODEL_SEED)"
         ),
     ] = None,
+    max_loras: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="LoRA adapters held at once; one more is refused (BUILTIN_MAX_LORAS)",
+        ),
+    ] = None,
 ) -> None:
     """The built-in OpenAI-compatible model server."""
     settings = _settings()
@@ -188,6 +196,7 @@ def serve_model(
         model_id=settings.llm.llm_model,
         cache_dir=Path(settings.app.data_dir) / "models",
         sampling_seed=seed if seed is not None else settings.llm.builtin_model_seed,
+        max_loras=max_loras or settings.llm.builtin_max_loras,
     )
 
 

@@ -103,6 +103,13 @@ class LLMSettings(BaseSettings):
         default=None,
         description="built-in server: seed answers by content and asker (repeatable runs)",
     )
+    builtin_max_loras: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="built-in server: LoRA adapters held at once (each assistant's active "
+        "adapter and canary: 8 for the four assistants); one more is refused",
+    )
 
     @property
     def base_url(self) -> str:

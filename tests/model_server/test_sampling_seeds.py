@@ -4,6 +4,7 @@ conversations get the same answers in any arrival order."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -169,3 +170,41 @@ async def test_builtin_model_seed_reaches_the_embedded_server(
             await runner.cleanup()
 
     assert await ask_twice() == await ask_twice()
+
+
+def test_max_loras_reaches_the_server_from_the_cli_and_the_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`serve-model --max-loras N` wins over BUILTIN_MAX_LORAS, which sets the default; the
+    embedded stack passes the setting to the backend it makes."""
+    from typer.testing import CliRunner
+
+    from bot import stack
+    from loopgram.cli import app
+    from training.model_server import app as server_app
+
+    served: list[int] = []
+    monkeypatch.setattr(server_app, "serve", lambda **kw: served.append(kw["max_loras"]))
+    monkeypatch.setenv("BUILTIN_MAX_LORAS", "5")
+    assert Settings.load().llm.builtin_max_loras == 5
+    runner = CliRunner()
+    assert runner.invoke(app, ["serve-model"]).exit_code == 0
+    assert runner.invoke(app, ["serve-model", "--max-loras", "2"]).exit_code == 0
+    assert served == [5, 2]
+    refused = runner.invoke(app, ["serve-model", "--max-loras", "0"])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    monkeypatch.setenv("BUILTIN_MAX_LORAS", "0")
+    with pytest.raises(ValueError, match="builtin_max_loras"):
+        Settings.load()
+
+    monkeypatch.setenv("BUILTIN_MAX_LORAS", "3")
+    made: list[int] = []
+
+    def make_backend(*args: object, max_loras: int, **kwargs: object) -> object:
+        made.append(max_loras)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(server_app, "make_backend", make_backend)
+    with pytest.raises(RuntimeError, match="stop here"):
+        asyncio.run(stack.start_builtin_model(Settings.load()))
+    assert made == [3]

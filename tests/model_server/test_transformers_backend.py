@@ -539,7 +539,12 @@ def test_make_backend_choices(
     served = make_backend(str(tiny_model), "mine")
     assert isinstance(served, TransformersBackend)
     assert served.model_ids() == ["mine"]
+    # Four assistants, each with an active adapter and a canary (BUILTIN_MAX_LORAS).
+    assert served.max_loras == 8
     served.close()
+    fewer = make_backend(str(tiny_model), "mine", max_loras=3)
+    assert isinstance(fewer, TransformersBackend) and fewer.max_loras == 3
+    fewer.close()
     assert isinstance(make_backend("ngram", "mine"), NGramBackend)
 
     monkeypatch.setattr(base_model, "find_smollm2_gguf", lambda: None)

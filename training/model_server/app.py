@@ -56,6 +56,7 @@ from aiohttp import web
 from loopgram.http_site import start_site
 
 from .protocol import (
+    DEFAULT_MAX_LORAS,
     AdapterBackend,
     AdapterError,
     GenerationBackend,
@@ -865,6 +866,7 @@ def make_backend(
     cache_dir: Path | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    max_loras: int = DEFAULT_MAX_LORAS,
 ) -> GenerationBackend:
     """The backend ``serve`` uses, serving ``model_id``.
 
@@ -908,7 +910,7 @@ def make_backend(
     from .transformers_backend import TransformersBackend
 
     logger.info("Loading base model %s as %r", path, model_id)
-    return TransformersBackend(path, model_id, device=device, threads=threads)
+    return TransformersBackend(path, model_id, device=device, threads=threads, max_loras=max_loras)
 
 
 def serve(
@@ -920,6 +922,7 @@ def serve(
     cache_dir: Path | None = None,
     threads: int | None = None,
     sampling_seed: int | None = None,
+    max_loras: int = DEFAULT_MAX_LORAS,
 ) -> None:
     """Run the model server until SIGINT/SIGTERM (blocking; used by ``loopgram serve-model``).
 
@@ -929,7 +932,9 @@ def serve(
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    backend = make_backend(base_model, model_id, cache_dir=cache_dir, threads=threads)
+    backend = make_backend(
+        base_model, model_id, cache_dir=cache_dir, threads=threads, max_loras=max_loras
+    )
     app = create_app(backend, sampling_seed=sampling_seed)
 
     async def run() -> None:

@@ -54,6 +54,10 @@ __all__ = [
 
 T = TypeVar("T")
 
+# LoRA adapters a server holds at once: each of the four assistants' active adapter and its
+# canary (a promotion unloads the adapter it replaces).
+DEFAULT_MAX_LORAS = 8
+
 
 @dataclass(slots=True)
 class GenerationRequest:

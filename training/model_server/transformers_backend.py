@@ -95,6 +95,7 @@ from .prefix_cache import (
     prefixed_batch,
 )
 from .protocol import (
+    DEFAULT_MAX_LORAS,
     AdapterError,
     AdapterExistsError,
     AdapterNotFoundError,
@@ -541,7 +542,7 @@ class TransformersBackend:
         model_path: Path,
         model_id: str = "loopgram-base",
         *,
-        max_loras: int = 4,
+        max_loras: int = DEFAULT_MAX_LORAS,
         device: str = "cpu",
         threads: int | None = None,
         max_batch_size: int = 16,
