@@ -192,6 +192,7 @@ def rollback(
         server.load(previous.name, previous.path)
         _set(session, previous, AdapterStatus.active, actor_id, "rollback of " + active.name)
     _set(session, active, AdapterStatus.rejected, actor_id, "rolled back")
+    server.unload(active.name)  # as a promotion does with what it replaces
     return previous
 
 

@@ -76,7 +76,8 @@ def test_canary_promote_and_rollback_chain(db: Database) -> None:
     now = db.call(adapters.rollback, assistant="chat", server=server)
     assert now is not None and now.name == v1
     assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.active, AdapterStatus.rejected)
-    assert server.calls[-1] == ("load", v1) and v1 in server.loaded
+    assert server.calls[-2:] == [("load", v1), ("unload", v2)]
+    assert server.loaded == {v1}
     audit = db.call(lambda *, session: session.exec(select(AuditLog)).all())
     assert any(entry.action == "adapter.rejected" for entry in audit)
 
