@@ -104,7 +104,7 @@ class LLMSettings(BaseSettings):
         description="built-in server: seed answers by content and asker (repeatable runs)",
     )
     builtin_max_loras: int = Field(
-        default=8,
+        default=8,  # training.model_server.protocol.DEFAULT_MAX_LORAS (a test keeps them equal)
         ge=1,
         le=64,
         description="built-in server: LoRA adapters held at once (each assistant's active "

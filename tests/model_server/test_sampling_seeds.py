@@ -181,8 +181,12 @@ def test_max_loras_reaches_the_server_from_the_cli_and_the_setting(
 
     from bot import stack
     from loopgram.cli import app
+    from loopgram.settings import LLMSettings
     from training.model_server import app as server_app
+    from training.model_server.protocol import DEFAULT_MAX_LORAS
 
+    # The setting's default is the server's own (settings do not import the server).
+    assert LLMSettings.model_fields["builtin_max_loras"].default == DEFAULT_MAX_LORAS
     served: list[int] = []
     monkeypatch.setattr(server_app, "serve", lambda **kw: served.append(kw["max_loras"]))
     monkeypatch.setenv("BUILTIN_MAX_LORAS", "5")
