@@ -75,8 +75,10 @@ def records_of(saved: dict[str, Any]) -> dict[str, list[ItemRecord]]:
 
 async def answer_all(data_dir: Path, names: list[str], items: int) -> dict[str, list[ItemRecord]]:
     from training.evaluate import PolicyScorer
+    from training.model_server.base_model import resolve_base_model
 
-    scorer = PolicyScorer(data_dir / "models" / "smollm2-135m-instruct")
+    # The built-in base model, as the simulation's gate loaded it from DATA_DIR/models.
+    scorer = PolicyScorer(resolve_base_model(None, data_dir / "models"))
     for name in names:
         if name != BASE:
             scorer.add_adapter(name, data_dir / "adapters" / "paraphrase" / name)
