@@ -85,12 +85,14 @@ def test_a_worker_killed_mid_task_stores_the_rating_once_after_a_new_worker_star
         pg_proxy.stall()  # the worker's database write will hang
         _send(private_redis.url, [press.to_payload()])
         wait_until(lambda: _unacked(private_redis) == 1, 20, "the worker took the message")
+        # Taken is not yet running: the solo pool fetches, holds the message for the batch
+        # window, then runs the task. A Redis stall before the task has opened its database
+        # connection would hang the worker's loop itself, and the task would never start.
+        wait_until(lambda: pg_proxy.accepted > 0, 10, "the worker is writing")
         if moment == "after_commit_before_ack":
             redis_proxy.stall()  # its ack will hang ...
             pg_proxy.restore()  # ... after the commit goes through
             wait_until(lambda: count(direct_db, Rating) == 1, 20, "the first worker committed")
-        else:
-            wait_until(lambda: pg_proxy.accepted > 0, 10, "the worker is writing")
         kill_group(first)  # SIGKILL, worker and pool alike
         assert _unacked(private_redis) == 1, "the message must still await its ack"
         pg_proxy.cut()  # drop whatever the dead worker left half-open, then serve again
