@@ -17,7 +17,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import event, func
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, col, select
 
 from loopgram import crud
@@ -29,6 +30,35 @@ from loopgram.models import Adapter, AdapterKind, AdapterStatus, utcnow
 from loopgram.settings import LearningSettings
 
 log = logging.getLogger(__name__)
+
+_UNLOADS = "loopgram.adapters.unload_after_commit"
+
+
+def _unload_after_commit(session: Session, server: AdapterServer, name: str) -> None:
+    """Unload `name` from the model server once this unit of work has committed.
+
+    Loads happen first (a request may only be routed to a loaded adapter); unloads last, so
+    a registry change that fails to commit leaves every adapter it still names loaded.
+    The registry's functions run as their own unit of work (`Database.call`), never inside a
+    grouped savepoint."""
+    session.info.setdefault(_UNLOADS, []).append((server, name))
+
+
+@event.listens_for(Session, "after_commit")
+def _run_unloads(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint released: the transaction around it may still roll back
+    for server, name in session.info.pop(_UNLOADS, []):
+        try:
+            server.unload(name)
+        except Exception:  # committed already: a LoRA left loaded costs a slot, not an answer
+            log.exception("adapters.unload_failed name=%s", name)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_unloads(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # rolled back or closed uncommitted: nothing changed
+        session.info.pop(_UNLOADS, None)
 
 
 def adapter_name(assistant: str, version: int, kind: AdapterKind = AdapterKind.policy) -> str:
@@ -126,7 +156,7 @@ def deploy(
     active, current_canary = serving(session=session, assistant=adapter.assistant)
     if current_canary is not None:
         _set(session, current_canary, AdapterStatus.rejected, actor_id, "replaced by " + name)
-        server.unload(current_canary.name)
+        _unload_after_commit(session, server, current_canary.name)
     if canary:
         _set(session, adapter, AdapterStatus.canary, actor_id)
     else:
@@ -160,7 +190,7 @@ def _retire(
     routed to it from a bot's cached routing is routed again (`AnswerService._reroute`); a
     rollback loads it again."""
     _set(session, adapter, AdapterStatus.retired, actor_id, note)
-    server.unload(adapter.name)
+    _unload_after_commit(session, server, adapter.name)
 
 
 def rollback(
@@ -171,7 +201,7 @@ def rollback(
     active, canary = serving(session=session, assistant=assistant)
     if canary is not None:
         _set(session, canary, AdapterStatus.rejected, actor_id, "rolled back")
-        server.unload(canary.name)
+        _unload_after_commit(session, server, canary.name)
         return active
     if active is None:
         raise LoopgramError(
@@ -192,7 +222,7 @@ def rollback(
         server.load(previous.name, previous.path)
         _set(session, previous, AdapterStatus.active, actor_id, "rollback of " + active.name)
     _set(session, active, AdapterStatus.rejected, actor_id, "rolled back")
-    server.unload(active.name)  # as a promotion does with what it replaces
+    _unload_after_commit(session, server, active.name)  # as a promotion does
     return previous
 
 

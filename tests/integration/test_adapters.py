@@ -115,6 +115,67 @@ def test_a_failed_load_changes_no_routing(db: Database) -> None:
     assert _status(db, name) == AdapterStatus.candidate
 
 
+@dataclass
+class RegistryCheckingServer(RecordingServer):
+    """Records, at each unload, the status the committed registry gives that adapter."""
+
+    db: Database | None = None
+    seen_at_unload: dict[str, AdapterStatus] = field(default_factory=dict)
+
+    def unload(self, name: str) -> None:
+        assert self.db is not None
+        self.seen_at_unload[name] = _status(self.db, name)  # read in a session of its own
+        super().unload(name)
+
+
+def test_an_adapter_leaves_the_server_only_once_the_registry_change_is_committed(
+    db: Database,
+) -> None:
+    server = RegistryCheckingServer(db=db)
+    v1, v2, v3 = _register(db), _register(db), _register(db)
+    db.call(adapters.deploy, name=v1, server=server, canary=False)
+    db.call(adapters.deploy, name=v2, server=server)
+    db.call(adapters.promote, assistant="chat", server=server)
+    db.call(adapters.deploy, name=v3, server=server)
+    db.call(adapters.rollback, assistant="chat", server=server)
+    assert server.seen_at_unload == {v1: AdapterStatus.retired, v3: AdapterStatus.rejected}
+
+
+def test_a_registry_change_that_fails_to_commit_unloads_nothing(db: Database) -> None:
+    server = RecordingServer()
+    v1, v2 = _register(db), _register(db)
+    db.call(adapters.deploy, name=v1, server=server, canary=False)
+    db.call(adapters.deploy, name=v2, server=server)
+
+    def promote_then_fail(*, session: Session) -> None:
+        adapters.promote(session=session, assistant="chat", server=server)
+        raise LoopgramError("the database went away before COMMIT")
+
+    with pytest.raises(LoopgramError):
+        db.call(promote_then_fail)
+    # Nothing changed: v1 still serves and stays loaded; the next unit of work of the
+    # same kind does not inherit the dropped unload either.
+    assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.active, AdapterStatus.canary)
+    assert server.loaded == {v1, v2} and ("unload", v1) not in server.calls
+    db.call(adapters.rollback, assistant="chat", server=server)
+    assert server.loaded == {v1}
+
+
+@dataclass
+class FailingUnloadServer(RecordingServer):
+    def unload(self, name: str) -> None:
+        raise LoopgramError("model server unreachable")
+
+
+def test_an_unload_that_fails_after_the_commit_keeps_the_change(db: Database) -> None:
+    server = FailingUnloadServer()
+    v1, v2 = _register(db), _register(db)
+    db.call(adapters.deploy, name=v1, server=server, canary=False)
+    db.call(adapters.deploy, name=v2, server=server)
+    db.call(adapters.promote, assistant="chat", server=server)  # no error: it is committed
+    assert (_status(db, v1), _status(db, v2)) == (AdapterStatus.retired, AdapterStatus.active)
+
+
 def test_live_ratings_promote_a_good_canary(db: Database) -> None:
     server = RecordingServer()
     name = _register(db)
