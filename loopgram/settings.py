@@ -104,11 +104,11 @@ class LLMSettings(BaseSettings):
         description="built-in server: seed answers by content and asker (repeatable runs)",
     )
     builtin_max_loras: int = Field(
-        default=8,  # training.model_server.protocol.DEFAULT_MAX_LORAS (a test keeps them equal)
+        default=10,  # training.model_server.protocol.DEFAULT_MAX_LORAS (a test keeps them equal)
         ge=1,
         le=64,
         description="built-in server: LoRA adapters held at once (each assistant's active "
-        "adapter and canary: 8 for the four assistants); one more is refused",
+        "adapter and canary: 10 for the five assistants); one more is refused",
     )
 
     @property

@@ -94,6 +94,19 @@ def test_compose_services_use_real_commands_and_known_settings() -> None:
     assert "POSTGRES_PASSWORD:-" not in text
 
 
+def test_compose_vllm_keeps_every_served_adapter_in_memory() -> None:
+    """The registry keeps each assistant's active adapter and canary loaded (and unloads the
+    rest); vLLM's host-memory cache must hold them all, as the built-in server does."""
+    from loopgram.assistants import ASSISTANTS
+    from training.model_server.protocol import DEFAULT_MAX_LORAS
+
+    command = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["vllm"]["command"]
+    cached = int(command[command.index("--max-cpu-loras") + 1])
+    batched = int(command[command.index("--max-loras") + 1])
+    assert cached >= len(ASSISTANTS) * 2 and cached >= batched
+    assert cached == DEFAULT_MAX_LORAS
+
+
 def test_env_example_documents_every_setting() -> None:
     example = (ROOT / ".env.example").read_text()
     documented = {

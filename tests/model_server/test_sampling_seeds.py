@@ -187,6 +187,10 @@ def test_max_loras_reaches_the_server_from_the_cli_and_the_setting(
 
     # The setting's default is the server's own (settings do not import the server).
     assert LLMSettings.model_fields["builtin_max_loras"].default == DEFAULT_MAX_LORAS
+    # ... and holds every assistant's active adapter and canary (chat trains as well).
+    from loopgram.assistants import ASSISTANTS
+
+    assert len(ASSISTANTS) * 2 <= DEFAULT_MAX_LORAS
     served: list[int] = []
     monkeypatch.setattr(server_app, "serve", lambda **kw: served.append(kw["max_loras"]))
     monkeypatch.setenv("BUILTIN_MAX_LORAS", "5")

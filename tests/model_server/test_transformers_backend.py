@@ -539,8 +539,8 @@ def test_make_backend_choices(
     served = make_backend(str(tiny_model), "mine")
     assert isinstance(served, TransformersBackend)
     assert served.model_ids() == ["mine"]
-    # Four assistants, each with an active adapter and a canary (BUILTIN_MAX_LORAS).
-    assert served.max_loras == 8
+    # Five assistants, each with an active adapter and a canary (BUILTIN_MAX_LORAS).
+    assert served.max_loras == 10
     served.close()
     fewer = make_backend(str(tiny_model), "mine", max_loras=3)
     assert isinstance(fewer, TransformersBackend) and fewer.max_loras == 3

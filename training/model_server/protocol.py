@@ -54,9 +54,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-# LoRA adapters a server holds at once: each of the four assistants' active adapter and its
-# canary (a promotion unloads the adapter it replaces).
-DEFAULT_MAX_LORAS = 8
+# LoRA adapters a server holds at once: each of the five assistants' active adapter and its
+# canary (a promotion unloads the adapter it replaces). A test keeps it >= 2 × ASSISTANTS.
+DEFAULT_MAX_LORAS = 10
 
 
 @dataclass(slots=True)
