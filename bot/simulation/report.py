@@ -137,9 +137,10 @@ def _reward(point: dict[str, Any]) -> str:
     return " ".join(p for p in parts if p) + f" → {point.get('reward_model') or 'none'}"
 
 
-def _paired(point: dict[str, Any]) -> str:
-    """The paired difference from the base model on the same seeded items, with its CI."""
-    paired = point.get("vs_baseline") or {}
+def _paired(point: dict[str, Any], key: str = "vs_baseline") -> str:
+    """The paired difference (from the base model, by default) on the same seeded items,
+    with its CI."""
+    paired = point.get(key) or {}
     if "difference" not in paired:
         return ""
     return f"{paired['difference']:+.2f} ({paired['ci_low']:+.2f}…{paired['ci_high']:+.2f})"
@@ -217,10 +218,20 @@ def _discarded_label(point: dict[str, Any]) -> str:
     return f"round {point['round']}: {point['adapter']}, {point['why']} (measured after)"
 
 
+def _discarded_row(point: dict[str, Any]) -> list[str]:
+    """A discarded candidate's row; its run/canary cell compares it, paired, with what its
+    round served instead: whether the gate or the canary discarded a better model."""
+    row = _row(_discarded_label(point), point)
+    against = _paired(point, "vs_served")
+    if against:
+        row[_HEADER.index("run / canary")] = f"vs what was served {against}"
+    return row
+
+
 def _rows(data: dict[str, Any]) -> list[list[str]]:
     rows = [_row("baseline (no training)", data["baseline"])]
     rows += [_row(f"round {r['round']}", r) for r in data["rounds"]]
-    rows += [_row(_discarded_label(d), d) for d in data.get("discarded", [])]
+    rows += [_discarded_row(d) for d in data.get("discarded", [])]
     rows += [_row(label, control) for label, control in _control_labels(data)]
     return rows
 

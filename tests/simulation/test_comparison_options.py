@@ -514,6 +514,9 @@ def test_discarded_candidates_are_reported_against_the_base_and_what_was_served(
     assert "| round 1: paraphrase-v2, rolled back by the canary (measured after) | 0.67 |" in (
         markdown
     )
+    # ... and, paired, against what its round served instead (v1): +4 of 12 items.
+    [row] = [line for line in markdown.splitlines() if "measured after" in line]
+    assert "vs what was served +0.33 (" in row
     assert "rolled back by the canary" in paths["html"].read_text("utf-8")
     # An older report without the section still renders.
     del data["discarded"]
