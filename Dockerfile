@@ -6,9 +6,9 @@
 # compose.yaml runs the roles as separate services.
 #
 # Healthchecks: the image has no HEALTHCHECK of its own because the right probe depends on
-# the role; compose.yaml sets one per service (`loopgram healthcheck`,
-# `loopgram worker --ping`).  `loopgram` is on PATH, so exec-form probes work for any
-# `docker run --health-cmd` too.
+# the role; compose.yaml sets one per service (the bot's /readyz, `loopgram worker --ping`).
+# `loopgram` is on PATH, so `loopgram healthcheck` (the database answers) works as any
+# `docker run --health-cmd`.
 
 FROM python:3.11-slim AS build
 

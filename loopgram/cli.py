@@ -202,7 +202,8 @@ def serve_model(
 
 @app.command()
 def healthcheck() -> None:
-    """Exit 0 when the database answers (used by compose healthchecks)."""
+    """Exit 0 when the database answers: a probe for `docker run --health-cmd` (compose.yaml
+    probes each service its own way: the bot's /readyz, `worker --ping`)."""
     settings = _settings()
     from sqlalchemy import text
 
