@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
+from pydantic import Field
+
+from loopgram.db import ID_MAX, ID_MIN
+
+#: A row id: data naming one beyond 64 bits does not unpack, so the press is an invalid
+#: button (`fallback.on_unknown_button`), not a lookup SQLite fails with OverflowError.
+RowId = Annotated[int, Field(ge=ID_MIN, le=ID_MAX)]
 
 
 class RateAction(StrEnum):
@@ -16,11 +24,11 @@ class RateAction(StrEnum):
 
 class RateCb(CallbackData, prefix="r"):
     action: RateAction
-    iid: int
+    iid: RowId
 
 
 class ReasonCb(CallbackData, prefix="rr"):
-    iid: int
+    iid: RowId
     reason: str
 
 
@@ -31,7 +39,7 @@ class AssistantCb(CallbackData, prefix="as"):
 class OptionCb(CallbackData, prefix="o"):
     """Answer again with one option changed (a paraphrase's style, a summary's format)."""
 
-    iid: int
+    iid: RowId
     group: str
     value: str
 
@@ -39,7 +47,7 @@ class OptionCb(CallbackData, prefix="o"):
 class MeaningCb(CallbackData, prefix="mc"):
     """Check that a paraphrase kept the original's meaning."""
 
-    iid: int
+    iid: RowId
 
 
 class ReviewAction(StrEnum):
@@ -52,14 +60,14 @@ class ReviewAction(StrEnum):
 class ReviewCb(CallbackData, prefix="rv"):
     """A moderator's button on a review card; the role is re-checked on every press."""
 
-    item: int
+    item: RowId
     action: ReviewAction
 
 
 class SourcesCb(CallbackData, prefix="src"):
     """📚 under an answer grounded in the knowledge base: show its sources."""
 
-    iid: int
+    iid: RowId
 
 
 class ForgetCb(CallbackData, prefix="fg"):

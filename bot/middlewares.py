@@ -69,6 +69,11 @@ class UserContextMiddleware(BaseMiddleware):
         if in_group and chat is not None and not self.settings.access.group_allowed(chat.id):
             log.info("update.chat_not_allowed chat_id=%s", chat.id)
             return None
+        # Outside channels Telegram always names a message's sender (a stand-in user for an
+        # anonymous admin): a message with none is forged, and nothing can be attributed to it.
+        if isinstance(event, Update) and event.message is not None and tg_user is None:
+            log.info("update.message_without_sender chat_id=%s", event.message.chat.id)
+            return None
         if tg_user is None or tg_user.is_bot:
             data["lang"] = pick_language(None, self.settings.bot.default_language)
             data["user_record"] = None

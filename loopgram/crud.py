@@ -255,6 +255,31 @@ def set_interaction_messages(
     )
 
 
+def interaction_by_message(
+    *, session: Session, chat_id: int, message_id: int
+) -> Interaction | None:
+    """The answer one of whose messages is `message_id`: a long answer is several messages
+    with the buttons on the last, and a reply or reaction may be on any of them."""
+    # Message ids grow within a chat and an answer's parts are sent one after another, so
+    # its last message is among the first at or after `message_id` (a few, in case
+    # another process answered in the same chat at the same time).
+    candidates = session.exec(
+        select(Interaction)
+        .where(
+            Interaction.chat_id == chat_id,
+            col(Interaction.telegram_message_id) >= message_id,
+        )
+        .order_by(col(Interaction.telegram_message_id))
+        .limit(4)
+    )
+    for interaction in candidates:
+        if message_id == interaction.telegram_message_id or message_id in (
+            interaction.telegram_message_ids or []
+        ):
+            return interaction
+    return None
+
+
 def siblings(*, session: Session, interaction: Interaction) -> Sequence[Interaction]:
     """All answers to the same prompt: the original and its regenerations (🔄)."""
     root_id = interaction.parent_interaction_id or interaction.id

@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Ids are 64-bit (SQLite's INTEGER, PostgreSQL's bigint); SQLite refuses to even bind a
+#: larger Python int (OverflowError), so ids from people or callback data are checked first.
+ID_MIN, ID_MAX = -(2**63), 2**63 - 1
+
+
+def parse_id(text: str) -> int | None:
+    """The id a person typed ("42", "-100123"), or None when no row can have it."""
+    text = text.strip()
+    # isdecimal, not isdigit: "²" is a digit that int() does not read.
+    if not text.removeprefix("-").isdecimal():
+        return None
+    value = int(text)
+    return value if ID_MIN <= value <= ID_MAX else None
+
 
 def normalise_url(url: str) -> str:
     """Use psycopg 3 for plain `postgresql://` URLs (psycopg2 is not a dependency)."""

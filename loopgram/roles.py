@@ -10,6 +10,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from loopgram import crud
+from loopgram.db import parse_id
 from loopgram.errors import NotFoundError
 from loopgram.models import Role, User
 
@@ -17,8 +18,9 @@ from loopgram.models import Role, User
 def find_user(*, session: Session, ref: str) -> User | None:
     """A user by Telegram id ("12345") or by @username (case-insensitive)."""
     ref = ref.strip()
-    if ref.lstrip("-").isdigit():
-        return session.get(User, int(ref))
+    if ref.removeprefix("-").isdigit():  # an id, or digits no id can be ("²", 20 of them)
+        user_id = parse_id(ref)
+        return session.get(User, user_id) if user_id is not None else None
     name = ref.lstrip("@").lower()
     if not name:
         return None

@@ -21,21 +21,20 @@ from aiogram.types import (
     MessageReactionUpdated,
     Update,
 )
-from sqlmodel import Session, select
 
 from bot.callbacks import RateAction, RateCb, ReasonCb
 from bot.feedback_sink import FeedbackSink
-from bot.filters import AddressedToBot
+from bot.filters import AddressedToBot, strip_mention
 from bot.keyboards import answer_keyboard, reason_keyboard
 from bot.ownership import owned_interaction
 from bot.responding import Responder
-from loopgram import metrics
+from loopgram import crud, metrics
 from loopgram.answering import AnswerService
 from loopgram.db import Database
 from loopgram.feedback import REASONS, Feedback
 from loopgram.i18n import t
 from loopgram.logging_setup import bind_log_context
-from loopgram.models import Interaction, InteractionStatus
+from loopgram.models import InteractionStatus
 from loopgram.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -166,13 +165,19 @@ async def on_skip_comment(message: Message, lang: str, state: FSMContext) -> Non
 @router.message(StateFilter(CommentForm.waiting), F.text, ~F.text.startswith("/"), AddressedToBot())
 async def on_comment(
     message: Message,
+    bot: Bot,
     lang: str,
     state: FSMContext,
     settings: Settings,
     feedback_sink: FeedbackSink,
     event_update: Update,
 ) -> None:
-    text = (message.text or "").strip()
+    # In a group the comment mentions the bot to reach it: the mention is not the comment.
+    me = await bot.me()
+    text = strip_mention(message.text or "", me.username)
+    if not text:
+        await message.reply(t(lang, "empty-message"))
+        return
     limit = settings.bot.max_comment_chars
     if len(text) > limit:
         await message.reply(t(lang, "feedback-comment-too-long", limit=limit))
@@ -194,15 +199,6 @@ async def on_comment(
     await message.reply(t(lang, "feedback-comment-saved"))
 
 
-def _interaction_by_message(
-    *, session: Session, chat_id: int, message_id: int
-) -> Interaction | None:
-    query = select(Interaction).where(
-        Interaction.chat_id == chat_id, Interaction.telegram_message_id == message_id
-    )
-    return session.exec(query).first()
-
-
 @router.message_reaction()
 async def on_reaction(
     reaction: MessageReactionUpdated,
@@ -221,7 +217,7 @@ async def on_reaction(
     else:
         return
     interaction = await db.run(
-        _interaction_by_message, chat_id=reaction.chat.id, message_id=reaction.message_id
+        crud.interaction_by_message, chat_id=reaction.chat.id, message_id=reaction.message_id
     )
     if interaction is None or interaction.id is None or interaction.user_id != reaction.user.id:
         return

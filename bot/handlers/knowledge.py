@@ -20,7 +20,7 @@ from bot.callbacks import SourcesCb
 from bot.filters import AddressedToBot
 from bot.permissions import is_admin
 from loopgram import crud
-from loopgram.db import Database
+from loopgram.db import Database, parse_id
 from loopgram.errors import LoopgramError
 from loopgram.i18n import t
 from loopgram.models import Chunk, Document, User
@@ -124,9 +124,12 @@ async def on_kb(
             )
             lines = [f"{h.score:.2f} · {cite(h)}\n«{_quote(h.text)}»" for h in hits]
             await message.reply("\n\n".join(lines)[:4096] if lines else t(lang, "kb-nothing"))
-        elif verb == "delete" and rest.strip().isdigit():
-            kb = await asyncio.to_thread(service.knowledge_base, settings, db)
-            deleted = await asyncio.to_thread(kb.delete, int(rest.strip()))
+        elif verb == "delete" and rest.strip().isdecimal():
+            document_id = parse_id(rest)
+            deleted = False
+            if document_id is not None:  # beyond 64 bits: no document has it
+                kb = await asyncio.to_thread(service.knowledge_base, settings, db)
+                deleted = await asyncio.to_thread(kb.delete, document_id)
             await message.reply(
                 t(lang, "kb-deleted" if deleted else "kb-no-document", id=rest.strip())
             )

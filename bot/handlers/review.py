@@ -19,14 +19,14 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import BufferedInputFile, CallbackQuery, Message, ReplyParameters
 from aiogram.types import User as TgUser
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from bot.callbacks import ReviewAction, ReviewCb
 from bot.filters import AddressedToBot
 from bot.permissions import is_admin, is_moderator
 from bot.review_cards import card_keyboard, card_text, decided_text
 from bot.stats_satisfaction import calibration_png, satisfaction_lines
-from loopgram import metrics, review, review_stats, roles, satisfaction
+from loopgram import crud, metrics, review, review_stats, roles, satisfaction
 from loopgram.assistants import get_assistant
 from loopgram.db import Database
 from loopgram.errors import LoopgramError
@@ -281,13 +281,6 @@ async def send_next(
     )
 
 
-def _answer_of(*, session: Session, chat_id: int, message_id: int) -> Interaction | None:
-    query = select(Interaction).where(
-        Interaction.chat_id == chat_id, Interaction.telegram_message_id == message_id
-    )
-    return session.exec(query).first()
-
-
 @router.message(Command("report"), AddressedToBot())
 async def on_report(message: Message, lang: str, db: Database) -> None:
     """A reply to one of the bot's answers with /report sends it to the moderators."""
@@ -295,7 +288,9 @@ async def on_report(message: Message, lang: str, db: Database) -> None:
     if replied is None or message.from_user is None:
         await message.reply(t(lang, "review-report-usage"))
         return
-    interaction = await db.run(_answer_of, chat_id=message.chat.id, message_id=replied.message_id)
+    interaction = await db.run(
+        crud.interaction_by_message, chat_id=message.chat.id, message_id=replied.message_id
+    )
     if interaction is None or interaction.id is None:
         await message.reply(t(lang, "review-report-usage"))
         return

@@ -75,3 +75,28 @@ async def test_training_report_reaches_admins_with_a_chart(bot_settings, sqlite_
         assert "Training run #" in en["caption"] and "does not beat" in en["caption"]
         png = emu.file_bytes(en["photo"][-1]["file_id"])
         assert png.startswith(b"\x89PNG")
+
+
+async def test_ids_no_row_can_have_are_unknown_not_an_error(bot_settings) -> None:  # type: ignore[no-untyped-def]
+    """An id beyond 64 bits (SQLite cannot even look it up) or in digits int() does not
+    read ("²" is a digit to str.isdigit) names nobody: the admin is told so."""
+    async with emulated_bot(bot_settings(ADMIN_IDS="9011"), with_model=False) as env:
+        emu = env.emulator
+        admin = emu.user(9011, "Ada", language_code="ru")
+        huge = "99999999999999999999"
+        expected = {
+            f"/grant {huge} moderator": f"Я не знаю {huge}",
+            f"/ban {huge}": f"Я не знаю {huge}",
+            "/unban ²": "Я не знаю ²",
+            f"/kb delete {huge}": f"Документа {huge} нет",
+            "/kb delete ²": "Использование: /kb",
+        }
+        for command, reply in expected.items():
+            sent = await admin.send_text(command)
+            answer = await emu.wait_for_bot_message(
+                9011,
+                lambda m, sent=sent: (  # type: ignore[misc]
+                    (m.get("reply_to_message") or {}).get("message_id") == sent["message_id"]
+                ),
+            )
+            assert reply in answer["text"], command

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 from sqlmodel import func, select
 
 from bot.emulated import EmulatedBot, emulated_bot
-from loopgram.models import Interaction, InteractionStatus, Rating
+from loopgram.models import Interaction, InteractionStatus, Rating, ReviewItem
 from tests.e2e.conftest import has_rating_buttons, rows, wait_db
 from training.model_server.scripted import ScriptedBackend
 
@@ -163,3 +165,138 @@ async def test_long_answer_is_split_into_valid_messages(
 
         (interaction,) = await wait_db(env.stack.db, attached)
         assert interaction.telegram_message_ids == [m["message_id"] for m in bot_messages]
+
+
+async def test_ids_beyond_64_bits_in_callback_data_are_invalid_buttons(
+    bot_settings,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No row can have such an id, and SQLite refuses to even look one up (OverflowError):
+    the press is an invalid button, answered in the presser's language, not an error."""
+    huge = 10**20
+    forged = (
+        f"r:u:{huge}",
+        f"r:g:{huge}",
+        f"rr:{huge}:wrong",
+        f"o:{huge}:style:formal",
+        f"mc:{huge}",
+        f"src:{huge}",
+        f"rv:{huge}:a",  # pressed by a moderator: the role check passes, the id is looked up
+        f"rv:{huge}:c",
+    )
+    async with emulated_bot(bot_settings(MODERATOR_IDS="3011"), with_model=False) as env:
+        emu, db = env.emulator, env.stack.db
+        mod = emu.user(3011, "Mona", language_code="ru")
+        await mod.send_text("вопрос")
+        answer = await emu.wait_for_bot_message(3011, has_rating_buttons)
+        with caplog.at_level(logging.ERROR):
+            for n, data in enumerate(forged, start=1):
+                await mod.press(answer, data)
+                await emu.wait_for(lambda n=n: len(emu.callback_answers) == n)  # type: ignore[misc]
+        assert [a["text"] for a in emu.callback_answers] == ["Эта кнопка больше не действует."] * 8
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert await db.run(_count(Rating)) == 0
+        assert await db.run(_count(Interaction)) == 1
+
+
+async def test_report_and_reaction_on_any_part_of_a_long_answer_count_for_it(
+    bot_settings,  # type: ignore[no-untyped-def]
+    scripted: ScriptedBackend,
+) -> None:
+    """A long answer is several messages with the buttons on the last; people reply with
+    /report to, or react on, whichever part they were reading."""
+    scripted.reply = "\n\n".join(["Абзац длинного ответа. " * 40] * 12)
+    scripted.token_delay = 0.0
+    async with emulated_bot(bot_settings(LLM_MAX_TOKENS="4000"), with_model=False) as env:
+        emu, db = env.emulator, env.stack.db
+        ben = emu.user(3012, "Ben", language_code="en")
+        await ben.send_text("a long answer, please")
+        await emu.wait_for_bot_message(3012, has_rating_buttons, timeout=20)
+
+        def attached(*, session):  # type: ignore[no-untyped-def]
+            return [i for i in rows(Interaction)(session=session) if i.telegram_message_id]
+
+        (interaction,) = await wait_db(db, attached)
+        first, *_ = emu.bot_messages(3012)
+        assert len(interaction.telegram_message_ids) > 1
+        assert first["message_id"] != interaction.telegram_message_id
+
+        sent = await ben.send_text("/report the middle is wrong", reply_to=first)
+        reply = await emu.wait_for_bot_message(3012, _reply_to(sent))
+        assert "moderators will look" in reply["text"]
+        (item,) = await wait_db(db, rows(ReviewItem))
+        assert item.interaction_id == interaction.id
+
+        await ben.react(first, "👎")
+        (rating,) = await wait_db(db, rows(Rating))
+        assert (rating.interaction_id, rating.value) == (interaction.id, -1)
+
+
+async def test_a_comment_in_a_group_is_stored_without_the_bots_mention(
+    running: EmulatedBot,
+) -> None:
+    """In a group the comment after 👎 must mention the bot to reach it; the mention is not
+    part of the comment, and a mention alone is no comment."""
+    emu, db = running.emulator, running.stack.db
+    group = emu.group(-100778, "Team")
+    ben = emu.user(3013, "Ben", language_code="en")
+    await ben.send_text("@loopgram_bot hello", chat=group)
+    answer = await emu.wait_for_bot_message(-100778, has_rating_buttons)
+    await ben.press(answer, "👎", chat=group)
+    reasons = await emu.wait_for_bot_message(-100778, lambda m: "Wrong" in str(m))
+    await ben.press(reasons, "❌ Wrong", chat=group)
+    await emu.wait_for_bot_message(-100778, lambda m: "describe" in m.get("text", ""))
+
+    sent = await ben.send_text("@loopgram_bot", chat=group)
+    reply = await emu.wait_for_bot_message(-100778, _reply_to(sent))
+    assert "empty" in reply["text"]
+    await ben.send_text("@loopgram_bot it should name three rivers", chat=group)
+    await emu.wait_for_bot_message(-100778, lambda m: "comment is saved" in m.get("text", ""))
+    await running.stack.runtime.feedback_sink.flush()
+
+    def commented(*, session):  # type: ignore[no-untyped-def]
+        return [r for r in rows(Rating)(session=session) if r.comment]
+
+    (rating,) = await wait_db(db, commented)
+    assert rating.comment == "it should name three rivers"
+
+
+async def test_a_message_without_a_sender_is_dropped_without_an_error(
+    running: EmulatedBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside channels Telegram always names a message's sender (a stand-in user for an
+    anonymous admin); an update with none is forged and nothing could be attributed to it."""
+    emu, db = running.emulator, running.stack.db
+    group = emu.group(-100779, "Team")
+    ben = emu.user(3014, "Ben", language_code="en")
+    chat = {"id": -100779, "type": "supergroup", "title": "Team"}
+    mention = [{"type": "mention", "offset": 0, "length": 13}]
+    with caplog.at_level(logging.ERROR):
+        for message_id, content in enumerate(
+            (
+                {"text": "@loopgram_bot who am I?", "entities": mention},
+                {"text": "/reset@loopgram_bot"},
+                {
+                    "document": {"file_id": "f1", "file_unique_id": "u1", "file_name": "a.txt"},
+                    "caption": "@loopgram_bot",
+                    "caption_entities": mention,
+                },
+            ),
+            start=900,
+        ):
+            emu.push_update(
+                {
+                    "message": {
+                        "message_id": message_id,
+                        "date": 1_700_000_000,
+                        "chat": chat,
+                        "sender_chat": {"id": -100999, "type": "channel", "title": "News"},
+                        **content,
+                    }
+                }
+            )
+        await ben.send_text("@loopgram_bot and me?", chat=group)  # handled after the three
+        await emu.wait_for_bot_message(-100779, has_rating_buttons)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert len(emu.bot_messages(-100779)) == 1
+    assert [i.prompt for i in await db.run(rows(Interaction))] == ["and me?"]

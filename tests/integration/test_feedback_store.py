@@ -187,3 +187,26 @@ def test_first_updates_of_a_new_user_at_once(db: Database) -> None:
 
     assert len(db.call(lambda *, session: list(session.exec(select(User)).all()))) == 1
     assert len(db.call(lambda *, session: list(session.exec(select(Chat)).all()))) == 1
+
+
+def test_any_message_of_an_answer_finds_it(db: Database) -> None:
+    """Replies and reactions may be on any part of a long answer, not only the last."""
+    long_answer = add_interaction(db, user_id=42)
+    short_answer = add_interaction(db, user_id=42)
+    db.call(crud.set_interaction_messages, interaction_id=long_answer, message_ids=[10, 11, 12])
+    db.call(crud.set_interaction_messages, interaction_id=short_answer, message_ids=[14])
+
+    def found(message_id: int) -> int | None:
+        row = db.call(crud.interaction_by_message, chat_id=42, message_id=message_id)
+        return row.id if row else None
+
+    assert [found(m) for m in (9, 10, 11, 12, 13, 14, 15)] == [
+        None,
+        long_answer,
+        long_answer,
+        long_answer,
+        None,  # the user's own message between the two answers
+        short_answer,
+        None,
+    ]
+    assert db.call(crud.interaction_by_message, chat_id=43, message_id=11) is None
