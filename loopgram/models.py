@@ -10,7 +10,17 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -155,6 +165,8 @@ class InteractionBase(SQLModel):
 
 class Interaction(InteractionBase, table=True):
     __tablename__ = "interaction"
+    # A reaction or a /report names a message of an answer: found by a range read in its chat.
+    __table_args__ = (Index("ix_interaction_chat_message", "chat_id", "telegram_message_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = _ts(index=True)
