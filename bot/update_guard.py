@@ -11,15 +11,17 @@ from typing import Any
 
 from aiogram.types import Update
 
+from loopgram.db import ID_MAX
+
 UPDATE_KINDS = frozenset(name for name in Update.model_fields if name != "update_id")
-INT64_MAX = 2**63 - 1
 
 
 def update_body_problem(data: Any) -> str | None:
     """None when `data` may be an Update, else the reason it may not."""
     if not isinstance(data, dict):
         return "body is not a JSON object"
-    kinds = UPDATE_KINDS.intersection(data)
+    # `"message": null` is no message: aiogram validates it and then finds no update kind.
+    kinds = [kind for kind in UPDATE_KINDS.intersection(data) if data[kind] is not None]
     if len(kinds) != 1:
         return f"an Update carries exactly one update kind, this one has {len(kinds)}"
     return _bad_scalar(data)
@@ -36,6 +38,6 @@ def _bad_scalar(data: Any) -> str | None:
             stack.extend(value)
         elif isinstance(value, str) and "\x00" in value:
             return "a string holds U+0000"
-        elif isinstance(value, int) and abs(value) > INT64_MAX:
+        elif isinstance(value, int) and abs(value) > ID_MAX:
             return "an integer does not fit in 64 bits"
     return None

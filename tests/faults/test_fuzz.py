@@ -33,6 +33,7 @@ from sqlmodel import select
 
 from bot import callbacks
 from bot.emulated import EmulatedBot, emulated_bot
+from bot.update_guard import update_body_problem
 from loopgram import models
 from loopgram.emulator.users import EmulatedUser
 from tests.faults.conftest import has_rating_buttons
@@ -335,6 +336,8 @@ async def test_random_updates_are_handled_without_an_unhandled_error(
 ) -> None:
     update = data.draw(random_update(world), label="update")
     runtime, bot = world.env.stack.runtime, world.env.stack.bot
+    if update_body_problem(update) is not None:
+        return  # no update kind, or several: the webhook answers 400 before the dispatcher
     try:
         await runtime.dispatcher.feed_raw_update(bot, update)
     except ValidationError:

@@ -160,6 +160,8 @@ def test_token_is_masked_in_logs(caplog: pytest.LogCaptureFixture) -> None:
         ({"update_id": 1, "message": {}}, True),
         ({"update_id": 1}, False),
         ({"update_id": 1, "message": {}, "callback_query": {}}, False),
+        ({"update_id": 1, "message": None}, False),  # validates, then has no update kind
+        ({"update_id": 1, "message": {}, "callback_query": None}, True),
         ({"update_id": 1, "message": {"text": "a\x00b"}}, False),
         ({"update_id": 1, "message": {"chat": {"id": 2**70}}}, False),
         ([{"update_id": 1}], False),
