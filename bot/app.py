@@ -62,7 +62,11 @@ def create_bot(settings: TelegramSettings, *, rate_limit: OutgoingRateLimit | No
     return Bot(
         settings.telegram_bot_token.get_secret_value(),
         session=session,
-        default=DefaultBotProperties(link_preview_is_disabled=True),
+        # A reply to a message its sender already deleted is refused unless this is set:
+        # the answer then arrives without the quote instead of not at all.
+        default=DefaultBotProperties(
+            link_preview_is_disabled=True, allow_sending_without_reply=True
+        ),
     )
 
 

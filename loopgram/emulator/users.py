@@ -148,6 +148,14 @@ class EmulatedUser:
         state = self._message_chat(message, chat)
         return incoming.react(self._core, self.to_api(), state, _id_required(message), emoji)
 
+    def delete(self, message: MessageRef, *, chat: EmulatedChat | None = None) -> None:
+        """Delete a message, as people do right after sending one; Telegram tells the bot
+        nothing, but a reply to it is refused from then on."""
+        stored = self._message_chat(message, chat).get(_id_required(message))
+        if stored is None:
+            raise KeyError(f"no message {_id_required(message)} to delete")
+        stored.deleted = True
+
     def block(self) -> None:
         """Block the bot: its sends to this user fail with 403 like in production."""
         self._core.state.chats[self.id].blocked = True

@@ -300,3 +300,23 @@ async def test_a_message_without_a_sender_is_dropped_without_an_error(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert len(emu.bot_messages(-100779)) == 1
     assert [i.prompt for i in await db.run(rows(Interaction))] == ["and me?"]
+
+
+async def test_a_question_deleted_before_the_answer_still_gets_it(
+    running: EmulatedBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """People delete a message right after sending it; Telegram refuses a reply to a message
+    that is gone unless the bot allows sending without it."""
+    emu = running.emulator
+    ben = emu.user(3014, "Ben", language_code="en")
+    with caplog.at_level(logging.ERROR):
+        for text, arrived in (
+            ("/nosuchcommand", lambda m: "don't know" in m.get("text", "")),
+            ("what is a paraphrase?", has_rating_buttons),
+        ):
+            ben.delete(await ben.send_text(text))  # before the bot can see it
+            answer = await emu.wait_for_bot_message(3014, arrived)
+            assert "reply_to_message" not in answer
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    (interaction,) = await running.stack.db.run(rows(Interaction))
+    assert interaction.status == InteractionStatus.ok
