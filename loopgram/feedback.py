@@ -21,6 +21,7 @@ from sqlmodel import Session, SQLModel, col, select
 from loopgram import crud, labeling
 from loopgram.assistants.label import LabelResult
 from loopgram.assistants.structured import InvalidOutput, parse_structured
+from loopgram.db import ID_MAX, ID_MIN
 from loopgram.models import (
     Interaction,
     InteractionStatus,
@@ -72,6 +73,15 @@ class Feedback:
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Feedback:
         fields: dict[str, Any] = {k: payload[k] for k in cls.__dataclass_fields__ if k in payload}
+        # A task payload is just data: an id that is not a 64-bit int, or text that is not a
+        # string, would fail the whole batch it came in (requeued again and again), not itself.
+        for name in ("interaction_id", "user_id"):
+            value = fields.get(name)
+            if type(value) is not int or not ID_MIN <= value <= ID_MAX:
+                raise ValueError(f"{name} must be a 64-bit integer, got {value!r}")
+        for name in ("reason", "comment", "source"):
+            if name in fields and not isinstance(fields[name], str | None):
+                raise ValueError(f"{name} must be a string, got {type(fields[name]).__name__}")
         return cls(**fields)
 
 

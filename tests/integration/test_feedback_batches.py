@@ -117,3 +117,29 @@ def test_called_directly_is_a_batch_of_one(worker_db: tuple[Settings, Database])
     result = tasks.record_feedback({"interaction_id": iid, "user_id": 1, "value": 1})
     assert result == {"received": 1, "stored": 1, "dropped": 0}
     assert _count(db, Rating) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"interaction_id": "abc", "user_id": 1, "value": 1},
+        {"interaction_id": None, "user_id": 1, "value": 1},
+        {"interaction_id": [1], "user_id": 1, "value": 1},
+        {"interaction_id": 2**70, "user_id": 1, "value": 1},  # beyond 64 bits
+        {"interaction_id": 1, "user_id": "1", "value": 1},
+        {"interaction_id": 1, "user_id": 1, "value": 1, "comment": {"a": 1}},
+    ],
+    ids=["str-id", "none-id", "list-id", "huge-id", "str-user", "dict-comment"],
+)
+def test_a_payload_of_wrong_types_is_dropped_not_the_batch(
+    db: Database, bad: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poison payload would fail the whole batch, requeued again and again with its good
+    ratings: it is refused on its own (and logged) instead."""
+    from workers import context
+
+    monkeypatch.setattr(context, "_db", db)
+    (iid,) = _answers(db, 1)
+    good = {"interaction_id": iid, "user_id": 1, "value": 1}
+    assert tasks.record_feedback_batch([good, bad]) == {"received": 2, "stored": 1, "dropped": 1}
+    assert _count(db, Rating) == 1
