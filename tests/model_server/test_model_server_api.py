@@ -229,6 +229,36 @@ async def test_bad_requests_are_400(
         assert "error" in await r.json()
 
 
+async def test_bodies_json_cannot_read_are_400(
+    start: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """Nested too deep for the parser, an integer too long to convert, an unknown charset or
+    text that is not valid Unicode: the client's mistake (400), not an internal error (500)."""
+    server = await start(ScriptedBackend(REPLY))
+    json_type = {"Content-Type": "application/json"}
+    unreadable = [
+        (b"[" * 100_000 + b"]" * 100_000, json_type),
+        (b'{"model": "loopgram-base", "max_tokens": ' + b"9" * 5000 + b"}", json_type),
+        (b'{"model": "loopgram-base"}', {"Content-Type": "application/json; charset=no-such"}),
+    ]
+    for path in ("chat/completions", "rewards", "load_reward_model"):
+        for data, headers in unreadable:
+            async with http.post(f"{server.base_url}/{path}", data=data, headers=headers) as r:
+                assert r.status == 400, (path, data[:50], headers)
+                body = await r.json()
+                assert body["error"]["type"] == "invalid_request_error"
+                assert body["error"]["message"]
+
+    surrogate = {"model": "loopgram-base", "messages": [{"role": "user", "content": "a\ud800"}]}
+    async with http.post(f"{server.base_url}/chat/completions", json=surrogate) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["param"] == "messages.[0].content"
+    rewards = {"model": "rm", "messages": USER, "answers": ["fine", "b\udfff"]}
+    async with http.post(f"{server.base_url}/rewards", json=rewards) as r:
+        assert r.status == 400
+        assert (await r.json())["error"]["param"] == "answers"
+
+
 async def test_backend_failure_is_500(start: StartServer, make_client: ClientFactory) -> None:
     backend = ScriptedBackend(REPLY, fail=RuntimeError("GPU on fire"))
     client = make_client(await start(backend))

@@ -812,6 +812,43 @@ async def test_requests_sent_together_to_an_idle_server_form_one_batch(
         torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize(
+    ("bad", "param"),
+    [
+        ({"seed": 2**64}, "seed"),
+        ({"messages": [{"role": "user", "content": "a \ud800 b"}]}, "messages.[0].content"),
+    ],
+    ids=["seed-beyond-64-bits", "lone-surrogate"],
+)
+async def test_a_request_the_model_cannot_take_is_400_and_spares_its_batch(
+    tiny_model: Path,
+    start: StartServer,
+    make_client: ClientFactory,
+    http: aiohttp.ClientSession,
+    bad: dict[str, Any],
+    param: str,
+) -> None:
+    """torch seeds a generator with at most 64 bits, the tokenizer takes only valid Unicode:
+    such a request failed on the model thread, as a 500 for itself and for every request
+    batched with it."""
+    threads = torch.get_num_threads()
+    backend = TransformersBackend(tiny_model, BASE, threads=1, batch_wait_s=1.0)
+    try:
+        server = await start(backend)
+        client = make_client(server)
+        url = f"{server.base_url}/chat/completions"
+        body = {"model": BASE, "messages": USER, "max_tokens": 4, "temperature": 1, **bad}
+        good, (status, answer) = await asyncio.gather(
+            _ask(client, max_tokens=4, temperature=1, seed=7), _post(http, url, body)
+        )
+        assert good
+        assert status == 400
+        assert answer["error"]["param"] == param
+    finally:
+        backend.close()
+        torch.set_num_threads(threads)
+
+
 # ------------------------------------------------------------------ prefix cache
 
 FEW_SHOT: list[ChatCompletionMessageParam] = [

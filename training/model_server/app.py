@@ -149,7 +149,9 @@ class APIError(Exception):
         }
 
     def response(self) -> web.Response:
-        return web.json_response(self.body(), status=self.status, dumps=_dumps)
+        # ASCII-escaped: a message quoting the client's text may hold a lone surrogate, which
+        # has no UTF-8 encoding (the error response itself would fail with a 500).
+        return web.json_response(self.body(), status=self.status, dumps=_ascii_dumps)
 
 
 def _bad_request(message: str, param: str | None = None) -> APIError:
@@ -169,6 +171,16 @@ def _backend_failed(exc: BaseException) -> APIError:
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _ascii_dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+#: What ``request.json()`` raises for a body JSON cannot read: not JSON, not UTF-8 or an
+#: integer beyond Python's digit limit (ValueError), nested too deep (RecursionError), a
+#: charset Python does not know (LookupError). The client's mistake: a 400, not a 500.
+_UNREADABLE_BODY = (ValueError, RecursionError, LookupError)
 
 
 @web.middleware
@@ -231,7 +243,9 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _optional_int(body: dict[str, Any], name: str, *, minimum: int | None = None) -> int | None:
+def _optional_int(
+    body: dict[str, Any], name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -239,6 +253,8 @@ def _optional_int(body: dict[str, Any], name: str, *, minimum: int | None = None
         raise _bad_request(f"'{name}' must be an integer, got {_dumps(value)}.", name)
     if minimum is not None and value < minimum:
         raise _bad_request(f"'{name}' must be at least {minimum}, got {value}.", name)
+    if maximum is not None and value > maximum:
+        raise _bad_request(f"'{name}' must be at most {maximum}, got {value}.", name)
     return int(value)
 
 
@@ -264,9 +280,22 @@ def _optional_bool(body: dict[str, Any], name: str) -> bool:
     return value
 
 
+def _unicode_text(text: str, param: str) -> str:
+    """``text`` if it is valid Unicode: JSON's escapes can smuggle in a lone surrogate, which
+    a tokenizer refuses on the model thread (failing every request batched with this one)."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise _bad_request(
+                f"The text is not valid Unicode (a lone surrogate at {exc.start}).", param
+            ) from exc
+    return text
+
+
 def _text_content(content: object, param: str, role: str) -> str:
     if isinstance(content, str):
-        return content
+        return _unicode_text(content, param)
     if content is None and role in ("assistant", "tool", "function"):
         return ""
     if isinstance(content, list):
@@ -282,7 +311,7 @@ def _text_content(content: object, param: str, role: str) -> str:
             text = part.get("text")
             if not isinstance(text, str):
                 raise _bad_request("A text content part needs a string 'text'.", param)
-            texts.append(text)
+            texts.append(_unicode_text(text, param))
         return "\n".join(texts)
     raise _bad_request(
         f"'content' must be a string or a list of text parts, got {_dumps(content)}.", param
@@ -338,6 +367,8 @@ def parse_chat_request(body: object, model_ids: list[str]) -> _ChatRequest:
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         raise _bad_request(f"'user' must be a string, got {_dumps(user)}.", "user")
+    if user is not None:  # the sampling seeds hash it as UTF-8
+        _unicode_text(user, "user")
 
     max_tokens = _optional_int(body, "max_completion_tokens", minimum=1)
     legacy_max_tokens = _optional_int(body, "max_tokens", minimum=1)
@@ -369,7 +400,9 @@ def parse_chat_request(body: object, model_ids: list[str]) -> _ChatRequest:
         max_tokens=max_tokens,
         temperature=_optional_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_optional_number(body, "top_p", 1.0, 0.0, 1.0),
-        seed=_optional_int(body, "seed"),
+        # OpenAI's range (int64); torch seeds a generator with at most 64 bits and would fail
+        # on the model thread, taking the requests batched with this one down with it.
+        seed=_optional_int(body, "seed", minimum=-(2**63), maximum=2**63 - 1),
         stop=_parse_stop(body.get("stop")),
     )
     if model not in model_ids:
@@ -528,7 +561,7 @@ def _lora_error(status: int, message: str, error_type: str) -> APIError:
 async def _lora_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except _UNREADABLE_BODY as exc:
         raise _lora_error(400, f"Invalid JSON body: {exc}.", "BadRequestError") from exc
     if not isinstance(body, dict):
         raise _lora_error(400, "The request body must be a JSON object.", "BadRequestError")
@@ -579,7 +612,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     backend = request.app[BACKEND_KEY]
     try:
         body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except _UNREADABLE_BODY as exc:
         raise _bad_request(f"We could not parse the JSON body of your request: {exc}.") from exc
     chat = parse_chat_request(body, backend.model_ids())
     seeds = request.app[_SEEDS_KEY]
@@ -751,7 +784,7 @@ def _reward_error(exc: Exception) -> APIError:
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except _UNREADABLE_BODY as exc:
         raise _bad_request(f"We could not parse the JSON body of your request: {exc}.") from exc
     if not isinstance(body, dict):
         raise _bad_request("The request body must be a JSON object.")
@@ -793,6 +826,8 @@ async def _rewards(request: web.Request) -> web.Response:
             f"'answers' may hold at most {MAX_REWARD_ANSWERS} answers, got {len(answers)}.",
             "answers",
         )
+    for answer in answers:
+        _unicode_text(answer, "answers")
     try:
         scores = await request.app[REWARDS_KEY].score(name, messages, answers)
     except Exception as exc:
