@@ -192,16 +192,48 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        """Raises ValueError (one line) for a file that is not YAML, not a mapping of known
+        options, or gives an option a value of the wrong type (caught here, not hours into a
+        run, nor as a TypeError from a comparison in `__post_init__`)."""
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from exc
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{path} must map option names to values, not be a {type(data).__name__}"
+            )
+        kinds = {f.name: str(f.type) for f in fields(cls)}
+        unknown = set(data) - set(kinds)
         if unknown:
-            raise ValueError(f"unknown training options in {path}: {sorted(unknown)}")
+            raise ValueError(f"unknown training options in {path}: {sorted(map(str, unknown))}")
+        for name, value in data.items():
+            allowed = _OPTION_TYPES.get(kinds[name], (object,))
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise ValueError(f"{name} in {path} must be {kinds[name]}, not {value!r}")
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+#: The values a YAML file may give an option of each annotated type (an int is a float).
+_OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where, on one line (PyYAML's message spans several)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return (
+        problem if mark is None else f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    )
 
 
 def train_config(settings: Settings, **overrides: Any) -> TrainConfig:

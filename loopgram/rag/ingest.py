@@ -24,6 +24,7 @@ from loopgram.db import Database
 from loopgram.documents import SUPPORTED_SUFFIXES, ExtractedDocument, extract_text
 from loopgram.embeddings import Embedder
 from loopgram.errors import LoopgramError
+from loopgram.i18n import t
 from loopgram.models import Chunk, Document, utcnow
 from loopgram.rag import chunking, injection, sparse
 from loopgram.rag.rerank import is_superseded
@@ -253,7 +254,9 @@ class KnowledgeBase:
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, LoopgramError):
-        return f"{exc.key}: {exc}"
+        # Raised with only a key, its message is the key again: say it in words instead.
+        detail = str(exc) if str(exc) != exc.key else t("en", exc.key, **exc.params)
+        return f"{exc.key}: {detail}"
     return str(exc)
 
 

@@ -144,3 +144,17 @@ def test_records_carry_the_scope(kb: Any) -> None:
     store.upsert = spy  # type: ignore[method-assign]
     base.ingest_bytes(b"# A\n\nText.", name="a.md", source="a.md", assistant="chat", chat_id=7)
     assert [(r.assistant, r.chat_id, r.document) for r in captured] == [("chat", 7, "a.md")]
+
+
+def test_ingest_paths_says_what_is_wrong_with_a_file(kb: Any, tmp_path: Path) -> None:
+    """`loopgram kb ingest` prints these: an error without a message of its own is the
+    English text of its key ("file-broken: file-broken" told nothing)."""
+    base, _db, _store = kb
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
+    (tmp_path / "latin1.txt").write_bytes(
+        "caf\xe9 \xe0 la cr\xe8me ".encode("cp1252") * 3 + b"\x81"
+    )
+    report = base.ingest_paths([tmp_path])
+    errors = {Path(e["path"]).name: e["error"] for e in report.errors}
+    assert errors["broken.pdf"] == "file-broken: I couldn't open this file: it looks damaged."
+    assert errors["latin1.txt"].startswith("file-not-utf8: I couldn't recognise")

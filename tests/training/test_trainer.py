@@ -105,6 +105,41 @@ def test_kto_learns_from_unpaired_thumbs(tiny_model: Path, tmp_path: Path) -> No
     )
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "method: [dpo\n",  # not YAML
+        "42\n",  # not a mapping
+        "- {beta: 1}\n",
+        "batch_size: eight\n",
+        "eval_fraction: half\n",
+        "epochs: two\n",
+        "micro_batch_size: 2.5\n",
+        "precompute_ref: maybe\n",
+        "method: 5\n",
+    ],
+)
+def test_a_broken_config_file_is_one_line_error(
+    text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed TRAIN_CONFIG or one with a wrong type is a clear refusal (exit 2), not a
+    traceback, nor a run that fails hours later on a string where a number belongs."""
+    from typer.testing import CliRunner
+
+    from loopgram.cli import app
+
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        TrainConfig.from_yaml(path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["train", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.output.startswith("error: bad training config: ")
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_a_run_that_would_not_fit_is_refused(tiny_model: Path) -> None:
     assert check_fits(tiny_model, batch_size=8, max_length=256, budget_gb=1.0) > 0
     with pytest.raises(WouldNotFitError, match="lower micro_batch_size"):
