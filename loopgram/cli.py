@@ -263,7 +263,7 @@ def feedback_export(
                 with out.open("w", encoding="utf-8", newline="") as handle:
                     count = write_export(rows, handle, fmt=fmt)  # type: ignore[arg-type]
     except Exception as exc:
-        fail(f"export failed: {exc}")
+        fail(_database_problem(exc) or f"export failed: {str(exc).strip().splitlines()[0]}")
     finally:
         db.dispose()
     typer.echo(f"exported {count} ratings", err=True)
@@ -1322,7 +1322,33 @@ def _run_async(coro: Any) -> Any:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:
+        problem = _database_problem(exc)
+        if problem is None:
+            raise
+        from loopgram.logging_setup import mask_secrets
+
+        typer.echo(f"error: {mask_secrets(problem)}", err=True)
+        raise SystemExit(2) from None
+
+
+def _database_problem(exc: BaseException) -> str | None:
+    """One line for the database errors any command meets before it does anything: a schema
+    never migrated, a server that does not answer. Anything else keeps its traceback."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    if not isinstance(exc, OperationalError | ProgrammingError):
+        return None
+    detail = str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0]
+    lowered = detail.lower()
+    if "no such table" in lowered or ("relation" in lowered and "does not exist" in lowered):
+        return f"the database is not migrated ({detail}): run `loopgram db upgrade`"
+    unreachable = ("connection", "could not connect", "unable to open database file")
+    if isinstance(exc, OperationalError) and any(word in lowered for word in unreachable):
+        return f"database unreachable: {detail}"
+    return None
 
 
 if __name__ == "__main__":

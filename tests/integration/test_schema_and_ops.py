@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,29 @@ def test_cli_errors_are_one_line() -> None:
     assert result.returncode == 2 and "ISO date" in result.stderr
     result = _cli("train", "--assistant", "nobody")
     assert result.returncode == 2 and result.stderr.startswith("error: unknown assistant")
+
+
+def test_commands_on_an_unmigrated_or_unreachable_database_say_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    document = tmp_path / "a.txt"
+    document.write_text("Loopgram answers in Telegram.", encoding="utf-8")
+    unmigrated = {"DATABASE_URL": f"sqlite:///{empty}", "DATA_DIR": str(tmp_path / "data")}
+    for args in (("kb", "ingest", str(document)), ("feedback", "export"), ("adapters", "list")):
+        result = _cli(*args, env=unmigrated)
+        last = result.stderr.strip().splitlines()[-1]  # after the log lines, if any
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert last.startswith("error: the database is not migrated (no such table: ")
+        assert last.endswith("run `loopgram db upgrade`")
+    down = {"DATABASE_URL": "postgresql://loopgram:s3cret-pw@127.0.0.1:9/loopgram"}
+    for args in (("feedback", "export"), ("adapters", "list")):
+        result = _cli(*args, env=down)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
+        assert lines[0].startswith("error: database unreachable: ")
+        assert "s3cret-pw" not in result.stderr
 
 
 def test_db_upgrade_and_export_on_a_fresh_sqlite(tmp_path: Path) -> None:
