@@ -131,7 +131,7 @@ def serving(*, session: Session, assistant: str) -> tuple[Adapter | None, Adapte
 def get_by_name(*, session: Session, name: str) -> Adapter:
     adapter = session.exec(select(Adapter).where(Adapter.name == name)).first()
     if adapter is None:
-        raise NotFoundError(f"no adapter named {name!r}", key="error-adapter-unknown")
+        raise NotFoundError(f"no adapter named {name!r}", key="error-adapter-unknown", name=name)
     return adapter
 
 
@@ -149,9 +149,15 @@ def deploy(
         raise LoopgramError(
             f"{name} is a reward model: it scores answers and is never served",
             key="error-reward-model-not-servable",
+            name=name,
         )
     if adapter.status in (AdapterStatus.active, AdapterStatus.canary):
-        raise LoopgramError(f"{name} is already {adapter.status}", key="error-adapter-state")
+        raise LoopgramError(
+            f"{name} is already {adapter.status}",
+            key="error-adapter-already",
+            name=name,
+            status=str(adapter.status),
+        )
     server.load(adapter.name, adapter.path)  # before any routing change: no request can fail
     active, current_canary = serving(session=session, assistant=adapter.assistant)
     if current_canary is not None:
@@ -174,7 +180,11 @@ def promote(
 ) -> Adapter:
     active, canary = serving(session=session, assistant=assistant)
     if canary is None:
-        raise LoopgramError(f"{assistant} has no canary to promote", key="error-adapter-state")
+        raise LoopgramError(
+            f"{assistant} has no canary to promote",
+            key="error-adapter-no-canary",
+            assistant=assistant,
+        )
     _set(session, canary, AdapterStatus.active, actor_id)
     if active is not None:
         _retire(session, active, server, actor_id, "promoted " + canary.name)
@@ -205,7 +215,9 @@ def rollback(
         return active
     if active is None:
         raise LoopgramError(
-            f"{assistant} serves the base model: nothing to roll back", key="error-adapter-state"
+            f"{assistant} serves the base model: nothing to roll back",
+            key="error-adapter-nothing-to-roll-back",
+            assistant=assistant,
         )
     previous = session.exec(
         select(Adapter)
@@ -248,7 +260,9 @@ def activate_reward_model(
     bot's best-of-n within the routing cache time, through the model server)."""
     adapter = get_by_name(session=session, name=name)
     if adapter.kind != AdapterKind.reward:
-        raise LoopgramError(f"{name} is not a reward model", key="error-adapter-state")
+        raise LoopgramError(
+            f"{name} is not a reward model", key="error-adapter-not-reward-model", name=name
+        )
     if adapter.status == AdapterStatus.active:
         return adapter
     previous = active_reward_model(session=session, assistant=adapter.assistant)
@@ -267,7 +281,9 @@ def reject_reward_model(
     """Record that a reward model lost its gate: kept on record with the reason, never used."""
     adapter = get_by_name(session=session, name=name)
     if adapter.kind != AdapterKind.reward:
-        raise LoopgramError(f"{name} is not a reward model", key="error-adapter-state")
+        raise LoopgramError(
+            f"{name} is not a reward model", key="error-adapter-not-reward-model", name=name
+        )
     adapter.metrics = {**adapter.metrics, "rejected_because": reason}
     _set(session, adapter, AdapterStatus.rejected, actor_id, reason[:200])
     return adapter

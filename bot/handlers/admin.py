@@ -86,4 +86,4 @@ async def on_admin_command(
     except AdapterServerError as exc:
         await message.reply(t(lang, "error-adapter-server", detail=str(exc)[:300]))
     except LoopgramError as exc:
-        await message.reply(t(lang, exc.key, detail=str(exc)))
+        await message.reply(t(lang, exc.key, detail=str(exc), **exc.params))

@@ -100,3 +100,18 @@ async def test_ids_no_row_can_have_are_unknown_not_an_error(bot_settings) -> Non
                 ),
             )
             assert reply in answer["text"], command
+
+
+async def test_adapter_errors_reach_a_russian_admin_in_russian(bot_settings) -> None:  # type: ignore[no-untyped-def]
+    """The registry's refusals carry their names as parameters, not as English detail."""
+    async with emulated_bot(bot_settings(ADMIN_IDS="9021"), with_model=False) as env:
+        emu = env.emulator
+        admin = emu.user(9021, "Ада", language_code="ru")
+        expected = {
+            "/deploy chat-v7": "Такого адаптера нет: chat-v7. Список — /adapters.",
+            "/rollback chat": "chat отвечает базовой моделью: откатывать нечего.",
+        }
+        for command, reply in expected.items():
+            await admin.send_text(command)
+            answer = await emu.wait_for_bot_message(9021, lambda m, r=reply: r in m["text"])  # type: ignore[misc]
+            assert "no adapter" not in answer["text"] and "nothing to" not in answer["text"]

@@ -106,6 +106,20 @@ def test_locales_have_the_same_keys_and_are_used() -> None:
         assert dynamic or f'"{key}"' in source, f"unused locale key {key}"
 
 
+@pytest.mark.parametrize(
+    ("lang", "status", "expected"),
+    [
+        ("ru", "active", "paraphrase-v2 уже активен."),
+        ("ru", "canary", "paraphrase-v2 уже на канарейке."),
+        ("en", "active", "paraphrase-v2 is already active."),
+    ],
+)
+def test_adapter_state_texts_name_the_status_in_the_language(
+    lang: str, status: str, expected: str
+) -> None:
+    assert t(lang, "error-adapter-already", name="paraphrase-v2", status=status) == expected
+
+
 def test_language_choice() -> None:
     assert pick_language("ru") == "ru" and pick_language("uk-UA") == "ru"
     assert pick_language("de") == "en" and pick_language(None) == "en"

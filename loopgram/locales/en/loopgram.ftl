@@ -122,8 +122,14 @@ adapters-rolled-back = { $assistant } now serves { $current }.
 adapters-base-model = the base model
 train-queued = Training of { $assistant } ({ $method }) is queued. You will get a report.
 error-adapter-server = The model server refused or is unreachable: { $detail }
-error-adapter-state = Not possible right now: { $detail }
-error-adapter-unknown = No such adapter: { $detail }. /adapters lists them.
+error-adapter-already = { $name } is already { $status ->
+    [active] active
+   *[canary] the canary
+}.
+error-adapter-no-canary = { $assistant } has no canary to promote.
+error-adapter-nothing-to-roll-back = { $assistant } serves the base model: nothing to roll back.
+error-adapter-not-reward-model = { $name } is not a reward model.
+error-adapter-unknown = No such adapter: { $name }. /adapters lists them.
 
 ## Assistants: options, structured answers, per-chat settings
 assistant-disabled = { $title } is turned off in this chat.
@@ -380,4 +386,4 @@ loadtest-not-ready = The { $what } was not ready within { $seconds } s: { $log }
 loadtest-driver-note = “driver” is this process: the Bot API emulator (which keeps every call and message, so it grows by design), the simulated users and the fast model; it is not judged.
 
 ## reward
-error-reward-model-not-servable = { $detail }. Reward models score answers; only policy adapters (name-vN) can be deployed.
+error-reward-model-not-servable = { $name } is a reward model: it scores answers and is never served; only policy adapters (name-vN) can be deployed.

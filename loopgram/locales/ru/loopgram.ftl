@@ -122,8 +122,14 @@ adapters-rolled-back = { $assistant } теперь отвечает через {
 adapters-base-model = базовую модель
 train-queued = Обучение { $assistant } ({ $method }) поставлено в очередь. Пришлю отчёт.
 error-adapter-server = Сервер модели отказал или недоступен: { $detail }
-error-adapter-state = Сейчас это невозможно: { $detail }
-error-adapter-unknown = Такого адаптера нет: { $detail }. Список — /adapters.
+error-adapter-already = { $name } уже { $status ->
+    [active] активен
+   *[canary] на канарейке
+}.
+error-adapter-no-canary = У { $assistant } нет канарейки, которую можно продвинуть.
+error-adapter-nothing-to-roll-back = { $assistant } отвечает базовой моделью: откатывать нечего.
+error-adapter-not-reward-model = { $name } — не модель вознаграждения.
+error-adapter-unknown = Такого адаптера нет: { $name }. Список — /adapters.
 
 ## Ассистенты: варианты, структурированные ответы, настройки чата
 assistant-disabled = { $title } выключен в этом чате.
@@ -380,4 +386,4 @@ loadtest-not-ready = { $what } не был готов за { $seconds } с: { $l
 loadtest-driver-note = «driver» — этот процесс: эмулятор Bot API (он хранит все вызовы и сообщения и поэтому растёт), имитированные пользователи и быстрая модель; он не оценивается.
 
 ## reward
-error-reward-model-not-servable = { $detail }. Модель вознаграждения оценивает ответы; развернуть можно только адаптер политики (имя-vN).
+error-reward-model-not-servable = { $name } — модель вознаграждения: она оценивает ответы и не обслуживает запросы; развернуть можно только адаптер политики (имя-vN).
