@@ -18,9 +18,13 @@ from bot.filters import AddressedToBot
 from bot.permissions import is_admin
 from loopgram import crud, labeling
 from loopgram.assistants import ASSISTANTS, DEFAULT_ASSISTANT
-from loopgram.assistants.label import LabelSetSpec, parse_label_list, parse_label_yaml
+from loopgram.assistants.label import (
+    LabelSetError,
+    LabelSetSpec,
+    parse_label_list,
+    parse_label_yaml,
+)
 from loopgram.db import Database
-from loopgram.errors import LoopgramError
 from loopgram.i18n import t
 from loopgram.models import User
 
@@ -139,7 +143,8 @@ async def on_moderation(
     )
 
 
-@router.message(Command("labels"), AddressedToBot())
+# F.text: aiogram's Command reads a caption too, and a file captioned /labels is `on_labels_file`'s.
+@router.message(Command("labels"), F.text, AddressedToBot())
 async def on_labels(
     message: Message,
     command: CommandObject,
@@ -162,8 +167,8 @@ async def on_labels(
     try:
         if args.lower() != "default":
             spec = parse_label_list(args)
-    except LoopgramError as exc:
-        await message.reply(t(lang, exc.key, detail=str(exc), max=exc.params.get("max", "")))
+    except LabelSetError as exc:
+        await message.reply(t(lang, exc.key, detail=exc.detail(lang), **exc.params))
         return
     await _save(message, db, spec, lang)
 
@@ -188,8 +193,8 @@ async def on_labels_file(
     buffer = await bot.download(document)
     try:
         spec = parse_label_yaml(buffer.read() if buffer is not None else b"")
-    except LoopgramError as exc:
-        await message.reply(t(lang, exc.key, detail=str(exc), max=exc.params.get("max", "")))
+    except LabelSetError as exc:
+        await message.reply(t(lang, exc.key, detail=exc.detail(lang), **exc.params))
         return
     await _save(message, db, spec, lang)
 

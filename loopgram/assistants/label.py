@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from loopgram.assistants.base import PROMPTS_DIR, Assistant, Example, PromptContext
 from loopgram.assistants.structured import InvalidOutput, parse_structured
@@ -34,8 +35,35 @@ MAX_LABELS = 50
 DEFAULT_LABEL_SET_FILE = PROMPTS_DIR / "label_set_default.yaml"
 
 
+@dataclass(frozen=True)
+class LabelProblem:
+    """What is wrong with a label set as a locale key and its parameters, so each reader
+    gets it in their language; `where` is the key framing it (which label, the set's name)."""
+
+    key: str
+    params: dict[str, Any] = field(default_factory=dict)
+    where: str | None = None
+    where_params: dict[str, Any] = field(default_factory=dict)
+
+    def render(self, lang: str) -> str:
+        text = t(lang, self.key, **self.params)
+        return t(lang, self.where, problem=text, **self.where_params) if self.where else text
+
+
 class LabelSetError(LoopgramError):
+    """`labels-invalid` with `problem` as its `{ $detail }`; str() is the English detail
+    (for logs and the CLI)."""
+
     key = "labels-invalid"
+
+    def __init__(
+        self, message: str = "", *, problem: LabelProblem | None = None, **params: Any
+    ) -> None:
+        super().__init__(message or (problem.render("en") if problem else ""), **params)
+        self.problem = problem
+
+    def detail(self, lang: str) -> str:
+        return self.problem.render(lang) if self.problem else str(self)
 
 
 class LabelDef(BaseModel):
@@ -49,7 +77,10 @@ class LabelDef(BaseModel):
     def _name(cls, value: str) -> str:
         value = value.strip().lower()
         if not LABEL_NAME.match(value):
-            raise ValueError("a label is 1-32 letters, digits, spaces, '-' or '_'")
+            # A custom type (not a ValueError) so `_problem` can name it in any language.
+            raise PydanticCustomError(
+                "label_name", "a label is 1-32 letters, digits, spaces, '-' or '_'"
+            )
         return value
 
 
@@ -65,7 +96,7 @@ class LabelSetSpec(BaseModel):
     def _unique(self) -> LabelSetSpec:
         names = [label.name for label in self.labels]
         if len(set(names)) != len(names):
-            raise ValueError("label names must be unique")
+            raise PydanticCustomError("label_names_unique", "label names must be unique")
         return self
 
     @property
@@ -110,34 +141,48 @@ def _validated(data: object) -> LabelSetSpec:
     try:
         return LabelSetSpec.model_validate(data)
     except ValidationError as exc:
-        raise LabelSetError(_plain(exc.errors()[0]), max=MAX_LABELS) from exc
+        raise LabelSetError(problem=_problem(exc.errors()[0]), max=MAX_LABELS) from exc
 
 
-def _plain(error: Any) -> str:
-    """One pydantic error in words a person can act on, naming the label at fault."""
+# pydantic error type -> the locale key saying it in words a person can act on.
+_PROBLEM_KEYS = {
+    "extra_forbidden": "labels-problem-unknown-field",
+    "missing": "labels-problem-missing",
+    "string_too_long": "labels-problem-too-long",
+    "string_too_short": "labels-problem-empty",
+    "list_type": "labels-problem-not-list",
+    "label_name": "labels-problem-bad-name",
+    "label_names_unique": "labels-problem-duplicate",
+}
+
+
+def _problem(error: Any) -> LabelProblem:
+    """One pydantic error as a localizable problem, naming the label at fault."""
     loc = list(error["loc"])
     kind = str(error["type"])
     ctx = error.get("ctx") or {}
-    field = str(loc[-1]) if loc and isinstance(loc[-1], str) else "labels"
+    name = str(loc[-1]) if loc and isinstance(loc[-1], str) else "labels"
     if loc == ["labels"] and kind == "too_short":
-        return "give at least 2 labels"
+        return LabelProblem("labels-problem-too-few", {"min": ctx.get("min_length", 2)})
     if loc == ["labels"] and kind == "too_long":
-        return f"give at most {MAX_LABELS} labels"
-    messages = {
-        "extra_forbidden": f"unknown field “{field}”",
-        "missing": f"“{field}” is missing",
-        "string_too_long": f"“{field}” is too long (at most {ctx.get('max_length')} characters)",
-        "string_too_short": f"“{field}” is empty",
-        "list_type": f"“{field}” must be a list",
-    }
-    message = messages.get(kind, str(error["msg"]).removeprefix("Value error, "))
+        return LabelProblem("labels-problem-too-many", {"max": MAX_LABELS})
+    params: dict[str, Any] = {"field": name}
+    if "max_length" in ctx:
+        params["max_length"] = ctx["max_length"]
+    key = _PROBLEM_KEYS.get(kind)
+    if key is None:
+        # Another pydantic error: its own (English) message, inside the localized frame.
+        message = str(error["msg"]).removeprefix("Value error, ")
+        key, params = "labels-problem-other", {"message": message}
     if len(loc) >= 2 and loc[0] == "labels" and isinstance(loc[1], int):
         value = error.get("input")
-        named = f" “{value}”" if field == "name" and isinstance(value, str) else ""
-        return f"label {loc[1] + 1}{named}: {message}"
+        if name == "name" and isinstance(value, str):
+            where = {"number": loc[1] + 1, "value": value}
+            return LabelProblem(key, params, "labels-problem-in-named-label", where)
+        return LabelProblem(key, params, "labels-problem-in-label", {"number": loc[1] + 1})
     if loc == ["name"]:
-        return f"the set's name: {message}"
-    return message
+        return LabelProblem(key, params, "labels-problem-in-set-name")
+    return LabelProblem(key, params)
 
 
 @cache

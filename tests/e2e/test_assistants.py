@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from sqlmodel import select
 
 from bot.emulated import EmulatedBot, emulated_bot
+from loopgram import labeling
 from loopgram.models import (
     Chat,
     Interaction,
@@ -299,6 +301,54 @@ async def test_label_sets_need_an_admin_and_tables_are_labeled(
     assert lines[2].split(";")[2] == "question"
     summary = [m for m in emu.bot_messages(7601) if "Labeled 3 rows" in m.get("text", "")]
     assert summary
+
+
+async def test_invalid_label_sets_are_explained_in_the_admins_language(
+    running: EmulatedBot,
+) -> None:
+    """The detail of `labels-invalid` is localized too, not English inside a Russian frame."""
+    emu = running.emulator
+    admin = emu.user(7000, "Админ", language_code="ru")
+    sent = [
+        ("/labels одна", "нужно хотя бы 2 метки"),
+        ("/labels спам, вопрос, Спам", "названия меток должны быть разными"),
+        ("/labels спам, во$прос", "метка 2 «во$прос»: метка — это"),
+        (
+            "/labels спам: " + "о" * 301 + ", вопрос",
+            "метка 1: поле «description» слишком длинное (не больше 300 символов)",
+        ),
+    ]
+    replies = []
+    for text, fragment in sent:
+        await admin.send_text(text)
+        reply = await emu.wait_for_bot_message(7000, lambda m: "Набор меток" in m.get("text", ""))
+        assert fragment in reply["text"], reply["text"]
+        replies.append(reply["text"])
+    for text in replies:
+        # Only the command and the field's own name may be Latin in a Russian reply.
+        assert not re.search("[A-Za-z]", re.sub("/labels|description", "", text)), text
+
+
+def _reply_to(message: dict[str, Any]) -> Any:
+    return lambda m: (m.get("reply_to_message") or {}).get("message_id") == message["message_id"]
+
+
+async def test_a_yaml_file_captioned_labels_sets_the_chats_label_set(
+    running: EmulatedBot,
+) -> None:
+    """`/labels` as a file's caption is the file's command, not a bare `/labels` asking what
+    the current set is."""
+    emu, db = running.emulator, running.stack.db
+    admin = emu.user(7000, "Админ", language_code="ru")  # ADMIN_IDS
+    broken = await admin.send_document(b"labels: [unclosed", "set.yaml", caption="/labels")
+    reply = await emu.wait_for_bot_message(7000, _reply_to(broken))
+    assert "Этот YAML-файл — не набор меток" in reply["text"]
+    spec = b"name: support\nlabels:\n  - complaint\n  - name: praise\n    description: thanks\n"
+    good = await admin.send_document(spec, "support.yaml", caption="/labels")
+    reply = await emu.wait_for_bot_message(7000, _reply_to(good))
+    assert reply["text"].startswith("✅ Сохранено")
+    stored = await db.run(labeling.current_spec, chat_id=7000, chat_type="private")
+    assert (stored.name, stored.names) == ("support", ["complaint", "praise"])
 
 
 async def test_table_rows_to_check_go_to_the_review_queue_once(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 
@@ -168,34 +169,51 @@ def test_label_list_description_keeps_later_colons() -> None:
 
 
 def assert_readable(err: LabelSetError) -> str:
-    """The message a user reads (the handler puts it in `labels-invalid`)."""
+    """The message a user reads (the handler puts it in `labels-invalid`): the English
+    detail is str(), and the Russian one is Russian but for field names and values."""
     message = str(err)
     assert isinstance(err, LoopgramError)
+    assert err.problem is not None
+    assert err.detail("en") == message
     assert "validation error" not in message
     assert "LabelSetSpec" not in message
     assert "https://errors.pydantic.dev" not in message
+    russian = err.detail("ru")
+    assert "{" not in russian and russian != message
+    assert not re.search("[A-Za-z]", re.sub("«[^»]*»", "", russian)), russian
     return message
 
 
 @pytest.mark.parametrize(
-    ("text", "fragment"),
+    ("text", "problem", "fragment"),
     [
-        ("spam, question, Spam", "unique"),  # duplicates after lower-casing
-        ("spam", "at least 2"),  # one label only
-        ("", "at least 2"),
-        (", ".join(f"label{i}" for i in range(MAX_LABELS + 1)), f"at most {MAX_LABELS}"),
-        ("spam, que$tion", "letters, digits"),  # bad characters
-        ("spam, " + "x" * 33, "1-32"),  # too long a name
-        ("-spam, question", "letters, digits"),  # must start with a letter or digit
-        ("spam: " + "d" * 301 + ", question", "300"),  # too long a description
+        # duplicates after lower-casing
+        ("spam, question, Spam", "labels-problem-duplicate", "label names must be unique"),
+        ("spam", "labels-problem-too-few", "give at least 2 labels"),  # one label only
+        ("", "labels-problem-too-few", "give at least 2 labels"),
+        (
+            ", ".join(f"label{i}" for i in range(MAX_LABELS + 1)),
+            "labels-problem-too-many",
+            f"give at most {MAX_LABELS} labels",
+        ),
+        ("spam, que$tion", "labels-problem-bad-name", "letters, digits"),  # bad characters
+        ("spam, " + "x" * 33, "labels-problem-bad-name", "1-32"),  # too long a name
+        # must start with a letter or digit
+        ("-spam, question", "labels-problem-bad-name", "letters, digits"),
+        (
+            "spam: " + "d" * 301 + ", question",
+            "labels-problem-too-long",
+            "label 1: “description” is too long (at most 300 characters)",
+        ),
     ],
 )
-def test_label_list_errors_say_what_is_wrong(text: str, fragment: str) -> None:
+def test_label_list_errors_say_what_is_wrong(text: str, problem: str, fragment: str) -> None:
     with pytest.raises(LabelSetError) as err:
         parse_label_list(text)
     assert err.value.key == "labels-invalid"
+    assert err.value.problem is not None and err.value.problem.key == problem
     assert fragment in assert_readable(err.value)
-    assert err.value.params["max"] == MAX_LABELS
+    assert err.value.params == {"max": MAX_LABELS}
 
 
 def test_label_list_at_the_limits() -> None:
@@ -207,20 +225,29 @@ def test_invalid_label_set_text_for_the_user() -> None:
     """What the /labels handler sends: the locale text with the detail and the limit."""
     with pytest.raises(LabelSetError) as err:
         parse_label_list("spam")
-    for lang in ("en", "ru"):
-        text = t(lang, err.value.key, detail=str(err.value), max=err.value.params["max"])
-        assert "at least 2" in text
-        assert "50" in text
-        assert "{" not in text
+    texts = {
+        lang: t(lang, err.value.key, detail=err.value.detail(lang), **err.value.params)
+        for lang in ("en", "ru")
+    }
+    assert texts["en"].startswith("This label set is not valid: give at least 2 labels. ")
+    assert texts["ru"].startswith("Набор меток неверен: нужно хотя бы 2 метки. ")
+    assert all("50" in text and "{" not in text for text in texts.values())
 
 
 def test_label_error_names_the_bad_label_in_plain_words() -> None:
     with pytest.raises(LabelSetError) as err:
         parse_label_list("spam, que$tion")
+    problem = err.value.problem
+    assert problem is not None
+    assert (problem.where, problem.where_params) == (
+        "labels-problem-in-named-label",
+        {"number": 2, "value": "que$tion"},
+    )
     message = str(err.value)
-    assert "que$tion" in message
+    assert message.startswith("label 2 “que$tion”: a label is 1-32 letters")
     assert "Value error" not in message
     assert "labels.1" not in message
+    assert err.value.detail("ru").startswith("метка 2 «que$tion»: метка — это от 1 до 32 букв")
 
 
 # --------------------------------------------------------------------- parse_label_yaml
@@ -307,26 +334,59 @@ def test_label_yaml_missing_labels(data: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("data", "fragments"),
+    ("data", "english", "russian"),
     [
-        ("labels: [a, b, A]", ["unique"]),
-        ("labels: [a]", ["at least 2"]),
-        ("labels: []", ["at least 2"]),
-        ("labels: 5", ["labels", "list"]),
-        ("labels:\n  - name: a\n    colour: red\n  - name: b\n", ["colour", "unknown field"]),
-        ("labels:\n  - name: a\n  - description: no name\n", ["name", "missing"]),
-        ("labels:\n  - a\n  - b c $\n", ["letters, digits"]),
-        ("name: " + "n" * 65 + "\nlabels: [a, b]", ["name", "64"]),
-        ("labels:\n" + "".join(f"  - l{i}\n" for i in range(51)), ["at most 50"]),
+        ("labels: [a, b, A]", "label names must be unique", "названия меток должны быть разными"),
+        ("labels: [a]", "give at least 2 labels", "нужно хотя бы 2 метки"),
+        ("labels: []", "give at least 2 labels", "нужно хотя бы 2 метки"),
+        ("labels: 5", "“labels” must be a list", "поле «labels» должно быть списком"),
+        (
+            "labels:\n  - name: a\n    colour: red\n  - name: b\n",
+            "label 1: unknown field “colour”",
+            "метка 1: неизвестное поле «colour»",
+        ),
+        (
+            "labels:\n  - name: a\n  - description: no name\n",
+            "label 2: “name” is missing",
+            "метка 2: не хватает поля «name»",
+        ),
+        (
+            "labels:\n  - a\n  - b c $\n",
+            "label 2 “b c $”: a label is 1-32 letters, digits, spaces, '-' or '_'",
+            "метка 2 «b c $»: метка — это от 1 до 32 букв, цифр, пробелов, «-» или «_»",
+        ),
+        (
+            "labels:\n  - a\n  - name: b\n    description: ''\n  - name: ''\n",
+            "label 3 “”: a label is 1-32 letters",
+            "метка 3 «»: метка — это",
+        ),
+        (
+            "name: " + "n" * 65 + "\nlabels: [a, b]",
+            "the set's name: “name” is too long (at most 64 characters)",
+            "название набора: поле «name» слишком длинное (не больше 64 символов)",
+        ),
+        (
+            "labels:\n" + "".join(f"  - l{i}\n" for i in range(51)),
+            "give at most 50 labels",
+            "можно не больше 50 меток",
+        ),
     ],
 )
-def test_label_yaml_schema_errors_say_what_is_wrong(data: str, fragments: list[str]) -> None:
+def test_label_yaml_schema_errors_say_what_is_wrong(data: str, english: str, russian: str) -> None:
     with pytest.raises(LabelSetError) as err:
         parse_label_yaml(data)
     assert err.value.key == "labels-invalid"
-    message = assert_readable(err.value)
-    for fragment in fragments:
-        assert fragment in message, message
+    assert assert_readable(err.value).startswith(english)
+    assert err.value.detail("ru").startswith(russian)
+
+
+def test_label_yaml_other_schema_errors_keep_pydantic_words_in_a_localized_frame() -> None:
+    with pytest.raises(LabelSetError) as err:
+        parse_label_yaml("labels: [[a], b]")
+    problem = err.value.problem
+    assert problem is not None and problem.key == "labels-problem-other"
+    assert str(err.value).startswith("label 1: Input should be")
+    assert err.value.detail("ru").startswith("метка 1: Input should be")
 
 
 def test_label_yaml_yes_no_labels() -> None:

@@ -184,6 +184,29 @@ labels-current = Набор меток «{ $name }»:
 labels-saved = ✅ Сохранено. Новые элементы размечаются этим набором.
 labels-invalid = Набор меток неверен: { $detail }. Нужно от 2 до { $max } разных меток, например: /labels вопрос, жалоба, благодарность
 labels-invalid-yaml = Этот YAML-файл — не набор меток. Нужен список «labels:» из названий или из названий с описаниями.
+labels-problem-too-few = нужно хотя бы { $min } { $min ->
+    [one] метку
+    [few] метки
+   *[other] меток
+}
+labels-problem-too-many = можно не больше { $max } { $max ->
+    [one] метки
+   *[other] меток
+}
+labels-problem-unknown-field = неизвестное поле «{ $field }»
+labels-problem-missing = не хватает поля «{ $field }»
+labels-problem-too-long = поле «{ $field }» слишком длинное (не больше { $max_length } { $max_length ->
+    [one] символа
+   *[other] символов
+})
+labels-problem-empty = поле «{ $field }» пустое
+labels-problem-not-list = поле «{ $field }» должно быть списком
+labels-problem-bad-name = метка — это от 1 до 32 букв, цифр, пробелов, «-» или «_»
+labels-problem-duplicate = названия меток должны быть разными
+labels-problem-other = { $message }
+labels-problem-in-label = метка { $number }: { $problem }
+labels-problem-in-named-label = метка { $number } «{ $value }»: { $problem }
+labels-problem-in-set-name = название набора: { $problem }
 labels-file-yaml = Пришлите набор меток файлом .yaml с подписью /labels.
 file-broken = Не удалось открыть файл: похоже, он повреждён.
 file-encrypted = Файл защищён паролем, я не могу его прочитать.
