@@ -101,7 +101,13 @@ class AnswerStreamer:
             self._next_update = time.monotonic() + exc.retry_after
             log.info("stream.retry_after chat_id=%s seconds=%s", self.chat_id, exc.retry_after)
         except TelegramBadRequest as exc:
-            if "not modified" not in exc.message:
+            if message_gone(exc):
+                # Deleted mid-answer (people may delete the bot's messages in private chats):
+                # the next preview starts a new message, and the answer still arrives.
+                log.info("stream.message_deleted chat_id=%s", self.chat_id)
+                self.stream_message_id = None
+                self._next_update = 0.0
+            elif "not modified" not in exc.message:
                 log.warning("stream.update_failed chat_id=%s error=%s", self.chat_id, exc.message)
 
     async def _draft(self, preview: str) -> None:
@@ -151,8 +157,11 @@ class AnswerStreamer:
         for index, (html_part, source) in enumerate(zip(parts, sources, strict=False)):
             markup = keyboard if index == len(parts) - 1 else None
             if index == 0 and self.stream_message_id is not None:
-                await self._edit_final(self.stream_message_id, html_part, source, markup)
-                ids.append(self.stream_message_id)
+                if await self._edit_final(self.stream_message_id, html_part, source, markup):
+                    ids.append(self.stream_message_id)
+                else:  # the streamed message was deleted: the answer comes anew
+                    self.stream_message_id = None
+                    ids.append(await self._send_final(html_part, source, markup, first=True))
             else:
                 ids.append(await self._send_final(html_part, source, markup, first=index == 0))
         return ids
@@ -160,8 +169,9 @@ class AnswerStreamer:
     async def send_plain(self, text: str, keyboard: InlineKeyboardMarkup | None) -> int:
         """A non-answer message (an apology, a notice) in the same place as the answer."""
         if self.stream_message_id is not None:
-            await self._edit_final(self.stream_message_id, text, text, keyboard, html=False)
-            return self.stream_message_id
+            if await self._edit_final(self.stream_message_id, text, text, keyboard, html=False):
+                return self.stream_message_id
+            self.stream_message_id = None
         return await self._send_final(text, text, keyboard, first=True, html=False)
 
     async def _send_final(
@@ -201,7 +211,8 @@ class AnswerStreamer:
         markup: InlineKeyboardMarkup | None,
         *,
         html: bool = True,
-    ) -> None:
+    ) -> bool:
+        """True once the message shows the text; False when the message is gone."""
         for _ in range(_MAX_SEND_ATTEMPTS):
             try:
                 await self.bot.edit_message_text(
@@ -211,16 +222,25 @@ class AnswerStreamer:
                     parse_mode=ParseMode.HTML if html else None,
                     reply_markup=markup,
                 )
-                return
+                return True
             except TelegramBadRequest as exc:
                 if "not modified" in exc.message:
-                    return
+                    return True
+                if message_gone(exc):
+                    log.info("stream.message_deleted chat_id=%s", self.chat_id)
+                    return False
                 if html and "parse entities" in exc.message:
                     log.error("stream.html_rejected error=%s", exc.message)
                     html = False
                     continue
                 raise
         raise RuntimeError("could not deliver the answer after retries")
+
+
+def message_gone(exc: TelegramBadRequest) -> bool:
+    """Telegram's answer to an edit of a message that was deleted (or never was)."""
+    text = exc.message.lower()
+    return "message to edit not found" in text or "message_id_invalid" in text
 
 
 def _preview(text: str) -> str:

@@ -12,6 +12,7 @@ import logging
 
 from aiogram import Bot, F, Router
 from aiogram.enums import ChatType
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 from sqlmodel import Session, col, select
@@ -19,6 +20,7 @@ from sqlmodel import Session, col, select
 from bot.callbacks import SourcesCb
 from bot.filters import AddressedToBot
 from bot.permissions import is_admin
+from bot.streaming import message_gone
 from loopgram import crud
 from loopgram.db import Database, parse_id
 from loopgram.errors import LoopgramError
@@ -188,9 +190,19 @@ async def on_kb_file(
             added_by=message.from_user.id,
         )
     except LoopgramError as exc:
-        await status.edit_text(t(lang, exc.key, **exc.params))
+        await _show(message, status, t(lang, exc.key, **exc.params))
         return
     text = t(lang, OUTCOME_KEYS[outcome.status], name=outcome.name, chunks=outcome.chunks)
     if outcome.findings:
         text += "\n" + t(lang, "kb-injection-warning", count=len(outcome.findings))
-    await status.edit_text(text)
+    await _show(message, status, text)
+
+
+async def _show(message: Message, status: Message, text: str) -> None:
+    """The outcome in the "indexing…" message, or in a new reply if it was deleted meanwhile."""
+    try:
+        await status.edit_text(text)
+    except TelegramBadRequest as exc:
+        if not message_gone(exc):
+            raise
+        await message.reply(text)

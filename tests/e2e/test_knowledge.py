@@ -82,6 +82,17 @@ async def test_answers_cite_the_knowledge_base(
     assert "ready" in listing["text"]
 
 
+async def test_the_outcome_arrives_when_the_indexing_message_was_deleted(
+    running: EmulatedBot,
+) -> None:
+    emu = running.emulator
+    admin = emu.user(ADMIN, "Ada", language_code="en")
+    emu.fail_next("editMessageText", 400, "Bad Request: message to edit not found")
+    sent = await admin.send_document(REFUNDS, "refunds.md", "text/markdown", caption="/kb")
+    added = await emu.wait_for_bot_message(ADMIN, lambda m: "Added refunds.md" in m["text"])
+    assert (added.get("reply_to_message") or {}).get("message_id") == sent["message_id"]
+
+
 async def test_a_document_with_injected_instructions_is_flagged(running: EmulatedBot) -> None:
     emu, db = running.emulator, running.stack.db
     admin = emu.user(ADMIN, "Ada", language_code="en")

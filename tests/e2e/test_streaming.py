@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.emulated import emulated_bot
 from loopgram.emulator import BotApiEmulator
-from loopgram.models import Rating
+from loopgram.models import Interaction, Rating
 from tests.e2e.conftest import has_rating_buttons, rows, wait_db
 from training.model_server.scripted import ScriptedBackend
 
@@ -78,3 +78,28 @@ async def test_native_reaction_counts_as_a_rating(running, scripted: ScriptedBac
     await anna.react(answer, "🤔")
     (rating,) = await db.run(rows(Rating))
     assert rating.value == -1
+
+
+async def test_an_answer_whose_streamed_message_was_deleted_arrives_anew(
+    bot_settings, scripted: ScriptedBackend
+) -> None:  # type: ignore[no-untyped-def]
+    """People delete a half-written answer (private chats let them delete the bot's messages
+    too); the finished answer then comes as a new message instead of failing its last edit."""
+    scripted.reply, scripted.token_delay = LONG_REPLY, 0.02
+    emulator = BotApiEmulator(token="779:DELETER", drafts_supported=False)
+    await emulator.start()
+    try:
+        async with emulated_bot(bot_settings(), emulator=emulator, with_model=False) as env:
+            ben = emulator.user(7003, "Ben", language_code="en")
+            await ben.send_text("stream please")
+            streaming = await emulator.wait_for_bot_message(7003, lambda m: "word" in m["text"])
+            ben.delete(streaming)
+            answer = await emulator.wait_for_bot_message(7003, has_rating_buttons, timeout=20)
+            assert answer["text"] == LONG_REPLY
+            assert answer["message_id"] != streaming["message_id"]
+            (interaction,) = await env.stack.db.run(rows(Interaction))
+            assert interaction.telegram_message_id == answer["message_id"]
+            await ben.press(answer, "👍")
+            await wait_db(env.stack.db, rows(Rating))
+    finally:
+        await emulator.stop()
