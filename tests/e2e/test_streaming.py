@@ -97,7 +97,12 @@ async def test_an_answer_whose_streamed_message_was_deleted_arrives_anew(
             answer = await emulator.wait_for_bot_message(7003, has_rating_buttons, timeout=20)
             assert answer["text"] == LONG_REPLY
             assert answer["message_id"] != streaming["message_id"]
-            (interaction,) = await env.stack.db.run(rows(Interaction))
+
+            def attached(*, session):  # type: ignore[no-untyped-def]
+                return [i for i in rows(Interaction)(session=session) if i.telegram_message_id]
+
+            # The message ids are written just after the answer is sent.
+            (interaction,) = await wait_db(env.stack.db, attached)
             assert interaction.telegram_message_id == answer["message_id"]
             await ben.press(answer, "👍")
             await wait_db(env.stack.db, rows(Rating))
