@@ -123,16 +123,18 @@ class Responder:
                     status=InteractionStatus.failed,
                     error=str(exc),
                 )
-                message_id = await streamer.send_plain(
-                    t(lang, exc.key), retry_keyboard(failed.id or 0, lang)
-                )
+                # Unstored (forgotten meanwhile): nothing for a button to point at.
+                retry = retry_keyboard(failed.id, lang) if failed.id is not None else None
+                message_id = await streamer.send_plain(t(lang, exc.key), retry)
                 await self.answers.attach_messages(failed, [message_id])
                 return None
             interaction = await self.answers.store(prepared, answer=text, best_of_n=picked)
             shown = prepared.assistant.render(text, lang=lang)
             if prepared.knowledge_down:
                 shown += "\n\n" + t(lang, "kb-unavailable-note")
-            ids = await streamer.finish(shown, answer_keyboard(interaction, lang))
+            # Unstored (forgotten meanwhile): the answer is sent without buttons to rate it.
+            keyboard = answer_keyboard(interaction, lang) if interaction.id is not None else None
+            ids = await streamer.finish(shown, keyboard)
             await self.answers.attach_messages(interaction, ids)
             await self.answers.after_answer(interaction)
             log.info(

@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -24,8 +25,8 @@ from loopgram.db import Database
 from loopgram.errors import InputTooLongError, ModelNotServedError
 from loopgram.llm import ChatMessage, LLMClient
 from loopgram.logging_setup import bind_log_context
-from loopgram.models import Interaction, InteractionStatus
-from loopgram.privacy import end_user_id
+from loopgram.models import Interaction, InteractionStatus, utcnow
+from loopgram.privacy import end_user_id, forgotten_since
 from loopgram.rag import prompt as rag_prompt
 from loopgram.rag.types import Retrieval
 from loopgram.routing import AdapterRouter, Route
@@ -66,6 +67,8 @@ class PreparedAnswer:
     knowledge_down: bool = False
     best_of_n: BestOfNPlan | None = None  # set when this answer is picked from n candidates
     started: float = field(default_factory=time.monotonic)
+    # Wall-clock time of the question: a /forget after it means the answer is not stored.
+    asked_at: datetime = field(default_factory=utcnow)
 
     @property
     def answer_lang(self) -> str:
@@ -84,6 +87,24 @@ class KnowledgeSource(Protocol):
     """The knowledge base as answering sees it (loopgram.rag.retrieve.AsyncRetriever)."""
 
     async def retrieve(self, query: str, *, assistant: str, chat_id: int) -> Retrieval: ...
+
+
+def add_answer_unless_forgotten(
+    *,
+    session: Session,
+    interaction: Interaction,
+    asked_at: datetime,
+    best_of_n: BestOfNResult | None,
+) -> Interaction | None:
+    """Store an answer (with its best-of-n candidates), unless its asker's data was
+    forgotten since the question was asked: checked in the storing transaction itself."""
+    if forgotten_since(session=session, user_id=interaction.user_id, since=asked_at):
+        return None
+    if best_of_n is not None:
+        return add_interaction_with_candidates(
+            session=session, interaction=interaction, result=best_of_n
+        )
+    return crud.add_interaction(session=session, interaction=interaction)
 
 
 class AnswerService:
@@ -335,7 +356,8 @@ class AnswerService:
         best_of_n: BestOfNResult | None = None,
     ) -> Interaction:
         """Store the answer; with `best_of_n` (an answered one), its candidates and pair in
-        the same transaction."""
+        the same transaction. Not stored (the interaction returned has no id) when the asker
+        has said /forget since the question was asked."""
         q = prepared.question
         interaction = Interaction(
             chat_id=q.chat_id,
@@ -358,12 +380,22 @@ class AnswerService:
             label_set_id=prepared.label_set_id,
             retrieved_chunk_ids=prepared.retrieved,
         )
-        if best_of_n is not None and status == InteractionStatus.ok:
-            stored = await self.db.run_grouped(
-                add_interaction_with_candidates, interaction=interaction, result=best_of_n
+        stored = await self.db.run_grouped(
+            add_answer_unless_forgotten,
+            interaction=interaction,
+            asked_at=prepared.asked_at,
+            best_of_n=best_of_n if status == InteractionStatus.ok else None,
+        )
+        if stored is None:
+            # The person said /forget while this was being answered: it is sent (they asked)
+            # but not kept. The caller sees an unstored interaction (no id).
+            log.info(
+                "interaction.not_stored_forgotten chat_id=%s assistant=%s status=%s",
+                q.chat_id,
+                prepared.assistant.name,
+                status.value,
             )
-        else:
-            stored = await self.db.run_grouped(crud.add_interaction, interaction=interaction)
+            return interaction
         bind_log_context(interaction_id=stored.id)  # the rest of this answer's log lines
         metrics.ANSWERS.labels(assistant=prepared.assistant.name, status=status.value).inc()
         metrics.ANSWER_SECONDS.labels(assistant=prepared.assistant.name).observe(

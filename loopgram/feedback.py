@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, SQLModel, col, select
 
-from loopgram import crud, labeling
+from loopgram import crud, labeling, privacy
 from loopgram.assistants.label import LabelResult
 from loopgram.assistants.structured import InvalidOutput, parse_structured
 from loopgram.db import ID_MAX, ID_MIN
@@ -406,6 +406,10 @@ def apply_feedback_many(*, session: Session, feedbacks: Sequence[Feedback]) -> l
         # hash the array and, on a table without statistics yet (a new deployment), compares
         # every row with every element (a 1000-rating batch took 100+ ms for one SELECT).
         conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    # A /forget running now is waited for (its answers are then gone: nothing is stored),
+    # and one starting now waits for this batch, then deletes what it stored: a 👍 on a
+    # label answer confirms an example of the person's text that must not outlive them.
+    privacy.lock_people(session, {f.user_id for f in feedbacks}, exclusive=False)
     state = _load_state(conn, dialect, feedbacks)
     results: list[tuple[FeedbackResult, tuple[int, int] | None]] = []
     for feedback in feedbacks:

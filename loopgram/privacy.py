@@ -42,12 +42,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, text, update
 from sqlmodel import Session, col, delete, or_, select
 
 from loopgram import crud
 from loopgram.models import (
     AnswerCandidate,
+    AuditLog,
     Chat,
     Document,
     Interaction,
@@ -72,6 +73,7 @@ CONFIRM_TTL = 600  # seconds a /forget confirmation stays valid
 EXPORT_FORMAT = "loopgram-user-export"
 EXPORT_VERSION = 1
 REDACTED = "[deleted]"
+FORGET_ACTION = "privacy.forget"
 _CHUNK = 500  # ids per IN (...) list
 _ROWS_PER_FETCH = 500
 
@@ -156,6 +158,19 @@ def _rowcount(result: Any) -> int:
 
 def forget_user(*, session: Session, user_id: int, actor_id: int | None = None) -> ForgetReport:
     """Delete what is stored about `user_id` (see the module docstring); one transaction."""
+    # Before anything is read, so that an answer being stored right now either commits
+    # first (and is deleted below) or waits and sees this forget (`forgotten_since`): the
+    # person's lock, and the audit row written first (on SQLite, a transaction's first write
+    # takes the database's write lock). Its counts are filled in at the end.
+    lock_people(session, [user_id], exclusive=True)
+    entry = AuditLog(
+        actor_id=actor_id if actor_id is not None else user_id,
+        action=FORGET_ACTION,
+        target_type="user",
+        target_id=str(user_id),
+    )
+    session.add(entry)
+    session.flush()
     interactions = session.exec(
         select(Interaction.id, Interaction.chat_id, Interaction.prompt, Interaction.answer).where(
             Interaction.user_id == user_id
@@ -218,14 +233,8 @@ def forget_user(*, session: Session, user_id: int, actor_id: int | None = None) 
         user_row=user_row,
         review_cards=tuple(cards),
     )
-    crud.audit(
-        session=session,
-        actor_id=actor_id if actor_id is not None else user_id,
-        action="privacy.forget",
-        target_type="user",
-        target_id=str(user_id),
-        details=report.counts(),
-    )
+    entry.details = report.counts()
+    session.add(entry)
     session.flush()
     log.info(
         "privacy.forget user_id=%s %s",
@@ -233,6 +242,55 @@ def forget_user(*, session: Session, user_id: int, actor_id: int | None = None) 
         " ".join(f"{k}={v}" for k, v in report.counts().items()),
     )
     return report
+
+
+# PostgreSQL advisory locks that serialise a forget with the writes about the same person
+# (see `lock_people`): (namespace, user id modulo a bucket count), so a batch of ratings from a
+# thousand people takes a bounded number of locks; two people of one bucket only ever wait
+# for each other's short transactions.
+_LOCK_NAMESPACE = 0x4C47
+_LOCK_BUCKETS = 1024
+_LOCK_EXCLUSIVE = text(
+    "SELECT pg_advisory_xact_lock(:namespace, b) FROM unnest(CAST(:buckets AS INTEGER[])) AS b"
+)
+_LOCK_SHARED = text(
+    "SELECT pg_advisory_xact_lock_shared(:namespace, b)"
+    " FROM unnest(CAST(:buckets AS INTEGER[])) AS b"
+)
+
+
+def lock_people(session: Session, user_ids: Iterable[int], *, exclusive: bool) -> None:
+    """Lock these people until the transaction ends: exclusive for a forget, shared for a
+    write of their data (an answer, a rating), so a write either commits before a forget
+    reads what to delete or waits and finds the forget done. PostgreSQL only: SQLite has
+    one writer at a time (answers are stored by the group-commit writer, whose transactions
+    take the write lock before they read, and a forget writes first)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    buckets = sorted({user_id % _LOCK_BUCKETS for user_id in user_ids})
+    if not buckets:
+        return
+    statement = _LOCK_EXCLUSIVE if exclusive else _LOCK_SHARED
+    session.connection().execute(statement, {"namespace": _LOCK_NAMESPACE, "buckets": buckets})
+
+
+def forgotten_since(*, session: Session, user_id: int, since: datetime) -> bool:
+    """`/forget` deleted the person's data at or after `since`.
+
+    An answer to a question asked before a forget and finished after it must not be stored:
+    it would outlive the forget the person was told was done. Call this in the transaction
+    that stores: it waits for a forget still running, and a forget that starts later waits
+    for that transaction (and then deletes what it stored)."""
+    lock_people(session, [user_id], exclusive=False)
+    found = session.exec(
+        select(AuditLog.id)
+        .where(AuditLog.action == FORGET_ACTION)
+        .where(AuditLog.target_type == "user")
+        .where(AuditLog.target_id == str(user_id))
+        .where(col(AuditLog.created_at) >= since)
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def _delete_review_items(session: Session, ids: list[int]) -> tuple[int, list[tuple[int, int]]]:

@@ -137,3 +137,35 @@ async def test_an_export_over_telegrams_limit_is_explained(
     await emu.user(ANNA, "Anna", language_code="en").send_text("/export_me")
     reply = await emu.wait_for_bot_message(ANNA, lambda m: "MB" in m.get("text", ""))
     assert "over Telegram's 0.0 MB limit" in reply["text"] and "document" not in reply
+
+
+async def _forget(env: EmulatedBot, user_id: int) -> None:
+    emu = env.emulator
+    person = emu.user(user_id, "Anna", language_code="en")
+    await person.send_text("/forget")
+    ask = await emu.wait_for_bot_message(
+        user_id, lambda m: "Delete everything" in m.get("text", "")
+    )
+    await person.press(ask, "🗑 Yes, delete")
+    await emu.wait_for_bot_message(user_id, lambda m: "Done: deleted" in m.get("text", ""))
+
+
+async def test_an_answer_still_streaming_during_forget_is_not_stored_after_it(
+    running: EmulatedBot, scripted: Any
+) -> None:
+    emu, db = running.emulator, running.stack.db
+    await _ask_and_rate(running, BORIS, "Boris", BORIS_QUESTION)
+    scripted.token_delay = 0.15  # the answer takes ~2 s: /forget is confirmed meanwhile
+    anna = emu.user(ANNA, "Anna", language_code="en")
+    await anna.send_text(ANNA_QUESTION)
+    await emu.wait_for(lambda: scripted.started == 2)
+
+    await _forget(running, ANNA)
+    # Anna still gets the answer she asked for, but nothing of it is kept: no buttons to rate
+    # it, no row (the question was asked before the forget and must not outlive it).
+    answer = await emu.wait_for_bot_message(ANNA, lambda m: "план недели" in m.get("text", ""))
+    assert not _buttons(answer)
+    await asyncio.sleep(0.3)
+    after = await _state(db)
+    assert after["interactions"] == [(BORIS, BORIS_QUESTION)]
+    assert after["ratings"] == [BORIS]

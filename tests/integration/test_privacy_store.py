@@ -3,15 +3,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import threading
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, select
 
 from loopgram import privacy
+from loopgram.answering import add_answer_unless_forgotten
+from loopgram.assistants.label import LabelResult
 from loopgram.db import Database
 from loopgram.export import iter_feedback, write_export
+from loopgram.feedback import Feedback, apply_feedback_many
 from loopgram.models import (
     AuditLog,
     Chat,
@@ -23,6 +29,7 @@ from loopgram.models import (
     ReviewItem,
     Role,
     User,
+    utcnow,
 )
 from loopgram.pii import scrub
 from tests.privacy_data import (
@@ -35,6 +42,7 @@ from tests.privacy_data import (
     BORIS,
     BORIS_PROMPT,
     CARD,
+    GROUP,
     MOD,
     Ids,
     seed,
@@ -212,3 +220,92 @@ def test_feedback_export_scrubs_personal_data(db: Database) -> None:
         raw = list(iter_feedback(session=session, scrub_pii=False))
     assert all(scrub(r[k]) == r[k] for r in rows for k in ("prompt", "answer", "comment") if r[k])
     assert any(ANNA_PHONE in r["prompt"] for r in raw)  # the switch is real, not a no-op
+
+
+def _late_answer() -> Interaction:
+    return Interaction(chat_id=ANNA, user_id=ANNA, assistant="chat", prompt="late", answer="A")
+
+
+def _annas_prompts(db: Database) -> list[str]:
+    return sorted(i.prompt for i in _all(db, Interaction) if i.user_id == ANNA)
+
+
+def test_an_answer_stored_while_a_forget_starts_is_deleted_by_it(db: Database) -> None:
+    db.call(seed)
+    asked_at = utcnow() - timedelta(seconds=5)
+    forgot: list[privacy.ForgetReport] = []
+    with Session(db.engine, expire_on_commit=False) as storing:
+        # An answer is being stored (not committed yet) when Anna's forget begins.
+        stored = add_answer_unless_forgotten(
+            session=storing, interaction=_late_answer(), asked_at=asked_at, best_of_n=None
+        )
+        assert stored is not None
+        forget = threading.Thread(
+            target=lambda: forgot.append(db.call(privacy.forget_user, user_id=ANNA))
+        )
+        forget.start()
+        forget.join(0.5)
+        assert forget.is_alive()  # waits for the answer's transaction
+        storing.commit()
+    forget.join(10)
+    assert forgot and forgot[0].interactions == 4
+    assert _annas_prompts(db) == []
+
+
+async def test_an_answer_finished_while_a_forget_runs_is_not_stored(db: Database) -> None:
+    db.call(seed)
+    asked_at = utcnow()
+    with Session(db.engine, expire_on_commit=False) as forgetting:
+        privacy.forget_user(session=forgetting, user_id=ANNA)
+        # The answer to a question asked before the forget is finished before it commits.
+        storing = asyncio.ensure_future(
+            db.run_grouped(
+                add_answer_unless_forgotten,
+                interaction=_late_answer(),
+                asked_at=asked_at,
+                best_of_n=None,
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not storing.done()  # waits for the forget
+        forgetting.commit()
+    assert await asyncio.wait_for(storing, 10) is None
+    assert _annas_prompts(db) == []
+    # A question asked after the forget is answered and stored as usual.
+    later = await db.run_grouped(
+        add_answer_unless_forgotten, interaction=_late_answer(), asked_at=utcnow(), best_of_n=None
+    )
+    assert later is not None and _annas_prompts(db) == ["late"]
+
+
+def test_a_label_thumbs_up_stored_while_a_forget_starts_is_deleted_by_it(db: Database) -> None:
+    db.call(seed)
+
+    def label_answer(*, session: Session) -> int:
+        row = Interaction(
+            chat_id=GROUP,
+            user_id=ANNA,
+            assistant="label",
+            prompt="Anna's text to label, in the group",
+            answer=LabelResult(label="request", confidence=0.9, reason="asks").canonical(),
+        )
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        return row.id
+
+    iid = db.call(label_answer)
+    with Session(db.engine, expire_on_commit=False) as rating:
+        # A worker is storing Anna's 👍 (it confirms her text as a label example) when her
+        # forget begins.
+        press = Feedback(interaction_id=iid, user_id=ANNA, value=1)
+        assert apply_feedback_many(session=rating, feedbacks=[press])[0].stored
+        forget = threading.Thread(target=lambda: db.call(privacy.forget_user, user_id=ANNA))
+        forget.start()
+        forget.join(0.5)
+        rating.commit()
+    forget.join(10)
+    assert not forget.is_alive()
+    texts = [e.text for e in _all(db, LabeledExample)]
+    assert "Anna's text to label, in the group" not in texts
+    assert [r for r in _all(db, Rating) if r.user_id == ANNA] == []
