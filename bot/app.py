@@ -18,7 +18,7 @@ from bot.feedback_sink import FeedbackSink
 from bot.group_moderation import GroupModerationMiddleware
 from bot.handlers import get_routers
 from bot.metrics_middleware import UpdateMetricsMiddleware
-from bot.middlewares import DedupMiddleware, UserContextMiddleware
+from bot.middlewares import DedupMiddleware, ReceivedAtMiddleware, UserContextMiddleware
 from bot.ordering import ChatOrder
 from bot.rate_limit import Limiter, MemoryLimiter, OutgoingRateLimit, create_limiter
 from bot.responding import Responder
@@ -160,6 +160,7 @@ def create_runtime(
         celery_app=celery_app,
     )
     assert responder.order is not None
+    dp.update.outer_middleware(ReceivedAtMiddleware())  # first: stamps the arrival (presses)
     dp.update.outer_middleware(UpdateMetricsMiddleware())  # counts, times, logs update_id
     dp.update.outer_middleware(responder.order)  # then: notes messages in arrival order
     dp.update.outer_middleware(DedupMiddleware(db))

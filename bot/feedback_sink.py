@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from loopgram.db import Database
 from loopgram.feedback import Feedback, apply_feedback, apply_feedback_many
+from loopgram.models import utcnow
 from loopgram.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,12 @@ class FeedbackSink:
         if loop is not self._loop:
             self._adopt(loop)
         stored: asyncio.Future[str] = loop.create_future()
-        self._waiting.append((feedback.to_payload(), stored))
+        payload = feedback.to_payload()
+        if payload["pressed_at"] is None:
+            # The handlers stamp a press when its update arrives; any other press of the bot
+            # now, so the workers can tell an older press applied late from the latest one.
+            payload["pressed_at"] = utcnow().isoformat()
+        self._waiting.append((payload, stored))
         if len(self._waiting) >= self.max_batch:
             self._send()
         elif not self._in_flight and self._cut is None:

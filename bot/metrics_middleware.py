@@ -1,8 +1,8 @@
 """Counts and times every update (`loopgram_updates_total`, `loopgram_update_seconds`) and
 binds `update_id` to every log line written while the update is handled.
 
-Registered first among the update middlewares, so its time covers the others (ordering,
-dedup, user context) and the handlers.
+Registered before the other update middlewares (only the arrival stamp comes first), so its
+time covers the others (ordering, dedup, user context) and the handlers.
 """
 
 from __future__ import annotations

@@ -15,12 +15,22 @@ from sqlalchemy.exc import OperationalError
 from loopgram import crud
 from loopgram.db import Database
 from loopgram.i18n import pick_language
-from loopgram.models import Role
+from loopgram.models import Role, utcnow
 from loopgram.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+class ReceivedAtMiddleware(BaseMiddleware):
+    """Notes when the update arrived (`received_at`, UTC, in microseconds) before anything can
+    reorder it: a person's presses are ordered by it (callback queries carry no date, and
+    update ids restart at a random value after a week without updates)."""
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        data["received_at"] = utcnow()
+        return await handler(event, data)
 
 
 class DedupMiddleware(BaseMiddleware):

@@ -1,7 +1,8 @@
 """Ratings, regenerate choices and review flags: the writes that fill the reward buffer.
 
 Everything here is idempotent: the same feedback applied twice leaves one row, so a task
-that is redelivered (acks_late) or replayed from the spool is harmless.
+that is redelivered (acks_late) or replayed from the spool is harmless. And the order does
+not matter: a press older (`pressed_at`) than the one stored changes nothing.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, any_, bindparam, delete, func, text, update
@@ -41,7 +43,12 @@ THUMBS_DOWN_REVIEW_REASON = "thumbs_down"
 
 @dataclass(frozen=True)
 class Feedback:
-    """One rating event. `reason`/`comment` None means "leave as stored"."""
+    """One rating event. `reason`/`comment` None means "leave as stored".
+
+    `pressed_at`: when the bot received the press (UTC). The order of the presses: the
+    update_id is not one (Telegram restarts it at random after a week without updates).
+    None (producers that do not stamp, messages queued before stamps): applied as the latest.
+    """
 
     interaction_id: int
     user_id: int
@@ -50,12 +57,17 @@ class Feedback:
     comment: str | None = None
     source: str = "button"
     update_id: int | None = None
+    pressed_at: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.value not in (1, -1):
             raise ValueError(f"rating value must be +1 or -1, got {self.value!r}")
         if self.reason is not None and self.reason not in REASONS:
             raise ValueError(f"unknown reason {self.reason!r}")
+        if self.pressed_at is not None:
+            if self.pressed_at.tzinfo is None:  # a naive time cannot be ordered with the rest
+                raise ValueError("pressed_at must carry a time zone")
+            object.__setattr__(self, "pressed_at", self.pressed_at.astimezone(UTC))
 
     def to_payload(self) -> dict[str, Any]:
         # By hand: `dataclasses.asdict` deep-copies every field (a third of a press's cost
@@ -68,6 +80,7 @@ class Feedback:
             "comment": self.comment,
             "source": self.source,
             "update_id": self.update_id,
+            "pressed_at": None if self.pressed_at is None else self.pressed_at.isoformat(),
         }
 
     @classmethod
@@ -82,6 +95,11 @@ class Feedback:
         for name in ("reason", "comment", "source"):
             if name in fields and not isinstance(fields[name], str | None):
                 raise ValueError(f"{name} must be a string, got {type(fields[name]).__name__}")
+        stamp = fields.get("pressed_at")
+        if stamp is not None:
+            if not isinstance(stamp, str):
+                raise ValueError(f"pressed_at must be an ISO 8601 string, got {stamp!r}")
+            fields["pressed_at"] = datetime.fromisoformat(stamp)
         return cls(**fields)
 
 
@@ -111,6 +129,8 @@ def apply_feedback(*, session: Session, feedback: Feedback) -> FeedbackResult:
         return FeedbackResult(stored=False, note="not the owner")
 
     rating = _upsert_rating(session, feedback)
+    if rating is None:
+        return _stale(feedback)
     flagged = _sync_review_flag(session, interaction, rating)
     pairs = _sync_regenerate_pairs(session, interaction, rating)
     sync_confirmed_labels(session=session, feedbacks=[feedback])
@@ -153,7 +173,28 @@ def sync_confirmed_labels(*, session: Session, feedbacks: Sequence[Feedback]) ->
     return changed
 
 
-def _upsert_rating(session: Session, feedback: Feedback) -> Rating:
+def _is_stale(stored: datetime | None, feedback: Feedback) -> bool:
+    """Pressed before the press already stored: applying it would undo a newer one."""
+    if stored is None or feedback.pressed_at is None:
+        return False
+    if stored.tzinfo is None:  # SQLite gives the stored UTC time back without its zone
+        stored = stored.replace(tzinfo=UTC)
+    return feedback.pressed_at < stored
+
+
+def _stale(feedback: Feedback) -> FeedbackResult:
+    # Expected (a redelivered message, a retried batch, two workers): not a warning.
+    log.info(
+        "feedback.stale_press interaction_id=%s user_id=%s pressed_at=%s",
+        feedback.interaction_id,
+        feedback.user_id,
+        feedback.pressed_at,
+    )
+    return FeedbackResult(stored=False, note="stale press")
+
+
+def _upsert_rating(session: Session, feedback: Feedback) -> Rating | None:
+    """The stored rating after the press; None if the press is older than the stored one."""
     query = select(Rating).where(
         Rating.interaction_id == feedback.interaction_id, Rating.user_id == feedback.user_id
     )
@@ -166,6 +207,7 @@ def _upsert_rating(session: Session, feedback: Feedback) -> Rating:
             source=feedback.source,
             reason=feedback.reason,
             comment=feedback.comment,
+            pressed_at=feedback.pressed_at,
         )
         try:
             with session.begin_nested():
@@ -176,6 +218,8 @@ def _upsert_rating(session: Session, feedback: Feedback) -> Rating:
         except IntegrityError:
             # A concurrent worker inserted the same (interaction, user) first.
             rating = session.exec(query).one()
+    if _is_stale(rating.pressed_at, feedback):
+        return None
     _merge_press(rating, feedback)
     rating.updated_at = utcnow()
     session.add(rating)
@@ -194,6 +238,8 @@ def _merge_press(rating: Rating | _RatingRow, feedback: Feedback) -> None:
         rating.reason = feedback.reason
     if feedback.comment is not None:
         rating.comment = feedback.comment
+    if feedback.pressed_at is not None:  # an unstamped press keeps the newest stamp seen
+        rating.pressed_at = feedback.pressed_at
 
 
 def _sync_review_flag(session: Session, interaction: Interaction, rating: Rating) -> bool:
@@ -337,6 +383,7 @@ class _RatingRow:
     source: str
     reason: str | None
     comment: str | None
+    pressed_at: datetime | None = None
     id: int | None = None
     dirty: bool = False
 
@@ -465,13 +512,21 @@ def _load_state(conn: Connection, dialect: str, feedbacks: Sequence[Feedback]) -
 
     users = sorted({f.user_id for f in valid})
     r = _RATING.c
-    for row in conn.execute(
-        sa_select(r.id, r.interaction_id, r.user_id, r.value, r.source, r.reason, r.comment).where(
+    for rated in conn.execute(
+        # The stored press times come with the ratings: a stale press is known without a query.
+        sa_select(
+            r.id, r.interaction_id, r.user_id, r.value, r.source, r.reason, r.comment, r.pressed_at
+        ).where(
             _among(r.interaction_id, sorted(answers), dialect), _among(r.user_id, users, dialect)
         )
     ):
-        state.ratings[(row.interaction_id, row.user_id)] = _RatingRow(
-            value=row.value, source=row.source, reason=row.reason, comment=row.comment, id=row.id
+        state.ratings[(rated.interaction_id, rated.user_id)] = _RatingRow(
+            value=rated.value,
+            source=rated.source,
+            reason=rated.reason,
+            comment=rated.comment,
+            pressed_at=rated.pressed_at,
+            id=rated.id,
         )
 
     v = _REVIEW.c
@@ -540,12 +595,15 @@ def _replay_one(
     # The rating (`_upsert_rating`).
     key = (answer.id, feedback.user_id)
     rating = state.ratings.get(key)
+    if rating is not None and _is_stale(rating.pressed_at, feedback):
+        return _stale(feedback), None
     if rating is None:
         rating = _RatingRow(
             value=feedback.value,
             source=feedback.source,
             reason=feedback.reason,
             comment=feedback.comment,
+            pressed_at=feedback.pressed_at,
         )
         state.ratings[key] = rating
     else:
@@ -631,6 +689,7 @@ def _write_state(conn: Connection, dialect: str, state: _BatchState) -> dict[tup
             "source": row.source,
             "reason": row.reason,
             "comment": row.comment,
+            "pressed_at": row.pressed_at,
             "created_at": now,
             "updated_at": now,
         }
@@ -651,6 +710,7 @@ def _write_state(conn: Connection, dialect: str, state: _BatchState) -> dict[tup
                     "source": excluded.source,
                     "reason": excluded.reason,
                     "comment": excluded.comment,
+                    "pressed_at": excluded.pressed_at,
                     "updated_at": excluded.updated_at,
                 },
             ).returning(r.id, r.interaction_id, r.user_id)
@@ -741,15 +801,17 @@ def _write_state(conn: Connection, dialect: str, state: _BatchState) -> dict[tup
 
 _UPSERT_RATINGS_PG = text(
     """
-    INSERT INTO rating (interaction_id, user_id, value, source, reason, comment,
+    INSERT INTO rating (interaction_id, user_id, value, source, reason, comment, pressed_at,
                         created_at, updated_at)
-    SELECT i, u, v, s, r, c, :now, :now
+    SELECT i, u, v, s, r, c, p, :now, :now
     FROM unnest(CAST(:iids AS INTEGER[]), CAST(:uids AS BIGINT[]), CAST(:vals AS INTEGER[]),
                 CAST(:srcs AS VARCHAR[]), CAST(:reasons AS VARCHAR[]),
-                CAST(:comments AS TEXT[])) AS t(i, u, v, s, r, c)
+                CAST(:comments AS TEXT[]), CAST(:pressed AS TIMESTAMPTZ[]))
+         AS t(i, u, v, s, r, c, p)
     ON CONFLICT (interaction_id, user_id) DO UPDATE
     SET value = excluded.value, source = excluded.source, reason = excluded.reason,
-        comment = excluded.comment, updated_at = excluded.updated_at
+        comment = excluded.comment, pressed_at = excluded.pressed_at,
+        updated_at = excluded.updated_at
     RETURNING id, interaction_id, user_id
     """
 )
@@ -780,6 +842,7 @@ def _upsert_ratings_pg(
             "srcs": [row["source"] for row in rows],
             "reasons": [row["reason"] for row in rows],
             "comments": [row["comment"] for row in rows],
+            "pressed": [row["pressed_at"] for row in rows],
         },
     )
     return {(iid, uid): rid for rid, iid, uid in result}

@@ -188,6 +188,11 @@ class Rating(RatingBase, table=True):
     id: int | None = Field(default=None, primary_key=True)
     created_at: datetime = _ts(index=True)
     updated_at: datetime = _ts()
+    # When the bot received the press now stored: an older press applied later (redelivered,
+    # retried, another worker's batch) is ignored. None: stored before presses were stamped.
+    pressed_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class AnswerCandidate(SQLModel, table=True):

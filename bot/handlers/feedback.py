@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
+from datetime import datetime
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramBadRequest
@@ -34,7 +35,7 @@ from loopgram.db import Database
 from loopgram.feedback import REASONS, Feedback
 from loopgram.i18n import t
 from loopgram.logging_setup import bind_log_context
-from loopgram.models import InteractionStatus
+from loopgram.models import InteractionStatus, utcnow
 from loopgram.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ async def on_rate(
     responder: Responder,
     answers: AnswerService,
     event_update: Update,
+    received_at: datetime | None = None,
 ) -> None:
+    pressed_at = received_at or utcnow()  # before the reads below can reorder two presses
     interaction = await owned_interaction(query, callback_data.iid, lang, db)
     if interaction is None or interaction.id is None:
         return
@@ -101,6 +104,7 @@ async def on_rate(
             user_id=query.from_user.id,
             value=value,
             update_id=event_update.update_id,
+            pressed_at=pressed_at,
         )
     )
     if value > 0:
@@ -128,7 +132,9 @@ async def on_reason(
     feedback_sink: FeedbackSink,
     state: FSMContext,
     event_update: Update,
+    received_at: datetime | None = None,
 ) -> None:
+    pressed_at = received_at or utcnow()
     if callback_data.reason not in REASONS:
         await query.answer(t(lang, "callback-invalid"), show_alert=True)
         return
@@ -143,6 +149,7 @@ async def on_reason(
             value=-1,
             reason=callback_data.reason,
             update_id=event_update.update_id,
+            pressed_at=pressed_at,
         )
     )
     await _set_markup(bot, query, answer_keyboard(interaction, lang, selected=-1))
@@ -171,7 +178,9 @@ async def on_comment(
     settings: Settings,
     feedback_sink: FeedbackSink,
     event_update: Update,
+    received_at: datetime | None = None,
 ) -> None:
+    pressed_at = received_at or utcnow()
     # In a group the comment mentions the bot to reach it: the mention is not the comment.
     me = await bot.me()
     text = strip_mention(message.text or "", me.username)
@@ -194,6 +203,7 @@ async def on_comment(
             value=-1,
             comment=text,
             update_id=event_update.update_id,
+            pressed_at=pressed_at,
         )
     )
     await message.reply(t(lang, "feedback-comment-saved"))
@@ -205,8 +215,11 @@ async def on_reaction(
     db: Database,
     feedback_sink: FeedbackSink,
     event_update: Update,
+    received_at: datetime | None = None,
 ) -> None:
     """Telegram's own 👍/👎 reactions on an answer count as ratings."""
+    # The bot's clock, as for the buttons (the reaction's own date is in whole seconds).
+    pressed_at = received_at or utcnow()
     if reaction.user is None:
         return
     emojis = {getattr(r, "emoji", None) for r in reaction.new_reaction}
@@ -230,5 +243,6 @@ async def on_reaction(
             value=value,
             source="reaction",
             update_id=event_update.update_id,
+            pressed_at=pressed_at,
         )
     )

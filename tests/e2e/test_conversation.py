@@ -47,6 +47,7 @@ async def test_message_streamed_answer_rating_export(
     assert emu.callback_answers[0]["text"] == "Спасибо! 👍"
     (rating,) = await wait_db(db, rows(Rating))
     assert (rating.value, rating.user_id, rating.interaction_id) == (1, 1001, interaction.id)
+    assert rating.pressed_at is not None  # stamped by the bot: an older press cannot undo it
 
     export = subprocess.run(
         [sys.executable, "-m", "loopgram.cli", "feedback", "export", "--format", "jsonl"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -43,14 +44,17 @@ LAYOUT: list[tuple[int | None, int, InteractionStatus]] = [
 ]
 UNKNOWN = len(LAYOUT)  # an index that maps to an id no interaction has
 
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
 press = st.builds(
-    lambda target, user, value, reason, comment, source: (
+    lambda target, user, value, reason, comment, source, stamp: (
         target,
         user,
         value,
         reason,
         comment,
         source,
+        stamp,
     ),
     st.integers(0, UNKNOWN),
     st.sampled_from([OWNER, OWNER, OWNER, STRANGER]),
@@ -58,9 +62,12 @@ press = st.builds(
     st.one_of(st.none(), st.sampled_from(REASONS)),
     st.sampled_from([None, None, "shorter", "wrong date"]),
     st.sampled_from(["button", "button", "reply"]),
+    # When the bot received it, in ms after T0: a few values, in any order, so presses come
+    # stale, repeated (the same stamp) or unstamped (None: old messages, other producers).
+    st.one_of(st.none(), st.integers(0, 6)),
 )
 
-Press = tuple[int, int, int, str | None, str | None, str]
+Press = tuple[int, int, int, str | None, str | None, str, int | None]
 
 
 def _layout(db: Database) -> list[int]:
@@ -87,11 +94,22 @@ def _layout(db: Database) -> list[int]:
 
 
 def _feedback(ids: list[int], p: Press) -> Feedback:
-    target, user, value, reason, comment, source = p
+    target, user, value, reason, comment, source, stamp = p
     iid = ids[target] if target < len(ids) else max(ids) + 1000
     return Feedback(
-        interaction_id=iid, user_id=user, value=value, reason=reason, comment=comment, source=source
+        interaction_id=iid,
+        user_id=user,
+        value=value,
+        reason=reason,
+        comment=comment,
+        source=source,
+        pressed_at=None if stamp is None else T0 + timedelta(milliseconds=stamp),
     )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite gives the stored UTC time back without its zone."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _prepare(
@@ -124,7 +142,13 @@ def _state(db: Database) -> dict[str, Any]:
         ratings = session.exec(select(Rating)).all()
         return {
             "ratings": {
-                (r.interaction_id, r.user_id): (r.value, r.source, r.reason, r.comment)
+                (r.interaction_id, r.user_id): (
+                    r.value,
+                    r.source,
+                    r.reason,
+                    r.comment,
+                    _utc(r.pressed_at),
+                )
                 for r in ratings
             },
             "rating_keys": {r.id: (r.interaction_id, r.user_id) for r in ratings},
@@ -224,7 +248,7 @@ def test_one_batch_with_every_rule(db: Database) -> None:
     assert results[0].rating_id == results[-1].rating_id is not None
     assert results[3].pairs == 2  # against the original and the other ok regeneration
     state = _state(db)
-    assert state["ratings"][(plain, OWNER)] == (1, "button", None, None)
+    assert state["ratings"][(plain, OWNER)] == (1, "button", None, None, None)
     assert state["reviews"] == {
         (plain, "thumbs_down"): (ReviewStatus.withdrawn, "user changed the rating to +1")
     }
