@@ -388,7 +388,12 @@ def _read_archive(path: Path, folder: Path) -> _Archive:
     members = manifest.get("members")
     if not isinstance(members, dict) or not isinstance(manifest.get("alembic_revision"), str):
         raise _broken(path, "manifest.json lacks members or alembic_revision")
+    kb_info = manifest.get("knowledge_base") or {}
+    if not isinstance(kb_info, dict) or not isinstance(kb_info.get("dim") or 0, int):
+        raise _broken(path, "manifest.json has no valid knowledge_base dim")
     for name, expected in members.items():
+        if not isinstance(expected, dict):
+            raise _broken(path, f"manifest.json has no hash and row count for {name}")
         if name not in files:
             raise _broken(path, f"{name} is missing")
         digest, lines = hashlib.sha256(), 0
@@ -465,29 +470,20 @@ def restore(
                 points_there = store.count()
             except KnowledgeBaseUnavailable as exc:
                 raise _kb_error(exc) from exc
-            if current is None:
-                migrate.upgrade(settings.db, revision)
-            with db.engine.connect() as conn:
-                rows_there = sum(_row_counts(conn).values())
+            rows_there = 0  # an unmigrated database has no tables, so no rows
+            if current is not None:
+                with db.engine.connect() as conn:
+                    rows_there = sum(_row_counts(conn).values())
             if (rows_there or points_there) and not force:
                 raise BackupError(key="restore-not-empty", rows=rows_there, points=points_there)
-
-            with db.engine.begin() as conn:
-                if rows_there:
-                    for table in reversed(tables()):
-                        conn.execute(table.delete())
-                for table in tables():
-                    summary.tables[table.name] = _insert(
-                        conn, table, archive.lines(f"db/{table.name}.jsonl")
-                    )
-                    if progress:
-                        progress(table.name, summary.tables[table.name])
-                if conn.dialect.name == "postgresql":
-                    _move_sequences(conn)
-                # Inside the transaction: a knowledge base that fails rolls the rows back.
-                summary.points = _restore_points(store, archive, replace=bool(points_there))
-                if progress:
-                    progress("knowledge base", summary.points)
+            if current is None:
+                migrate.upgrade(settings.db, revision)
+            try:
+                _restore_rows(db, archive, summary, store, rows_there, points_there, progress)
+            except BaseException:
+                if current is None:  # "Nothing was changed": not even the schema
+                    _unmigrate(settings, db)
+                raise
         except KnowledgeBaseUnavailable as exc:
             raise _kb_error(exc) from exc
         finally:
@@ -502,6 +498,47 @@ def restore(
         summary.points,
     )
     return summary
+
+
+def _restore_rows(
+    db: Database,
+    archive: _Archive,
+    summary: BackupSummary,
+    store: Any,
+    rows_there: int,
+    points_there: int,
+    progress: Progress | None,
+) -> None:
+    """The rows in one transaction (after deleting the old ones), then the knowledge base."""
+    with db.engine.begin() as conn:
+        if rows_there:
+            for table in reversed(tables()):
+                conn.execute(table.delete())
+        for table in tables():
+            summary.tables[table.name] = _insert(
+                conn, table, archive.lines(f"db/{table.name}.jsonl")
+            )
+            if progress:
+                progress(table.name, summary.tables[table.name])
+        if conn.dialect.name == "postgresql":
+            _move_sequences(conn)
+        # Inside the transaction: a knowledge base that fails rolls the rows back.
+        summary.points = _restore_points(store, archive, replace=bool(points_there))
+        if progress:
+            progress("knowledge base", summary.points)
+
+
+def _unmigrate(settings: Settings, db: Database) -> None:
+    """Undo the migration a restore ran on an unmigrated database; a failure here is logged,
+    not raised over the restore's own error."""
+    from loopgram import migrate
+
+    try:
+        migrate.downgrade(settings.db, "base")
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    except Exception:
+        log.exception("backup.unmigrate_failed")
 
 
 def _insert(conn: Connection, table: Table, rows: Iterator[dict[str, Any]]) -> int:

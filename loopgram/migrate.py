@@ -26,3 +26,7 @@ def upgrade(settings: DatabaseSettings, revision: str = "head") -> None:
 
     make_engine(settings).dispose()  # creates the SQLite folder when needed
     command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade(settings: DatabaseSettings, revision: str = "base") -> None:
+    command.downgrade(alembic_config(settings), revision)

@@ -270,6 +270,34 @@ def test_tampered_member_is_refused_and_changes_nothing(
     assert _counts(occupied) == counts
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"members": {"db/user.jsonl": [1]}},
+        {"knowledge_base": [1]},
+        {"knowledge_base": {"points": 4, "dim": "x"}},
+        {"version": 2},
+    ],
+)
+def test_a_damaged_manifest_is_a_broken_backup(
+    archive: Path, occupied: Settings, tmp_path: Path, change: dict[str, Any]
+) -> None:
+    """A manifest that is JSON of the wrong shape is damage like any other: `backup-broken`
+    (one clear line from the CLI), not an AttributeError or a ValueError."""
+
+    def edit(name: str, data: bytes) -> bytes:
+        return (
+            json.dumps({**json.loads(data), **change}).encode() if name == "manifest.json" else data
+        )
+
+    bad = _rewrite(archive, tmp_path / "manifest.tar.gz", edit)
+    counts = _counts(occupied)
+    with pytest.raises(backup.BackupError) as caught:
+        backup.restore(occupied, bad, force=True)
+    assert caught.value.key == "backup-broken"
+    assert _counts(occupied) == counts
+
+
 def test_non_empty_target_needs_force(archive: Path, occupied: Settings) -> None:
     counts, kb = _counts(occupied), kb_snapshot(occupied)
     with pytest.raises(backup.BackupError) as caught:
@@ -345,3 +373,56 @@ def test_naive_datetimes_are_written_as_utc() -> None:
     encoded = backup._encode(naive, column_type)
     assert encoded == "2025-01-02T03:04:05+00:00"
     assert backup._decode(encoded, column_type) - naive.replace(tzinfo=UTC) == timedelta(0)
+
+
+@pytest.fixture
+def empty_pg_url() -> Any:
+    """A Postgres database with no schema at all (what `restore` migrates first)."""
+    import psycopg
+
+    from tests.conftest import PG_ADMIN_URL
+
+    name = f"loopgram_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.integration
+def test_a_failed_restore_leaves_a_fresh_database_without_schema(
+    make_settings, sqlite_url: str, empty_pg_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """SQLite keeps a name longer than its column allows, Postgres refuses it: the restore
+    fails, and the database it had migrated first is as it was (no tables), as the error's
+    "Nothing was changed" says."""
+    from sqlalchemy import inspect
+
+    source = make_settings(sqlite_url, "source")
+    db = _db(source)
+    fill_every_table(db, rows_per_table=1)
+    user = next(t for t in backup.tables() if t.name == "user")
+    with db.engine.begin() as conn:
+        conn.execute(user.update().values(first_name="x" * 300))  # VARCHAR(256)
+    db.dispose()
+    path = tmp_path / "long.tar.gz"
+    backup.backup(source, path)
+
+    target = make_settings(empty_pg_url, "pg")
+    add_points(target, points(2, seed=7))
+    kb = kb_snapshot(target)
+
+    def tables_there() -> list[str]:
+        pg = _db(target)
+        names = inspect(pg.engine).get_table_names()
+        pg.dispose()
+        return names
+
+    with pytest.raises(backup.BackupError) as caught:  # the knowledge base holds points
+        backup.restore(target, path)
+    assert caught.value.key == "restore-not-empty"
+    assert tables_there() == []
+    with pytest.raises(Exception, match="too long"):
+        backup.restore(target, path, force=True)
+    assert tables_there() == [] and kb_snapshot(target) == kb
