@@ -12,7 +12,9 @@ is down must be taken out of the load balancer, not restarted.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +57,7 @@ class ReadinessChecker:
         self.settings = settings
         self.db = db
         self.timeout = settings.ops.ready_timeout if timeout is None else timeout
+        self._ping: concurrent.futures.Future[None] | None = None
 
     async def check(self) -> Readiness:
         started = time.monotonic()
@@ -85,13 +88,30 @@ class ReadinessChecker:
         return "ok"
 
     async def _database(self) -> None:
+        # A database that hangs holds the ping's thread until it answers (the timeout only stops
+        # the waiting). One ping at a time, on a daemon thread of its own: probes must not pile
+        # stuck threads into the default executor that /metrics and the bot's work share.
+        if self._ping is None or self._ping.done():
+            self._ping = self._start_ping()
+        await asyncio.wrap_future(self._ping)
+
+    def _start_ping(self) -> concurrent.futures.Future[None]:
         from sqlalchemy import text
 
-        def ping() -> None:
-            with self.db.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()  # a probe that times out cannot cancel it then
 
-        await asyncio.to_thread(ping)
+        def ping() -> None:
+            try:
+                with self.db.engine.connect() as conn:
+                    conn.execute(text("SELECT 1"))
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        threading.Thread(target=ping, name="readiness-db", daemon=True).start()
+        return future
 
     async def _redis(self, url: str) -> None:
         from redis.asyncio import Redis

@@ -145,6 +145,44 @@ async def test_readyz_reports_a_dead_database_and_redis(bot_settings) -> None:  
     assert report.body()["status"] == "not ready"
 
 
+async def test_a_hanging_database_holds_one_thread_not_the_process(bot_settings) -> None:  # type: ignore[no-untyped-def]
+    """A database that accepts connections and never answers: every probe times out in time,
+    and the probes do not pile up threads in the default executor (which `/metrics` and the
+    bot's own work need) — one stuck ping at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loopgram.db import Database
+    from loopgram.readiness import ReadinessChecker
+    from loopgram.settings import DatabaseSettings
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+    hanging = Database.from_settings(
+        DatabaseSettings(database_url=f"postgresql://nobody@127.0.0.1:{port}/none")
+    )
+    checker = ReadinessChecker(bot_settings(), hanging, timeout=0.3)
+    try:
+        for _ in range(4):
+            started = loop.time()
+            report = await checker.check()
+            assert report.failed == ["database"] and "timed out" in report.checks["database"]
+            assert loop.time() - started < 2
+        body = await asyncio.wait_for(asyncio.to_thread(metrics.render), timeout=5)
+        assert body
+    finally:
+        for writer in held:  # the stuck connects fail and their threads end
+            writer.close()
+        server.close()
+        hanging.dispose()
+
+
 async def test_metrics_count_updates_answers_and_ratings(
     webhook_env: tuple[EmulatedBot, str, web.AppRunner], caplog: pytest.LogCaptureFixture
 ) -> None:
