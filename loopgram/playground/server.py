@@ -310,7 +310,10 @@ class PlaygroundServer:
                 data = await part.read(decode=False)
                 upload = (part.filename or "file", part.headers.get("Content-Type"), bytes(data))
             else:
-                fields[part.name] = (await part.text())[: CAPTION_LIMIT * 4]
+                try:
+                    fields[part.name] = (await part.text())[: CAPTION_LIMIT * 4]
+                except (UnicodeDecodeError, LookupError):  # bytes, or a charset Python lacks
+                    raise Refusal(400, "bad-request", f"{part.name} is not UTF-8 text") from None
         user = self._user(fields.get("as"))
         chat_id = self._chat_id(fields.get("chat"), user)
         if upload is None:
@@ -429,8 +432,12 @@ class PlaygroundServer:
 def _int(raw: object, name: str) -> int:
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
-    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit() and len(raw) < 20:
-        return int(raw)
+    if isinstance(raw, str) and len(raw) < 20:
+        text = raw.strip()
+        digits = text.removeprefix("-")
+        # ASCII digits only: isdigit() alone passes "²", and lstrip("-") passes "--1".
+        if digits.isascii() and digits.isdigit():
+            return int(text)
     raise Refusal(400, "bad-request", f"{name} must be a number", field=name)
 
 
@@ -439,7 +446,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise Refusal(415, "bad-request", "send JSON (Content-Type: application/json)")
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
         raise Refusal(400, "bad-request", "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Refusal(400, "bad-request", "a JSON object is expected")

@@ -338,3 +338,29 @@ def test_the_command_says_at_once_when_the_port_is_busy(tmp_path: Path) -> None:
         )
     assert result.exit_code == 2
     assert f"Cannot serve the playground on 127.0.0.1:{port} (" in result.output
+
+
+async def test_odd_numbers_and_bodies_are_a_4xx_not_a_crash(
+    http: aiohttp.ClientSession, pg: Playground
+) -> None:
+    """Input the checks let through to int() or json.loads must still be refused as bad input
+    (a 500 "internal" tells the page the playground broke)."""
+    calls = len(pg.env.emulator.calls)
+    for raw in ("--101", "²", "1_0_1"):
+        got, body = await post(http, "/api/send", {"as": raw, "chat": ANNA, "text": "hi"})
+        assert (got, body["error"]) == (400, "bad-request"), raw
+        async with http.get(f"/api/chats/{ANNA}", params={"as": raw}) as response:
+            assert (response.status, (await response.json())["error"]) == (400, "bad-request")
+    async with http.post(
+        "/api/send", data=b"[" * 100_000, headers={"Content-Type": "application/json"}
+    ) as response:
+        assert (response.status, (await response.json())["error"]) == (400, "bad-request")
+    form = (  # a field that is not UTF-8
+        b'--b\r\nContent-Disposition: form-data; name="as"\r\n\r\n\xff\xfe\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\n'
+        b"hello\r\n--b--\r\n"
+    )
+    headers = {"Content-Type": "multipart/form-data; boundary=b"}
+    async with http.post("/api/send", data=form, headers=headers) as response:
+        assert (response.status, (await response.json())["error"]) == (400, "bad-request")
+    assert len(pg.env.emulator.calls) == calls  # nothing reached the bot
