@@ -15,7 +15,7 @@ from aiogram.types import BotCommand
 from celery import Celery
 
 from bot.feedback_sink import FeedbackSink
-from bot.group_moderation import GroupModerationMiddleware
+from bot.group_moderation import GroupModerationMiddleware, on_edited_message
 from bot.handlers import get_routers
 from bot.metrics_middleware import UpdateMetricsMiddleware
 from bot.middlewares import DedupMiddleware, ReceivedAtMiddleware, UserContextMiddleware
@@ -167,6 +167,8 @@ def create_runtime(
     dp.update.outer_middleware(UserContextMiddleware(db, settings))
     moderation = GroupModerationMiddleware(GroupModerator(answers))
     dp.message.outer_middleware(moderation)
+    dp.edited_message.outer_middleware(moderation)
+    dp.edited_message.register(on_edited_message)
     dp.include_routers(*get_routers())
     poster = ReviewPoster(db, settings)
     return BotRuntime(

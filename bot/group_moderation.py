@@ -1,9 +1,10 @@
 """Group moderation in the bot: every text in a group that turned it on gets a verdict.
 
-A message middleware starts the verdict in the background and lets the message go on to
-its handler (a question to the bot is still answered). The verdict's action — a warning
-reply or a deletion — needs the bot to be an admin of the group; when Telegram refuses,
-the refusal is logged and the review item stays for the moderators.
+A message middleware (on new and edited messages) starts the verdict in the background and
+lets the message go on to its handler (a question to the bot is still answered). The
+verdict's action — a warning reply or a deletion — needs the bot to be an admin of the
+group; when Telegram refuses, the refusal is logged and the review item stays for the
+moderators.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ log = logging.getLogger(__name__)
 GROUP_TYPES = (ChatType.GROUP, ChatType.SUPERGROUP)
 
 
+async def on_edited_message(message: Message) -> None:
+    """Nothing to do here: the middleware judged the edit. Polling and webhooks ask Telegram
+    only for update types some handler takes, so without this one edits never arrive and a
+    harmless message edited into spam would keep its first verdict."""
+
+
 class GroupModerationMiddleware(BaseMiddleware):
     def __init__(self, moderator: GroupModerator, *, concurrency: int = 4) -> None:
         self.moderator = moderator
@@ -46,13 +53,21 @@ class GroupModerationMiddleware(BaseMiddleware):
     @staticmethod
     def _candidate(message: Message) -> bool:
         text = message.text or message.caption or ""
-        return (
-            message.chat.type in GROUP_TYPES
-            and bool(text.strip())
-            and not text.startswith("/")
-            and message.from_user is not None
-            and not message.from_user.is_bot
-        )
+        if (
+            message.chat.type not in GROUP_TYPES
+            or not text.strip()
+            or text.startswith("/")
+            or message.from_user is None
+            or message.is_automatic_forward  # the linked channel's own post
+        ):
+            return False
+        # A message sent as a chat names a fake bot sender: the group itself for its
+        # anonymous admins (not judged), any other chat for a member posting as their
+        # channel (judged like the member).
+        sender_chat = message.sender_chat
+        if sender_chat is not None:
+            return sender_chat.id != message.chat.id
+        return not message.from_user.is_bot
 
     async def drain(self) -> None:
         """Wait for verdicts in flight (tests, shutdown)."""
@@ -66,7 +81,9 @@ class GroupModerationMiddleware(BaseMiddleware):
             chat_type=message.chat.type,
             user_id=message.from_user.id,
             lang=lang,
-            text=(message.text or message.caption or "")[:8000],
+            # Judged on its beginning: a text over MAX_INPUT_CHARS would be refused as too
+            # long, and a message nobody judges would slip past moderation.
+            text=(message.text or message.caption or "")[: self.moderator.input_limit],
             message_thread_id=message.message_thread_id if message.is_topic_message else None,
             request_message_id=message.message_id,
         )

@@ -48,6 +48,11 @@ class GroupModerator:
     def __init__(self, answers: AnswerService) -> None:
         self.answers = answers
 
+    @property
+    def input_limit(self) -> int:
+        """The longest text a verdict is asked for (MAX_INPUT_CHARS)."""
+        return self.answers.settings.max_input_chars
+
     async def chat_if_enabled(self, chat_id: int, chat_type: str) -> Chat | None:
         chat = await self.answers.db.run(
             crud.get_or_create_chat, chat_id=chat_id, chat_type=chat_type

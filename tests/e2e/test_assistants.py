@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -433,6 +434,64 @@ async def test_a_review_queue_that_fails_loses_no_label(
     assert "не получилось отправить строки на проверку" in done["text"]
 
 
+async def test_the_same_table_sent_twice_at_once_comes_back_whole_twice(
+    running: EmulatedBot, scripted: ScriptedBackend
+) -> None:
+    """Both copies share one working file (keyed by chat and content): the second must not
+    append to, resume or delete the file the first is still writing."""
+    emu = running.emulator
+    fay = emu.user(7613, "Fay", language_code="en")
+    await switch(emu, fay, "/label")
+    items = [f"How do I export data number {i}?" for i in range(12)]
+    table = ("message\n" + "\n".join(items) + "\n").encode()
+    await asyncio.gather(
+        fay.send_document(table, "twice.csv", "text/csv"),
+        fay.send_document(table, "twice.csv", "text/csv"),
+    )
+    await emu.wait_for(
+        lambda: sum("document" in m for m in emu.bot_messages(7613)) == 2, timeout=30
+    )
+    for result in [m for m in emu.bot_messages(7613) if "document" in m]:
+        lines = emu.file_bytes(result["document"]["file_id"]).decode("utf-8-sig").splitlines()
+        assert [line.split(",")[0] for line in lines[1:]] == items
+        assert all(line.split(",")[1] == "question" for line in lines[1:])
+    done = [m for m in emu.bot_messages(7613) if "Labeled 12 rows" in m.get("text", "")]
+    assert len(done) == 2
+
+
+async def test_a_stopped_table_is_labeled_anew_after_the_label_set_changed(
+    running: EmulatedBot, scripted: ScriptedBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows a stopped run saved were labeled with the old label set: the same table sent
+    after /labels changed starts over, not refused for good with the CLI's --restart hint."""
+    emu = running.emulator
+    admin = emu.user(7000, "Admin", language_code="en")
+    await switch(emu, admin, "/label")
+    generate = scripted.generate
+
+    async def down_at_row_three(request: GenerationRequest) -> AsyncIterator[str]:
+        if request.messages[-1]["content"] in ("Great work", "It crashes"):
+            raise RuntimeError("down")
+        async for chunk in generate(request):
+            yield chunk
+
+    monkeypatch.setattr(scripted, "generate", down_at_row_three)
+    table = b"message\nThe app crashes on start\nHow do I export data?\nGreat work\nIt crashes\n"
+    await admin.send_document(table, "stopped.csv", "text/csv")
+    stopped = await emu.wait_for_bot_message(
+        7000, lambda m: "stopped answering" in m.get("text", "")
+    )
+    assert "after 2 of 4 rows" in stopped["text"]
+    monkeypatch.setattr(scripted, "generate", generate)
+    await admin.send_text("/labels question: asks something, complaint, praise")
+    await emu.wait_for_bot_message(7000, lambda m: "Saved" in m.get("text", ""))
+    await admin.send_document(table, "stopped.csv", "text/csv")
+    result = await emu.wait_for_bot_message(7000, lambda m: "document" in m, timeout=30)
+    lines = emu.file_bytes(result["document"]["file_id"]).decode("utf-8-sig").splitlines()
+    assert [line.split(",")[1] for line in lines[1:3]] == ["complaint", "question"]
+    assert not any("--restart" in m.get("text", "") for m in emu.bot_messages(7000))
+
+
 async def test_disabled_assistants_cannot_be_picked(
     running: EmulatedBot, scripted: ScriptedBackend
 ) -> None:
@@ -486,6 +545,106 @@ async def test_group_moderation_acts_above_threshold_and_queues_the_rest(
     assert notes[0].startswith("ok 0.40") and notes[1].startswith("spam 0.95; bot action: delete")
     # Plain members' messages were not answered: verdicts are silent unless acted on.
     assert not any(has_rating_buttons(m) for m in emu.bot_messages(-7800))
+
+
+async def test_group_moderation_judges_an_edited_message_again(
+    running: EmulatedBot, scripted: ScriptedBackend
+) -> None:
+    """A harmless message edited into spam must not slip past moderation."""
+    emu, db = running.emulator, running.stack.db
+    group = emu.group(-7810, "Bazaar", bot_is_admin=True, admin_ids=(7812,))
+    member = emu.user(7811, "Member", language_code="en")
+    owner = emu.user(7812, "Owner", language_code="en")
+    await owner.send_text("/moderation@loopgram_bot on", chat=group)
+    await emu.wait_for_bot_message(
+        -7810, lambda m: "Moderation of every message: on" in m.get("text", "")
+    )
+    await owner.send_text("/moderation@loopgram_bot action delete", chat=group)
+    await emu.wait_for_bot_message(-7810, lambda m: "Automatic action: delete" in m.get("text", ""))
+
+    sent = await member.send_text("Does anyone know when the shop opens?", chat=group)
+    await wait_db(db, lambda *, session: len(session.exec(select(Interaction)).all()) == 1)
+    await member.edit_text(sent["message_id"], "Earn $500 a day, write to @rich", chat=group)
+    await emu.wait_for_bot_message(-7810, lambda m: "removed" in m.get("text", ""))
+    assert sent["message_id"] not in [m["message_id"] for m in emu.chat_messages(-7810)]
+    await running.stack.runtime.moderation.drain()
+    stored = await db.run(rows(Interaction))
+    assert [i.prompt for i in stored][-1] == "Earn $500 a day, write to @rich"
+
+
+async def test_group_moderation_judges_a_message_longer_than_max_input_chars(
+    bot_settings, scripted: ScriptedBackend
+) -> None:
+    """A group text over MAX_INPUT_CHARS is judged on its beginning, not let through."""
+    async with emulated_bot(bot_settings(MAX_INPUT_CHARS="200"), with_model=False) as env:
+        emu, db = env.emulator, env.stack.db
+        group = emu.group(-7820, "Fair", bot_is_admin=True, admin_ids=(7822,))
+        member = emu.user(7821, "Member", language_code="en")
+        owner = emu.user(7822, "Owner", language_code="en")
+        await owner.send_text("/moderation@loopgram_bot on", chat=group)
+        await emu.wait_for_bot_message(
+            -7820, lambda m: "Moderation of every message: on" in m.get("text", "")
+        )
+        await owner.send_text("/moderation@loopgram_bot action delete", chat=group)
+        await emu.wait_for_bot_message(
+            -7820, lambda m: "Automatic action: delete" in m.get("text", "")
+        )
+        spam = await member.send_text("Earn $500 a day, write to @rich. " * 20, chat=group)
+        await emu.wait_for_bot_message(-7820, lambda m: "removed" in m.get("text", ""))
+        assert spam["message_id"] not in [m["message_id"] for m in emu.chat_messages(-7820)]
+        await env.stack.runtime.moderation.drain()
+        [stored] = await db.run(rows(Interaction))
+        assert len(stored.prompt) <= 200
+
+
+async def test_group_moderation_judges_messages_sent_on_behalf_of_a_channel(
+    running: EmulatedBot, scripted: ScriptedBackend
+) -> None:
+    """Telegram names a fake bot sender (Channel_Bot) for a message a member sends as their
+    channel: it must be judged like any member's, while the group's anonymous admins and the
+    linked channel's own automatic forwards are not."""
+    emu, db = running.emulator, running.stack.db
+    group = emu.group(-7830, "Square", bot_is_admin=True, admin_ids=(7832,))
+    owner = emu.user(7832, "Owner", language_code="en")
+    await owner.send_text("/moderation@loopgram_bot on", chat=group)
+    await emu.wait_for_bot_message(
+        -7830, lambda m: "Moderation of every message: on" in m.get("text", "")
+    )
+    await owner.send_text("/moderation@loopgram_bot action delete", chat=group)
+    await emu.wait_for_bot_message(-7830, lambda m: "Automatic action: delete" in m.get("text", ""))
+    chat = {"id": -7830, "type": "supergroup", "title": "Square"}
+    channel = {"id": -1007831, "type": "channel", "title": "Deals"}
+    channel_bot = {"id": 136817688, "is_bot": True, "first_name": "Channel"}
+    anonymous = {"id": 1087968824, "is_bot": True, "first_name": "Group"}
+    now = int(time.time())
+    for message_id, sender, sender_chat, extra in (
+        (9001, anonymous, chat, {}),
+        (
+            9002,
+            {"id": 777000, "is_bot": False, "first_name": "Telegram"},
+            channel,
+            {"is_automatic_forward": True},
+        ),
+        (9003, channel_bot, channel, {}),
+    ):
+        emu.push_update(
+            {
+                "message": {
+                    "message_id": message_id,
+                    "date": now,
+                    "chat": chat,
+                    "from": sender,
+                    "sender_chat": sender_chat,
+                    "text": "Earn $500 a day, write to @rich",
+                    **extra,
+                }
+            }
+        )
+    await emu.wait_for_bot_message(-7830, lambda m: "removed" in m.get("text", ""))
+    await running.stack.runtime.moderation.drain()
+    stored = await db.run(rows(Interaction))
+    assert [i.request_message_id for i in stored if i.assistant == "moderate"] == [9003]
+    assert 9003 not in [m["message_id"] for m in emu.chat_messages(-7830)]
 
 
 async def test_too_long_input_is_refused_except_by_the_summarizer(
