@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import weakref
 from pathlib import Path
 
 from aiogram import Bot
@@ -23,6 +24,7 @@ from loopgram.batch_label import (
     BatchLabeler,
     BatchStoppedError,
     BatchSummary,
+    LabelOutputError,
     Table,
     pick_text_column,
     read_table,
@@ -34,6 +36,16 @@ from loopgram.settings import Settings
 log = logging.getLogger(__name__)
 
 TABLE_SUFFIXES = (".csv", ".xlsx")
+
+# One run at a time per working file; an entry lives while a run holds or awaits its lock.
+_jobs: weakref.WeakValueDictionary[Path, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _job_lock(out: Path) -> asyncio.Lock:
+    lock = _jobs.get(out)
+    if lock is None:
+        lock = _jobs[out] = asyncio.Lock()
+    return lock
 
 
 def is_table(file_name: str | None) -> bool:
@@ -77,46 +89,46 @@ async def label_table(
     )
     status = await message.reply(t(lang, "label-file-progress", done=0, total=len(table.rows)))
     progress = _Progress(bot, status, lang)
-    resumed = out.with_name(out.name + ".progress.json").exists()
-    try:
-        summary = await labeler.run(
-            table, column=column, out=out, restart=not resumed, progress=progress
+    # The same table sent again while it is being labeled shares the working file: wait
+    # for the first run to finish (it sends its result and removes the file), then start.
+    async with _job_lock(out):
+        try:
+            summary = await _run(labeler, table, column=column, out=out, progress=progress)
+        except BatchStoppedError as exc:
+            await _edit(bot, status, t(lang, "label-batch-stopped", **exc.params))
+            return
+        except LoopgramError as exc:
+            await _edit(bot, status, t(lang, exc.key, **exc.params))
+            return
+        done = t(
+            lang,
+            "label-file-done",
+            rows=summary.rows,
+            labeled=summary.labeled,
+            review=summary.needs_review,
+            invalid=summary.invalid,
         )
-    except BatchStoppedError as exc:
-        await _edit(bot, status, t(lang, "label-batch-stopped", **exc.params))
-        return
-    except LoopgramError as exc:
-        await _edit(bot, status, t(lang, exc.key, **exc.params))
-        return
-    done = t(
-        lang,
-        "label-file-done",
-        rows=summary.rows,
-        labeled=summary.labeled,
-        review=summary.needs_review,
-        invalid=summary.invalid,
-    )
-    queued = await _queue_for_review(
-        labeler,
-        answers,
-        summary,
-        table=table,
-        column=column,
-        message=message,
-        label_set_id=label_set_id,
-        model=route.model,
-        digest=digest,
-        file_name=name,
-    )
-    await _edit(bot, status, "\n".join([done, *_queued_lines(lang, queued, summary)]))
-    result_name = Path(name).stem + ".labeled.csv"
-    await bot.send_document(
-        message.chat.id,
-        BufferedInputFile(out.read_bytes(), filename=result_name),
-        reply_to_message_id=message.message_id,
-        message_thread_id=message.message_thread_id if message.is_topic_message else None,
-    )
-    out.unlink(missing_ok=True)
+        queued = await _queue_for_review(
+            labeler,
+            answers,
+            summary,
+            table=table,
+            column=column,
+            message=message,
+            label_set_id=label_set_id,
+            model=route.model,
+            digest=digest,
+            file_name=name,
+        )
+        await _edit(bot, status, "\n".join([done, *_queued_lines(lang, queued, summary)]))
+        result_name = Path(name).stem + ".labeled.csv"
+        await bot.send_document(
+            message.chat.id,
+            BufferedInputFile(out.read_bytes(), filename=result_name),
+            reply_to_message_id=message.message_id,
+            message_thread_id=message.message_thread_id if message.is_topic_message else None,
+        )
+        out.unlink(missing_ok=True)
     log.info(
         "label_file.done chat_id=%s rows=%s needs_review=%s invalid=%s seconds=%.1f",
         message.chat.id,
@@ -125,6 +137,22 @@ async def label_table(
         summary.invalid,
         summary.seconds,
     )
+
+
+async def _run(
+    labeler: BatchLabeler, table: Table, *, column: int, out: Path, progress: _Progress
+) -> BatchSummary:
+    """Continue a stopped run of this table, else label it from the start."""
+    if out.with_name(out.name + ".progress.json").exists():
+        try:
+            return await labeler.run(table, column=column, out=out, progress=progress)
+        except LabelOutputError as exc:
+            # The stopped run cannot be continued: its rows were labeled with another label
+            # set (the chat's changed since) or its file is damaged. The file is the bot's
+            # own, so start over; refusing would refuse this table for good, with the CLI's
+            # --restart advice.
+            log.info("label_file.resume_refused out=%s error=%s", out, exc)
+    return await labeler.run(table, column=column, out=out, restart=True, progress=progress)
 
 
 async def _queue_for_review(

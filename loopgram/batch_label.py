@@ -71,6 +71,7 @@ SKIP_ERRORS = ("empty", "too-long")
 STATE_VERSION = 1
 
 _DELIMITERS = ",;\t"
+_MAX_FIELD_CHARS = 2**31 - 1  # a C long everywhere csv runs
 _SNIFF_CHARS = 16_384
 _NO_DELIMITER = "\x1f"  # parses a one-column CSV: a character that never occurs in text
 _XLSX_ERRORS = (
@@ -87,6 +88,12 @@ _XLSX_ERRORS = (
     NotImplementedError,  # a compression method zipfile lacks
     zlib.error,
 )
+
+# Python's csv refuses a field over 131072 characters by default, which would call a whole
+# table broken for one long cell (and break resuming an output holding it). The file's size
+# is already bounded by who reads it (MAX_FILE_BYTES in the bot); a long cell is a `too-long`
+# row. The limit is process-wide, so raise it, never lower it.
+csv.field_size_limit(max(csv.field_size_limit(), _MAX_FIELD_CHARS))
 
 
 class LabelFileError(LoopgramError):

@@ -337,6 +337,26 @@ async def test_too_long_items_are_not_sent(
     assert backend.asked == ["a question"]
 
 
+async def test_a_cell_longer_than_the_csv_field_limit_is_a_too_long_row_not_a_broken_file(
+    tmp_path: Path, llm: LLMClient, backend: LabelingBackend
+) -> None:
+    """Python's csv refuses fields over 131072 characters by default; one long cell must
+    cost only its row (`too-long`), also when a stopped run is resumed."""
+    huge = "x" * 200_000
+    source = write_csv(tmp_path / "in.csv", [["text"], [huge], ["a question"], ["praise it"]])
+    out = tmp_path / "out.csv"
+    table = load_table(source)
+    assert table.rows[0] == (huge,)
+    backend.fail_after = 1
+    with pytest.raises(BatchStoppedError):
+        await BatchLabeler(llm, concurrency=1).run(table, column=0, out=out)
+    backend.fail_after = None
+    await BatchLabeler(llm, concurrency=1).run(table, column=0, out=out)
+    rows = read_csv(out)[1]
+    assert [r["error"] for r in rows] == ["too-long", "", ""]
+    assert [r["label"] for r in rows[1:]] == ["question", "praise"]
+
+
 async def test_custom_labels_language_and_examples_reach_the_prompt(
     tmp_path: Path, llm: LLMClient, backend: LabelingBackend
 ) -> None:
