@@ -547,6 +547,18 @@ async def test_group_moderation_acts_above_threshold_and_queues_the_rest(
     assert not any(has_rating_buttons(m) for m in emu.bot_messages(-7800))
 
 
+async def _moderation_deletes(emu: Any, group: Any, owner: Any) -> None:
+    """The group's owner turns moderation on, with deletion as its action."""
+    await owner.send_text("/moderation@loopgram_bot on", chat=group)
+    await emu.wait_for_bot_message(
+        group.id, lambda m: "Moderation of every message: on" in m.get("text", "")
+    )
+    await owner.send_text("/moderation@loopgram_bot action delete", chat=group)
+    await emu.wait_for_bot_message(
+        group.id, lambda m: "Automatic action: delete" in m.get("text", "")
+    )
+
+
 async def test_group_moderation_judges_an_edited_message_again(
     running: EmulatedBot, scripted: ScriptedBackend
 ) -> None:
@@ -555,12 +567,7 @@ async def test_group_moderation_judges_an_edited_message_again(
     group = emu.group(-7810, "Bazaar", bot_is_admin=True, admin_ids=(7812,))
     member = emu.user(7811, "Member", language_code="en")
     owner = emu.user(7812, "Owner", language_code="en")
-    await owner.send_text("/moderation@loopgram_bot on", chat=group)
-    await emu.wait_for_bot_message(
-        -7810, lambda m: "Moderation of every message: on" in m.get("text", "")
-    )
-    await owner.send_text("/moderation@loopgram_bot action delete", chat=group)
-    await emu.wait_for_bot_message(-7810, lambda m: "Automatic action: delete" in m.get("text", ""))
+    await _moderation_deletes(emu, group, owner)
 
     sent = await member.send_text("Does anyone know when the shop opens?", chat=group)
     await wait_db(db, lambda *, session: len(session.exec(select(Interaction)).all()) == 1)
@@ -581,14 +588,7 @@ async def test_group_moderation_judges_a_message_longer_than_max_input_chars(
         group = emu.group(-7820, "Fair", bot_is_admin=True, admin_ids=(7822,))
         member = emu.user(7821, "Member", language_code="en")
         owner = emu.user(7822, "Owner", language_code="en")
-        await owner.send_text("/moderation@loopgram_bot on", chat=group)
-        await emu.wait_for_bot_message(
-            -7820, lambda m: "Moderation of every message: on" in m.get("text", "")
-        )
-        await owner.send_text("/moderation@loopgram_bot action delete", chat=group)
-        await emu.wait_for_bot_message(
-            -7820, lambda m: "Automatic action: delete" in m.get("text", "")
-        )
+        await _moderation_deletes(emu, group, owner)
         spam = await member.send_text("Earn $500 a day, write to @rich. " * 20, chat=group)
         await emu.wait_for_bot_message(-7820, lambda m: "removed" in m.get("text", ""))
         assert spam["message_id"] not in [m["message_id"] for m in emu.chat_messages(-7820)]
@@ -606,12 +606,7 @@ async def test_group_moderation_judges_messages_sent_on_behalf_of_a_channel(
     emu, db = running.emulator, running.stack.db
     group = emu.group(-7830, "Square", bot_is_admin=True, admin_ids=(7832,))
     owner = emu.user(7832, "Owner", language_code="en")
-    await owner.send_text("/moderation@loopgram_bot on", chat=group)
-    await emu.wait_for_bot_message(
-        -7830, lambda m: "Moderation of every message: on" in m.get("text", "")
-    )
-    await owner.send_text("/moderation@loopgram_bot action delete", chat=group)
-    await emu.wait_for_bot_message(-7830, lambda m: "Automatic action: delete" in m.get("text", ""))
+    await _moderation_deletes(emu, group, owner)
     chat = {"id": -7830, "type": "supergroup", "title": "Square"}
     channel = {"id": -1007831, "type": "channel", "title": "Deals"}
     channel_bot = {"id": 136817688, "is_bot": True, "first_name": "Channel"}
