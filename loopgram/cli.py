@@ -45,10 +45,14 @@ TOKEN_HELP = (
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
+    _say_error(message)
+    raise typer.Exit(code)
+
+
+def _say_error(message: str) -> None:
     from loopgram.logging_setup import mask_secrets
 
     typer.echo(f"error: {mask_secrets(message)}", err=True)
-    raise typer.Exit(code)
 
 
 def _config_error(exc: Exception) -> str:
@@ -1328,9 +1332,7 @@ def main() -> None:
         problem = _database_problem(exc)
         if problem is None:
             raise
-        from loopgram.logging_setup import mask_secrets
-
-        typer.echo(f"error: {mask_secrets(problem)}", err=True)
+        _say_error(problem)  # outside click's handling, where `fail`'s typer.Exit would not land
         raise SystemExit(2) from None
 
 
